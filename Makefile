@@ -1,0 +1,43 @@
+# The project's verbs. `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= .cqrs
+API_PORT ?= 8000
+UI_PORT ?= 3000
+
+.PHONY: run test lint typecheck pytest bench clean servers-install browser-install
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+servers-install: node_modules/.installed
+
+run: $(STAMP)
+	$(BIN)/cqrs up --data-dir $(DATA_DIR) --api-port $(API_PORT) --ui-port $(UI_PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check cqrs_dagster cqrs_dagster_tests
+	$(BIN)/ruff format --check cqrs_dagster cqrs_dagster_tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy cqrs_dagster
+
+# The test session starts (and stops) the local servers it needs itself: see cqrs_dagster_tests/servers/.
+pytest: $(STAMP) servers-install
+	$(BIN)/pytest -p no:cacheprovider
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m cqrs_dagster_tests.bench
+
+clean:
+	rm -rf $(VENV) node_modules .cqrs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""The command handler: load the aggregate, decide, save state + events atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cqrs_dagster.domain import customer, order
+from cqrs_dagster.domain.commands import (
+    CancelOrder,
+    Command,
+    CreateOrder,
+    RegisterCustomer,
+    UpdateCustomer,
+    UpdateOrderStatus,
+)
+from cqrs_dagster.domain.decision import CommandContext, Decision
+from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
+from cqrs_dagster.domain.events import CUSTOMER, ORDER
+from cqrs_dagster.domain.ids import uuid7
+
+from .writestore.port import StoredAggregate, WriteStore
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did. ``replayed`` is True when the command id had been processed before."""
+
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def consistency_token(aggregate_type: str, aggregate_id: str, version: int) -> str:
+    """A read-your-writes token: the read models include this write once they hold this version."""
+    return f"{aggregate_type}:{aggregate_id}:{version}"
+
+
+class CommandHandler:
+    """Applies validated commands to aggregates; the only writer of the WriteStore."""
+
+    def __init__(
+        self,
+        store: WriteStore,
+        *,
+        clock: Callable[[], datetime] = _now,
+        source: str = "cqrs-api",
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.source = source
+
+    def handle(self, command: Command, *, user_id: str = "anonymous") -> CommandResult:
+        """Apply one command. Raises DomainError subclasses; writes nothing when it raises."""
+        command_id = command.commandId or uuid7()
+        previous = self.store.command_result(command_id)
+        if previous is not None:
+            return CommandResult(previous, replayed=True)
+        ctx = CommandContext(
+            command_id=command_id,
+            correlation_id=command.correlationId or command_id,
+            now=self.clock(),
+            user_id=user_id,
+            source=self.source,
+        )
+        decision = self._decide(command, ctx)
+        if (
+            command.expectedVersion is not None
+            and command.expectedVersion != decision.expected_version
+        ):
+            raise VersionConflict(
+                f"{decision.aggregate_type} {decision.aggregate_id} is at version "
+                f"{decision.expected_version}, command expected {command.expectedVersion}"
+            )
+        body = self._result_body(decision)
+        try:
+            self.store.save(
+                StoredAggregate(
+                    decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
+                ),
+                decision.expected_version,
+                decision.events,
+                command_id,
+                body,
+            )
+        except DuplicateCommand:
+            raced = self.store.command_result(command_id)
+            if raced is None:
+                raise
+            return CommandResult(raced, replayed=True)
+        return CommandResult(body)
+
+    def _load(self, aggregate_type: str, aggregate_id: str | None) -> dict[str, Any] | None:
+        if aggregate_id is None:
+            return None
+        stored = self.store.load(aggregate_type, aggregate_id)
+        return None if stored is None else stored.state
+
+    def _decide(self, command: Command, ctx: CommandContext) -> Decision:
+        match command:
+            case RegisterCustomer():
+                return customer.register(command, self._load(CUSTOMER, command.customerId), ctx)
+            case UpdateCustomer():
+                return customer.update(command, self._load(CUSTOMER, command.customerId), ctx)
+            case CreateOrder():
+                return order.create(
+                    command,
+                    self._load(ORDER, command.orderId),
+                    self._load(CUSTOMER, command.customerId),
+                    ctx,
+                )
+            case UpdateOrderStatus():
+                return order.update_status(command, self._load(ORDER, command.orderId), ctx)
+            case CancelOrder():
+                return order.cancel(command, self._load(ORDER, command.orderId), ctx)
+        raise TypeError(f"unhandled command {type(command).__name__}")  # pragma: no cover
+
+    @staticmethod
+    def _result_body(decision: Decision) -> dict[str, Any]:
+        return {
+            "aggregateId": decision.aggregate_id,
+            "aggregateType": decision.aggregate_type,
+            "version": decision.version,
+            "eventIds": [e.event_id for e in decision.events],
+            "state": decision.state,
+            "consistencyToken": consistency_token(
+                decision.aggregate_type, decision.aggregate_id, decision.version
+            ),
+        }

@@ -1,0 +1,1 @@
+"""Pure domain: commands, events, aggregates, upcasters. No I/O, no Dagster."""

@@ -1,0 +1,138 @@
+"""Commands: imperative, validated at the boundary (pydantic), one JSON object each with a ``type``."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from .money import to_money
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+OrderStatus = Literal["Created", "Paid", "Shipped", "Delivered", "Cancelled"]
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Sku = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _check_email(value: str) -> str:
+    if len(value) > 254 or not EMAIL_RE.match(value):
+        raise ValueError("not a valid email address")
+    return value
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    commandId: Id | None = None
+    correlationId: Annotated[str, StringConstraints(max_length=128)] | None = None
+    expectedVersion: Annotated[int, Field(ge=0, strict=True)] | None = None
+
+
+class RegisterCustomer(_Command):
+    """Register a new customer -> CustomerRegistered."""
+
+    type: Literal["RegisterCustomer"]
+    customerId: Id | None = None
+    name: Name
+    email: str
+
+    _email = field_validator("email")(_check_email)
+
+
+class UpdateCustomer(_Command):
+    """Change a customer's name and/or email -> CustomerUpdated."""
+
+    type: Literal["UpdateCustomer"]
+    customerId: Id
+    name: Name | None = None
+    email: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UpdateCustomer:
+        if self.name is None and self.email is None:
+            raise ValueError("UpdateCustomer needs at least one of name, email")
+        return self
+
+
+class OrderItem(BaseModel):
+    """One order line; ``unitPrice`` is an exact decimal with at most two decimal places."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: Sku
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+    unitPrice: Decimal
+
+    @field_validator("unitPrice", mode="before")
+    @classmethod
+    def _price(cls, value: Any) -> Decimal:
+        price = to_money(value)
+        if price < 0:
+            raise ValueError("unitPrice must be >= 0")
+        exponent = price.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -2 and price != price.quantize(Decimal("0.01")):
+            raise ValueError("unitPrice has more than 2 decimal places")
+        if price >= Decimal("1e12"):
+            raise ValueError("unitPrice is too large")
+        return price
+
+
+class CreateOrder(_Command):
+    """Place an order for an existing customer -> OrderCreated."""
+
+    type: Literal["CreateOrder"]
+    orderId: Id | None = None
+    customerId: Id
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=100)]
+
+
+class UpdateOrderStatus(_Command):
+    """Move an order along its lifecycle -> OrderUpdated."""
+
+    type: Literal["UpdateOrderStatus"]
+    orderId: Id
+    status: OrderStatus
+
+
+class CancelOrder(_Command):
+    """Cancel a Created or Paid order -> OrderUpdated (status Cancelled)."""
+
+    type: Literal["CancelOrder"]
+    orderId: Id
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+Command = Annotated[
+    RegisterCustomer | UpdateCustomer | CreateOrder | UpdateOrderStatus | CancelOrder,
+    Field(discriminator="type"),
+]
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+COMMAND_TYPES = (
+    "RegisterCustomer",
+    "UpdateCustomer",
+    "CreateOrder",
+    "UpdateOrderStatus",
+    "CancelOrder",
+)
+
+
+def parse_command(raw: Any) -> Command:
+    """Validate a decoded JSON object into a command (raises pydantic.ValidationError)."""
+    return COMMAND_ADAPTER.validate_python(raw)

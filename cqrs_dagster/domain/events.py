@@ -1,0 +1,137 @@
+"""The event envelope (the reference architecture's best practice) and event type names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+CUSTOMER = "Customer"
+ORDER = "Order"
+
+CUSTOMER_REGISTERED = "CustomerRegistered"
+CUSTOMER_UPDATED = "CustomerUpdated"
+ORDER_CREATED = "OrderCreated"
+ORDER_UPDATED = "OrderUpdated"
+
+EVENT_TYPES = frozenset({CUSTOMER_REGISTERED, CUSTOMER_UPDATED, ORDER_CREATED, ORDER_UPDATED})
+CURRENT_SCHEMA_VERSION = 1
+
+ENVELOPE_FIELDS = (
+    "eventId",
+    "eventType",
+    "aggregateId",
+    "aggregateType",
+    "version",
+    "timestamp",
+    "correlationId",
+    "causationId",
+    "data",
+    "metadata",
+    "schemaVersion",
+)
+
+
+class EnvelopeError(ValueError):
+    """A message body is not a valid event envelope."""
+
+
+def utc_iso(ts: datetime) -> str:
+    """UTC ISO-8601 with microseconds and a ``Z`` suffix."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp; naive values are taken as UTC."""
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class EventEnvelope:
+    """One domain event with its identity, position in its aggregate, and provenance."""
+
+    event_id: str
+    event_type: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    timestamp: datetime
+    correlation_id: str
+    causation_id: str
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = CURRENT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with the reference's camelCase keys."""
+        return {
+            "eventId": self.event_id,
+            "eventType": self.event_type,
+            "aggregateId": self.aggregate_id,
+            "aggregateType": self.aggregate_type,
+            "version": self.version,
+            "timestamp": utc_iso(self.timestamp),
+            "correlationId": self.correlation_id,
+            "causationId": self.causation_id,
+            "data": dict(self.data),
+            "metadata": dict(self.metadata),
+            "schemaVersion": self.schema_version,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EventEnvelope:
+        """Validate and build an envelope; raises :class:`EnvelopeError` naming what is wrong."""
+        missing = [f for f in ENVELOPE_FIELDS if f not in raw and f != "schemaVersion"]
+        if missing:
+            raise EnvelopeError(f"envelope is missing {', '.join(missing)}")
+        try:
+            version = raw["version"]
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise EnvelopeError(f"version must be an integer >= 1, got {version!r}")
+            schema_version = raw.get("schemaVersion", 1)
+            if not isinstance(schema_version, int) or schema_version < 1:
+                raise EnvelopeError(
+                    f"schemaVersion must be an integer >= 1, got {schema_version!r}"
+                )
+            for key in ("eventId", "eventType", "aggregateId", "aggregateType"):
+                if not isinstance(raw[key], str) or not raw[key]:
+                    raise EnvelopeError(f"{key} must be a non-empty string")
+            if not isinstance(raw["data"], Mapping):
+                raise EnvelopeError("data must be an object")
+            metadata = raw.get("metadata") or {}
+            if not isinstance(metadata, Mapping):
+                raise EnvelopeError("metadata must be an object")
+            return cls(
+                event_id=raw["eventId"],
+                event_type=raw["eventType"],
+                aggregate_id=raw["aggregateId"],
+                aggregate_type=raw["aggregateType"],
+                version=version,
+                timestamp=parse_utc(str(raw["timestamp"])),
+                correlation_id=str(raw.get("correlationId") or ""),
+                causation_id=str(raw.get("causationId") or ""),
+                data=dict(raw["data"]),
+                metadata=dict(metadata),
+                schema_version=schema_version,
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, EnvelopeError):
+                raise
+            raise EnvelopeError(f"invalid envelope: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> EventEnvelope:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"body is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise EnvelopeError("body is not a JSON object")
+        return cls.from_dict(raw)

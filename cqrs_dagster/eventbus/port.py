@@ -1,0 +1,83 @@
+"""The EventBus port: a partitioned, per-key ordered, at-least-once log with Event Hubs semantics.
+
+Concept map (local log -> Event Hubs): partition (0..N-1) -> partition id "0".."N-1"; partition
+key -> partition key (hashed to a partition by the bus); sequence number (from 0 per partition) ->
+sequence number; offset -> offset; enqueued time -> enqueued time; ``partition_info`` ->
+``get_partition_properties`` (last enqueued sequence number / time).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cqrs_dagster.domain.events import EventEnvelope
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """A message to publish; messages with one partition key land in one partition, in order."""
+
+    partition_key: str
+    body: bytes
+
+    @classmethod
+    def of(cls, event: EventEnvelope) -> OutgoingEvent:
+        return cls(partition_key=event.aggregate_id, body=event.to_json())
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A message as read back, with the bus's position."""
+
+    partition: int
+    sequence_number: int
+    offset: int
+    enqueued_time: datetime
+    partition_key: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """A partition's head: ``last_sequence_number`` is -1 while the partition is empty."""
+
+    partition: int
+    last_sequence_number: int
+    last_enqueued_time: datetime | None
+
+
+class EventBus(ABC):
+    """Partitioned append-only log."""
+
+    @property
+    @abstractmethod
+    def partition_count(self) -> int:
+        """Number of partitions (ids 0..n-1)."""
+
+    @abstractmethod
+    def send(self, events: Sequence[OutgoingEvent]) -> None:
+        """Durably append; order is kept among events with the same partition key."""
+
+    @abstractmethod
+    def read(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[ReceivedEvent]:
+        """Up to ``max_count`` events with sequence number > ``after_sequence_number``, in order."""
+
+    @abstractmethod
+    def partition_info(self, partition: int) -> PartitionInfo:
+        """The partition's last enqueued sequence number and time."""
+
+    def partitions_info(self) -> list[PartitionInfo]:
+        """Every partition's head."""
+        return [self.partition_info(p) for p in range(self.partition_count)]
+
+    def publish(self, events: Sequence[EventEnvelope]) -> None:
+        """Send domain events keyed by aggregate id."""
+        self.send([OutgoingEvent.of(e) for e in events])
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,103 @@
+"""The one place configuration is read.
+
+Every field mirrors an environment variable ``CQRS_<FIELD>`` (e.g. ``CQRS_ENV``, ``CQRS_DATA_DIR``).
+Nothing reads the environment at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """A setting that the chosen environment needs is missing or invalid."""
+
+
+class Settings(BaseSettings):
+    """All configuration; ``CQRS_ENV=local|azure`` selects the adapters."""
+
+    model_config = SettingsConfigDict(env_prefix="CQRS_", extra="ignore", frozen=True)
+
+    env: Literal["local", "azure"] = "local"
+    data_dir: Path = Path(".cqrs")
+
+    # Write store (embedded default: SQLite in WAL mode).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    # Event bus (embedded default: a partitioned SQLite log).
+    bus_partitions: int = Field(default=4, ge=1, le=1024)
+
+    # Outbox relay.
+    relay_interval_seconds: float = Field(default=0.2, gt=0)
+    relay_batch_size: int = Field(default=500, ge=1)
+
+    # Read side.
+    projection_batch_size: int = Field(default=50_000, ge=1)
+    sensor_interval_seconds: int = Field(default=5, ge=1)
+    lag_warn_seconds: float = Field(default=30.0, gt=0)
+    lag_error_seconds: float = Field(default=60.0, gt=0)
+    delta_root: str | None = None  # default: <data_dir>/delta; abfss://... or az://... on Azure
+    vacuum_retention_hours: int = Field(default=168, ge=0)
+
+    # Azure: Cosmos DB write store.
+    cosmos_endpoint: str | None = None
+    cosmos_key: SecretStr | None = None
+    cosmos_database: str = "cqrs"
+
+    # Azure: Event Hubs bus.
+    eventhub_connection_string: SecretStr | None = None
+    eventhub_namespace: str | None = (
+        None  # fully qualified; Entra ID auth when no connection string
+    )
+    eventhub_name: str = "cqrs-events"
+    eventhub_consumer_group: str = "$Default"
+
+    # Azure: Delta on Blob / ADLS Gen2 (deltalake storage options).
+    storage_account_name: str | None = None
+    storage_account_key: SecretStr | None = None
+    storage_sas_token: SecretStr | None = None
+    storage_use_emulator: bool = False
+    storage_endpoint: str | None = None
+
+    # Security.
+    api_keys: SecretStr | None = None  # "key1:writer,key2:reader"
+
+    # Alerts.
+    alert_sink: Literal["log", "webhook", "teams", "slack"] = "log"
+    alert_webhook_url: SecretStr | None = None
+    alert_slack_token: SecretStr | None = None
+    alert_slack_channel: str | None = None
+
+    @property
+    def write_db_path(self) -> Path:
+        return self.data_dir / "write.sqlite"
+
+    @property
+    def bus_db_path(self) -> Path:
+        return self.data_dir / "bus.sqlite"
+
+    @property
+    def delta_root_uri(self) -> str:
+        return self.delta_root or str((self.data_dir / "delta").resolve())
+
+    @property
+    def alert_log_path(self) -> Path:
+        return self.data_dir / "alerts.jsonl"
+
+    def require(self, *names: str) -> None:
+        """Fail with a message naming every missing setting among ``names``."""
+        missing = [f"CQRS_{n.upper()}" for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise SettingsError(
+                f"CQRS_ENV={self.env} needs these settings, which are not set: {', '.join(missing)}"
+            )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (``CQRS_*``), with explicit overrides on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

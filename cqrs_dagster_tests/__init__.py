@@ -1,0 +1,1 @@
+"""Tests for cqrs-dagster; the tree mirrors the package."""
