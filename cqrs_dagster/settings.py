@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     # Security.
     api_keys: SecretStr | None = None  # "key1:writer,key2:reader"
+    rate_limit_per_second: float = Field(default=200.0, ge=0)  # per API key; 0 disables
+    rate_limit_burst: int = Field(default=400, ge=1)
 
     # Alerts.
     alert_sink: Literal["log", "webhook", "teams", "slack"] = "log"
