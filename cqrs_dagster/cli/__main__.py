@@ -1,0 +1,7 @@
+"""``python -m cqrs_dagster.cli`` = the ``cqrs`` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""``cqrs up``: the whole platform on loopback — command + query API with the outbox relay, and
+``dagster dev`` (webserver + daemon) with the sensors and schedules RUNNING.
+
+Every child runs in its own process group; Ctrl-C / SIGTERM stops each group (TERM, then KILL)
+and any stray descendant, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cqrs_dagster.settings import load_settings
+
+from .procs import descendants, stop_process_tree
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+REPO_DAGSTER_YAML = PACKAGE_ROOT.parent / "dagster.yaml"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="run the whole platform locally (API, relay, Dagster)")
+    p.add_argument("--data-dir", default=".cqrs", help="where all data lives (default ./.cqrs)")
+    p.add_argument("--env", choices=["local", "azure"], default=None, help="adapters (CQRS_ENV)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=8000)
+    p.add_argument("--ui-port", type=int, default=3000)
+    p.add_argument("--no-dagster", action="store_true", help="only the API and the relay")
+    p.add_argument("--demo", action="store_true", help="generate a steady trickle of demo commands")
+    p.set_defaults(func=run)
+
+
+def prepare_dagster_home(data_dir: Path) -> Path:
+    """$DAGSTER_HOME under the data dir, with the tuned dagster.yaml and a workspace file."""
+    home = data_dir / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    if REPO_DAGSTER_YAML.exists():
+        shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
+    (home / "workspace.yaml").write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: cqrs_dagster.definitions\n"
+        "      location_name: cqrs_dagster\n"
+    )
+    return home
+
+
+def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status < 500:
+                return True
+        time.sleep(0.3)
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(data_dir=data_dir, env=args.env)
+    env = {**os.environ, "CQRS_DATA_DIR": str(data_dir), "CQRS_ENV": settings.env}
+    cqrs = [sys.executable, "-m", "cqrs_dagster.cli"]
+    procs: list[subprocess.Popen[bytes]] = []
+    api_cmd = [
+        *cqrs,
+        "api",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        args.host,
+        "--port",
+        str(args.api_port),
+    ]
+    procs.append(subprocess.Popen(api_cmd, env=env, start_new_session=True))
+    if not args.no_dagster:
+        home = prepare_dagster_home(data_dir)
+        dagster_env = {**env, "DAGSTER_HOME": str(home)}
+        dagster_cmd = [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-h",
+            args.host,
+            "-p",
+            str(args.ui_port),
+            "-w",
+            str(home / "workspace.yaml"),
+        ]
+        procs.append(
+            subprocess.Popen(dagster_cmd, env=dagster_env, start_new_session=True, cwd=home)
+        )
+    if args.demo:
+        demo_cmd = [*cqrs, "demo", "--api", f"http://127.0.0.1:{args.api_port}"]
+        procs.append(subprocess.Popen(demo_cmd, env=env, start_new_session=True))
+
+    stopping = False
+
+    def _stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        if _wait_http(f"http://127.0.0.1:{args.api_port}/api/v1/healthz", 60, procs):
+            print(f"cqrs: API     http://{args.host}:{args.api_port}/docs", flush=True)
+        if not args.no_dagster and _wait_http(
+            f"http://127.0.0.1:{args.ui_port}/server_info", 180, procs
+        ):
+            print(f"cqrs: Dagster http://{args.host}:{args.ui_port}", flush=True)
+        print(f"cqrs: data in {data_dir}; Ctrl-C stops everything", flush=True)
+        while not stopping:
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                print(f"cqrs: a child exited ({dead[0].args!r}); stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        tree = {pid for p in procs for pid in descendants(p.pid)}
+        for p in reversed(procs):
+            stop_process_tree(p, extra_pids=tree)
+        print("cqrs: stopped", flush=True)

@@ -1,0 +1,166 @@
+"""Read models as software-defined assets (group ``read_models``), each a Delta table.
+
+Every asset is a thin wrapper around a projection step in :mod:`cqrs_dagster.projections`: the
+step reads what is new since the table's own checkpoint and commits rows and checkpoint together,
+so a retried or repeated run never skips or doubles anything. All writers share one concurrency
+pool of size 1 so two runs never write the same Delta table at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.gold import build_daily_order_metrics, build_order_summary
+from cqrs_dagster.projections.raw_ingest import ingest_raw_events
+from cqrs_dagster.projections.report import StepReport
+from cqrs_dagster.projections.silver import project_customers, project_orders
+from cqrs_dagster.projections.status import projection_lag
+from cqrs_dagster.projections.tables import TableStore
+
+from .resources import PlatformResource
+
+GROUP = "read_models"
+DELTA_WRITER_POOL = "cqrs_delta_writer"
+MAX_BATCHES_PER_RUN = 20  # bounded work per run; the sensor requests another run for the rest
+
+
+def report_metadata(reports: list[StepReport], bus: EventBus, tables: TableStore) -> dict[str, Any]:
+    """Numeric metadata (plotted over materializations in the UI) for one or more batches."""
+    last = reports[-1]
+    lag = projection_lag(bus, tables, last.table)
+    meta: dict[str, Any] = {
+        "events_read": dg.MetadataValue.int(sum(r.events_read for r in reports)),
+        "events_applied": dg.MetadataValue.int(sum(r.events_applied for r in reports)),
+        "duplicates_skipped": dg.MetadataValue.int(sum(r.duplicates_skipped for r in reports)),
+        "dead_lettered": dg.MetadataValue.int(sum(r.dead_lettered for r in reports)),
+        "rows_written": dg.MetadataValue.int(sum(r.rows_written for r in reports)),
+        "batches": dg.MetadataValue.int(len(reports)),
+        "row_count": dg.MetadataValue.int(last.row_count),
+        "lag_seconds": dg.MetadataValue.float(float(lag.lag_seconds)),
+        "events_behind": dg.MetadataValue.int(lag.events_behind),
+        "seconds": dg.MetadataValue.float(sum(r.seconds for r in reports)),
+        "checkpoint": dg.MetadataValue.json(dict(last.checkpoint)),
+        "table_uri": dg.MetadataValue.path(tables.uri(last.table)),
+    }
+    if last.delta_version is not None:
+        meta["delta_version"] = dg.MetadataValue.int(last.delta_version)
+    if last.newest_applied_event_time is not None:
+        meta["newest_applied_event_time"] = dg.MetadataValue.timestamp(
+            last.newest_applied_event_time
+        )
+    return meta
+
+
+def drain(step: Callable[[], StepReport]) -> list[StepReport]:
+    """Run a step batch after batch until it has nothing left (or the per-run cap)."""
+    reports = [step()]
+    while reports[-1].events_read > 0 and len(reports) < MAX_BATCHES_PER_RUN:
+        reports.append(step())
+    return reports
+
+
+def _materialize(
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    step: Callable[[EventBus, TableStore, int], StepReport],
+    *,
+    batched: bool = True,
+) -> dg.MaterializeResult[None]:
+    settings = platform.settings()
+    tables = platform.tables()
+    with platform.bus() as bus:
+        if batched:
+            reports = drain(lambda: step(bus, tables, settings.projection_batch_size))
+        else:
+            reports = [step(bus, tables, settings.projection_batch_size)]
+        meta = report_metadata(reports, bus, tables)
+    context.log.info(
+        "%s: applied %s events in %s batch(es)",
+        reports[-1].table,
+        meta["events_applied"].value,
+        len(reports),
+    )
+    return dg.MaterializeResult(metadata=meta)
+
+
+ASSET_KW: dict[str, Any] = {"group_name": GROUP, "pool": DELTA_WRITER_POOL, "kinds": {"delta"}}
+
+
+@dg.asset(name=schemas.RAW_EVENTS, tags={"layer": "bronze"}, **ASSET_KW)
+def raw_events(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult[None]:
+    """Bronze: every domain event from the bus exactly once, with its envelope and bus position.
+
+    Append-only, deduplicated by eventId; each partition's checkpoint is committed in the same
+    Delta commit as the rows. Poison events go to dead_letter_events and never block the rest.
+    """
+    run_id = context.run_id
+    return _materialize(
+        context,
+        platform,
+        lambda bus, tables, n: ingest_raw_events(bus, tables, max_events=n, run_id=run_id),
+    )
+
+
+@dg.asset(name=schemas.ORDERS, deps=[raw_events], tags={"layer": "silver"}, **ASSET_KW)
+def orders(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult[None]:
+    """Silver: one row per order (status, total amount, item count, dates), current state.
+
+    Version-guarded MERGE: a duplicate or older event never overwrites newer state.
+    """
+    run_id = context.run_id
+    return _materialize(
+        context,
+        platform,
+        lambda bus, tables, n: project_orders(tables, max_events=n, run_id=run_id),
+    )
+
+
+@dg.asset(name=schemas.CUSTOMERS, deps=[raw_events], tags={"layer": "silver"}, **ASSET_KW)
+def customers(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult[None]:
+    """Silver: one row per customer (name, email, dates), current state, version-guarded."""
+    run_id = context.run_id
+    return _materialize(
+        context,
+        platform,
+        lambda bus, tables, n: project_customers(tables, max_events=n, run_id=run_id),
+    )
+
+
+@dg.asset(name=schemas.ORDER_SUMMARY, deps=[orders, customers], tags={"layer": "gold"}, **ASSET_KW)
+def order_summary(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult[None]:
+    """Gold: the reference's vw_order_summary, one row per order with its customer's name."""
+    run_id = context.run_id
+    return _materialize(
+        context,
+        platform,
+        lambda bus, tables, n: build_order_summary(tables, run_id=run_id),
+        batched=False,
+    )
+
+
+@dg.asset(name=schemas.DAILY_ORDER_METRICS, deps=[orders], tags={"layer": "gold"}, **ASSET_KW)
+def daily_order_metrics(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult[None]:
+    """Gold: the reference's vw_daily_order_metrics: orders, revenue, average order value and
+    unique customers per UTC day of creation, over every order whatever its status."""
+    run_id = context.run_id
+    return _materialize(
+        context,
+        platform,
+        lambda bus, tables, n: build_daily_order_metrics(tables, run_id=run_id),
+        batched=False,
+    )

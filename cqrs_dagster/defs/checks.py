@@ -1,0 +1,73 @@
+"""Asset checks. ``<read_model>_freshness_lag``: newest event on the bus vs newest event applied.
+
+WARN above ``CQRS_LAG_WARN_SECONDS`` (30 s), ERROR above ``CQRS_LAG_ERROR_SECONDS`` (60 s, the
+reference's threshold). Lag is measured in seconds and in events behind, both reported as metadata.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.status import projection_lag
+from cqrs_dagster.settings import load_settings
+
+from .resources import PlatformResource
+
+
+def freshness_verdict(
+    lag_seconds: float, warn_seconds: float, error_seconds: float
+) -> tuple[bool, dg.AssetCheckSeverity]:
+    """(passed, severity) for a lag: ERROR above the error threshold, WARN above the warning one."""
+    if lag_seconds > error_seconds:
+        return False, dg.AssetCheckSeverity.ERROR
+    if lag_seconds > warn_seconds:
+        return False, dg.AssetCheckSeverity.WARN
+    return True, dg.AssetCheckSeverity.WARN
+
+
+def build_freshness_lag_check(
+    table: str, warn_seconds: float, error_seconds: float
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(table),
+        name=f"{table}_freshness_lag",
+        description=(
+            f"Projection lag of {table}: WARN above {warn_seconds:g} s, ERROR above "
+            f"{error_seconds:g} s behind the newest event on the bus."
+        ),
+    )
+    def freshness_lag(platform: PlatformResource) -> dg.AssetCheckResult:
+        with platform.bus() as bus:
+            lag = projection_lag(bus, platform.tables(), table)
+        passed, severity = freshness_verdict(lag.lag_seconds, warn_seconds, error_seconds)
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=severity,
+            metadata={
+                "lag_seconds": dg.MetadataValue.float(float(lag.lag_seconds)),
+                "events_behind": dg.MetadataValue.int(lag.events_behind),
+                "warn_seconds": dg.MetadataValue.float(warn_seconds),
+                "error_seconds": dg.MetadataValue.float(error_seconds),
+                "newest_bus_time": str(lag.newest_bus_time),
+                "newest_applied_time": str(lag.newest_applied_time),
+            },
+        )
+
+    return freshness_lag
+
+
+def build_freshness_lag_checks(
+    warn_seconds: float, error_seconds: float
+) -> list[dg.AssetChecksDefinition]:
+    return [build_freshness_lag_check(t, warn_seconds, error_seconds) for t in schemas.READ_MODELS]
+
+
+@dg.definitions
+def checks() -> dg.Definitions:
+    settings = load_settings()
+    return dg.Definitions(
+        asset_checks=build_freshness_lag_checks(
+            settings.lag_warn_seconds, settings.lag_error_seconds
+        )
+    )

@@ -1,0 +1,46 @@
+"""The platform resource: gives assets, checks and sensors the adapters of the chosen environment.
+
+Configuration is read by :mod:`cqrs_dagster.settings` (``CQRS_*`` variables) when a run or a tick
+starts, never at import time; ``data_dir`` and ``env`` may be overridden here (tests do).
+Secrets (Cosmos key, Event Hubs connection string, storage key) stay in the environment and are
+read by Settings at launch, so a missing one fails the run with a message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.settings import Settings, load_settings
+from cqrs_dagster.wiring import make_event_bus
+
+
+class PlatformResource(dg.ConfigurableResource):  # type: ignore[misc]
+    """Settings, the event bus and the Delta read store for the configured environment."""
+
+    data_dir: str | None = None
+    env: str | None = None
+    delta_root: str | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(data_dir=self.data_dir, env=self.env, delta_root=self.delta_root)
+
+    def tables(self) -> TableStore:
+        return TableStore.from_settings(self.settings())
+
+    @contextmanager
+    def bus(self) -> Iterator[EventBus]:
+        bus = make_event_bus(self.settings())
+        try:
+            yield bus
+        finally:
+            bus.close()
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"platform": PlatformResource()})

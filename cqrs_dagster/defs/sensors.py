@@ -1,0 +1,84 @@
+"""``cqrs_events_sensor``: starts a projection run when new events reach the bus.
+
+Each tick compares every bus partition's head (last enqueued sequence number) with the read
+models' committed checkpoints, without reading any event body. It requests a run only when some
+read model is behind and no projection run is in flight, so two runs never write the same Delta
+tables at once (the assets' shared concurrency pool is the second guard).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.status import projection_lag
+from cqrs_dagster.settings import load_settings
+
+from .jobs import PROJECTION_JOB, project_read_models
+from .resources import PlatformResource
+
+SENSOR_NAME = "cqrs_events_sensor"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def _run_key(heads: list[int], behind: dict[str, int], instance: dg.DagsterInstance) -> str:
+    key = (
+        "heads="
+        + ",".join(map(str, heads))
+        + ";behind="
+        + ",".join(f"{t}:{n}" for t, n in sorted(behind.items()))
+    )
+    # A failed run keeps the same target positions: derive a fresh key so it is retried.
+    latest = instance.get_runs(filters=dg.RunsFilter(job_name=PROJECTION_JOB), limit=1)
+    if latest and latest[0].status == dg.DagsterRunStatus.FAILURE:
+        previous = latest[0].tags.get("dagster/run_key", "")
+        if previous.split(";retry=")[0] == key:
+            key += f";retry={latest[0].run_id[:8]}"
+    return key
+
+
+def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job=project_read_models,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Requests a projection run when a bus partition's head is past the read models' "
+            "checkpoints and no projection run is in flight."
+        ),
+    )
+    def cqrs_events_sensor(
+        context: dg.SensorEvaluationContext, platform: PlatformResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        in_flight = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=PROJECTION_JOB, statuses=IN_FLIGHT), limit=1
+        )
+        if in_flight:
+            return dg.SkipReason(f"projection run {in_flight[0].run_id} is in flight")
+        tables = platform.tables()
+        with platform.bus() as bus:
+            heads = [p.last_sequence_number for p in bus.partitions_info()]
+            behind = {
+                table: projection_lag(bus, tables, table).events_behind
+                for table in schemas.READ_MODELS
+            }
+        if not any(behind.values()):
+            return dg.SkipReason(f"read models are at the bus heads {heads}")
+        key = _run_key(heads, behind, context.instance)
+        context.update_cursor(key)
+        return dg.RunRequest(run_key=key, tags={"cqrs/bus-heads": ",".join(map(str, heads))})
+
+    return cqrs_events_sensor
+
+
+@dg.definitions
+def sensors() -> dg.Definitions:
+    settings = load_settings()
+    return dg.Definitions(sensors=[build_events_sensor(settings.sensor_interval_seconds)])
