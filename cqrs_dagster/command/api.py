@@ -1,0 +1,165 @@
+"""The command API: ``POST /api/v1/commands`` -> CommandHandler -> 201 with the new state.
+
+The body is read and decoded here, not by FastAPI, so that (1) its size is capped before it is
+buffered whole and (2) JSON numbers are decoded as :class:`~decimal.Decimal` and money never passes
+through binary floating point. Every error is problem+json and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal, NoReturn
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES, parse_command
+from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
+from cqrs_dagster.web.problems import ProblemError, field_errors, problem_responses
+from cqrs_dagster.web.security import AUTH_RESPONSES, Principal, require_role
+
+from .handler import CommandHandler
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+JSON_MEDIA_TYPE = "application/json"
+
+router = APIRouter(prefix="/api/v1", tags=["commands"])
+
+
+class CommandAccepted(BaseModel):
+    """What a command did: the aggregate's new version and state, and the events it recorded."""
+
+    aggregateId: str
+    aggregateType: Literal["Customer", "Order"]
+    version: int
+    eventIds: list[str]
+    state: dict[str, Any]
+    consistencyToken: str
+
+
+def openapi_components() -> dict[str, Any]:
+    """JSON schemas of the command union (``Command``) and its members for ``components``."""
+    schema = COMMAND_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    return {"Command": schema, **defs}
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json_body(request: Request) -> Any:
+    """The request body decoded as JSON (numbers as Decimal / int), at most 1 MiB."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
+        raise ProblemError(
+            415, "unsupported-media-type", "send the command as Content-Type: application/json"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ProblemError(400, "malformed-request", "Content-Length is not a number")
+        if int(declared) > MAX_BODY_BYTES:
+            raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    try:
+        return json.loads(
+            b"".join(chunks),
+            parse_float=Decimal,
+            parse_int=int,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as exc:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; keep the detail short.
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise ProblemError(
+            400, "malformed-request", f"the body is not valid JSON: {reason}"
+        ) from exc
+
+
+def _too_large() -> ProblemError:
+    return ProblemError(
+        413, "payload-too-large", f"the body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays an exact decimal string
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_DESCRIPTION = f"""
+Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPES)}.
+
+* **201**: the command was applied; the body holds the aggregate's new version and state, the
+  ids of the events it recorded, and a `consistencyToken` (`<type>:<id>:<version>`) that the
+  query API accepts for read-your-writes.
+* **200**: the `commandId` was processed before: nothing is written and the body is the
+  ORIGINAL response of that command, even if this request's other fields differ. Retrying a
+  command with its `commandId` is therefore always safe.
+* Money (`unitPrice`) is an exact decimal with at most 2 places: send a string (`"12.50"`) or a
+  JSON number; responses render money as decimal strings.
+* Errors are `application/problem+json` (RFC 9457) and change nothing: 400 malformed JSON,
+  401/403 key or role, 404 unknown aggregate, 409 already exists / invalid transition / version
+  conflict (`expectedVersion`), 413 body over 1 MiB, 415 not JSON, 422 invalid fields
+  (`errors[].path` is a JSON pointer into the body, e.g. `items/0/unitPrice`), 429 rate limit.
+"""
+
+
+@router.post(
+    "/commands",
+    status_code=201,
+    response_model=None,
+    summary="Send a command",
+    description=_DESCRIPTION,
+    operation_id="postCommand",
+    responses={
+        201: {"model": CommandAccepted, "description": "The command was applied."},
+        200: {
+            "model": CommandAccepted,
+            "description": "Replayed commandId: the original response; nothing was written.",
+        },
+        **problem_responses(400, 404, 409, 413, 415, 422),
+        **AUTH_RESPONSES,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {JSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Command"}}},
+        }
+    },
+)
+def post_command(
+    request: Request,
+    principal: Annotated[Principal, Depends(require_role("writer"))],
+    raw: Annotated[Any, Depends(read_json_body)],
+) -> Response:
+    try:
+        command = parse_command(raw)
+    except ValidationError as exc:
+        errors = field_errors(
+            exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
+        )
+        raise ProblemError(422, "validation", "the command is not valid", errors=errors) from exc
+    handler: CommandHandler = request.app.state.command_handler
+    try:
+        result = handler.handle(command, user_id=principal.id)
+    except AggregateNotFound as exc:
+        raise ProblemError(404, exc.code, exc.detail) from exc
+    except DomainError as exc:  # InvalidTransition, AlreadyExists, VersionConflict, ...
+        raise ProblemError(409, exc.code, exc.detail) from exc
+    return Response(
+        orjson.dumps(result.body, default=_json_default),
+        status_code=200 if result.replayed else 201,
+        media_type=JSON_MEDIA_TYPE,
+    )

@@ -1,0 +1,142 @@
+"""The HTTP application: command API (and query API), health, OpenAPI, outbox relay thread.
+
+``build_app(settings)`` is the command host's composition: on startup its lifespan opens the write
+store and the bus that ``settings`` selects and starts the :class:`OutboxRelay` in a background
+thread; on shutdown it stops and joins the thread, then closes the adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import JSONResponse, Response
+
+from cqrs_dagster.command import api as command_api
+from cqrs_dagster.command.handler import CommandHandler
+from cqrs_dagster.command.relay import OutboxRelay
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_event_bus, make_write_store
+
+from . import problems
+from .problems import problem_response, problem_responses
+from .security import ApiSecurity
+
+log = logging.getLogger(__name__)
+
+RELAY_JOIN_TIMEOUT_SECONDS = 30.0
+
+
+def _version() -> str:
+    try:
+        return version("cqrs-dagster")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
+    """The FastAPI app for ``settings``; ``run_relay=False`` leaves the outbox to ``cqrs relay``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = make_write_store(settings)
+        try:
+            bus = make_event_bus(settings)
+        except BaseException:
+            store.close()
+            raise
+        app.state.store = store
+        app.state.bus = bus
+        app.state.command_handler = CommandHandler(store)
+        stop = threading.Event()
+        thread: threading.Thread | None = None
+        if run_relay:
+            relay = OutboxRelay(store, bus, settings.relay_batch_size)
+            thread = threading.Thread(
+                target=relay.run_forever,
+                args=(stop, settings.relay_interval_seconds),
+                name="outbox-relay",
+                daemon=True,
+            )
+            thread.start()
+        app.state.relay_thread = thread
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(RELAY_JOIN_TIMEOUT_SECONDS)
+                if thread.is_alive():
+                    log.error("outbox relay did not stop within %s s", RELAY_JOIN_TIMEOUT_SECONDS)
+            bus.close()
+            store.close()
+
+    app = FastAPI(
+        title="cqrs-dagster",
+        version=_version(),
+        description="CQRS for analytics: send commands; read the Delta read models.",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.security = ApiSecurity.from_settings(settings)
+    problems.install_problem_handlers(app)
+    app.include_router(command_api.router)
+    app.add_api_route(
+        "/api/v1/healthz",
+        healthz,
+        methods=["GET"],
+        tags=["health"],
+        summary="Health of the write store, the bus and the relay",
+        response_model=None,
+        responses={200: {"description": "All checks pass."}, **problem_responses(503)},
+    )
+    extra_components = {**problems.openapi_components(), **command_api.openapi_components()}
+    app.openapi = lambda: _openapi(app, extra_components)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI, extra_components: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document plus the schemas of bodies that the routes decode themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            openapi_version=app.openapi_version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, component in extra_components.items():
+            schemas.setdefault(name, component)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def healthz(request: Request) -> Response:
+    """200 when the store and the bus answer and the relay thread (if any) is running."""
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        state.store.command_result("healthz-probe")
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"failed: {type(exc).__name__}"
+    try:
+        state.bus.partitions_info()
+        checks["bus"] = "ok"
+    except Exception as exc:
+        checks["bus"] = f"failed: {type(exc).__name__}"
+    thread: threading.Thread | None = state.relay_thread
+    checks["relay"] = "disabled" if thread is None else ("ok" if thread.is_alive() else "stopped")
+    failing = [name for name, status in checks.items() if status not in ("ok", "disabled")]
+    if failing:
+        log.warning("health check failing: %s", checks)
+        return problem_response(503, "unavailable", f"failing checks: {', '.join(failing)}")
+    return JSONResponse({"status": "ok", "checks": checks})
