@@ -1,0 +1,262 @@
+"""CosmosWriteStore against the local Cosmos DB server (npm cosmosdb-server), a fresh database each.
+
+Covers: the whole WriteStore contract; the document layout that makes a save atomic (state,
+pending events and command ids in ONE document); a concurrent writer holding a stale etag getting
+VersionConflict, and a raced retry getting DuplicateCommand; mark_published surviving a command
+that changed the document in between; missing settings naming the setting; and the outbox relay
+crashing (SIGKILL) after publishing and before marking, after which every event reaches the bus
+with the same eventIds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cqrs_dagster.command.relay import OutboxRelay
+from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
+from cqrs_dagster.command.writestore.port import StoredAggregate, WriteStore
+from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
+from cqrs_dagster.domain.events import ORDER, EventEnvelope
+from cqrs_dagster.eventbus.local import LocalEventBus
+from cqrs_dagster.settings import Settings, SettingsError
+from cqrs_dagster_tests.contracts.writestore_contract import (
+    WriteStoreContract,
+    commit,
+    make_event,
+)
+from cqrs_dagster_tests.fixtures.cosmos import CosmosServer
+from cqrs_dagster_tests.fixtures.procs import ROOT, wait_until
+
+pytestmark = pytest.mark.servers
+
+
+def fresh_store(server: CosmosServer) -> CosmosWriteStore:
+    return CosmosWriteStore(server.client(), server.fresh_database_name())
+
+
+class TestCosmosWriteStore(WriteStoreContract):
+    def make_store(self, request: pytest.FixtureRequest) -> WriteStore:
+        return fresh_store(request.getfixturevalue("cosmos_server"))
+
+
+@pytest.fixture
+def cosmos(cosmos_server: CosmosServer) -> Iterator[CosmosWriteStore]:
+    store = fresh_store(cosmos_server)
+    yield store
+    store.close()
+
+
+def raw_doc(store: CosmosWriteStore, aggregate_id: str) -> dict[str, object]:
+    doc = store._read(ORDER, aggregate_id)
+    assert doc is not None
+    return doc
+
+
+def test_one_document_holds_state_pending_events_and_command(cosmos: CosmosWriteStore) -> None:
+    events = commit(cosmos, "o1", 0, n_events=2, command_id="c1")
+    doc = raw_doc(cosmos, "o1")
+    assert doc["version"] == 2
+    assert doc["state"] == {"id": "o1", "v": 2}
+    assert doc["commandIds"] == ["c1"]
+    assert [p["event"]["eventId"] for p in doc["pending"]] == [e.event_id for e in events]  # type: ignore[attr-defined]
+    cosmos.mark_published(events)
+    doc = raw_doc(cosmos, "o1")
+    assert doc["pending"] == [] and doc["pendingCount"] == 0 and doc["pendingSince"] is None
+
+
+def race(store: CosmosWriteStore, command_ids: list[str]) -> list[str]:
+    """Every writer saves version 2 on top of version 1 at once; what each one got."""
+    barrier = threading.Barrier(len(command_ids))
+
+    def one(command_id: str) -> str:
+        barrier.wait()
+        try:
+            commit(store, "o1", 1, command_id=command_id)
+        except VersionConflict:
+            return "conflict"
+        except DuplicateCommand:
+            return "duplicate"
+        return "ok"
+
+    with ThreadPoolExecutor(len(command_ids)) as pool:
+        return list(pool.map(one, command_ids))
+
+
+def test_concurrent_writers_one_wins_the_others_conflict(cosmos: CosmosWriteStore) -> None:
+    commit(cosmos, "o1", 0)
+    outcomes = race(cosmos, [f"c{i}" for i in range(6)])
+    assert sorted(outcomes) == ["conflict"] * 5 + ["ok"]
+    stored = cosmos.load(ORDER, "o1")
+    assert stored is not None and stored.version == 2
+    assert [e.version for e in cosmos.pending_events(10)] == [1, 2]
+
+
+def test_concurrent_retries_of_one_command_one_wins_the_others_are_duplicates(
+    cosmos: CosmosWriteStore,
+) -> None:
+    commit(cosmos, "o1", 0)
+    outcomes = race(cosmos, ["same"] * 6)
+    assert sorted(outcomes) == ["duplicate"] * 5 + ["ok"]
+    assert [e.version for e in cosmos.pending_events(10)] == [1, 2]
+
+
+def test_lost_race_is_a_version_conflict_or_a_duplicate(cosmos: CosmosWriteStore) -> None:
+    commit(cosmos, "o1", 0, command_id="c1")
+    stale_etag = raw_doc(cosmos, "o1")["_etag"]
+    commit(cosmos, "o1", 1, command_id="c2")
+    # Replaying the write of a writer that read the document before c2 committed:
+    doc = raw_doc(cosmos, "o1") | {"version": 99}
+    from azure.cosmos.exceptions import CosmosAccessConditionFailedError
+
+    with pytest.raises(CosmosAccessConditionFailedError):
+        cosmos._write(ORDER, doc, str(stale_etag))
+    stored = cosmos.load(ORDER, "o1")
+    assert stored is not None and stored.version == 2
+    with pytest.raises(VersionConflict):
+        commit(cosmos, "o1", 1, command_id="c3")
+    with pytest.raises(DuplicateCommand):
+        commit(cosmos, "o1", 1, command_id="c2")
+
+
+def test_mark_published_retries_when_a_command_changed_the_document(
+    cosmos: CosmosWriteStore,
+) -> None:
+    first = commit(cosmos, "o1", 0)
+    pending = cosmos.pending_events(10)
+    later = commit(cosmos, "o1", 1)  # lands between the relay's read and its mark
+    cosmos.mark_published(pending)
+    assert cosmos.pending_events(10) == list(later)
+    assert first[0].event_id not in {e.event_id for e in cosmos.pending_events(10)}
+
+
+def test_save_with_unknown_aggregate_type_is_rejected(cosmos: CosmosWriteStore) -> None:
+    with pytest.raises(ValueError, match="unknown aggregate type"):
+        cosmos.save(StoredAggregate("Invoice", "i1", 1, {}), 0, (), "c1", {})
+
+
+def test_from_settings_names_the_missing_setting() -> None:
+    with pytest.raises(SettingsError, match="CQRS_COSMOS_ENDPOINT"):
+        CosmosWriteStore.from_settings(Settings(env="azure"))
+
+
+def test_from_settings_connects(cosmos_server: CosmosServer) -> None:
+    settings = Settings(
+        env="azure",
+        cosmos_endpoint=cosmos_server.endpoint,
+        cosmos_key=cosmos_server.key,  # type: ignore[arg-type]
+        cosmos_database=cosmos_server.fresh_database_name(),
+    )
+    store = CosmosWriteStore.from_settings(settings)
+    try:
+        commit(store, "o1", 0, command_id="c1")
+        assert store.command_result("c1") == {"aggregateId": "o1", "version": 1}
+    finally:
+        store.close()
+
+
+# -- outbox relay crash --------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from azure.cosmos import CosmosClient
+    from cqrs_dagster.command.relay import OutboxRelay
+    from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
+    from cqrs_dagster.eventbus.local import LocalEventBus
+
+    endpoint, key, database, bus_path, flag = sys.argv[1:6]
+
+    class StallAfterSend(LocalEventBus):
+        def send(self, events):
+            super().send(events)  # durably on the bus ...
+            Path(flag).write_text(str(len(events)))
+            time.sleep(3600)  # ... and killed here, before mark_published
+
+    client = CosmosClient(endpoint, credential=key, enable_endpoint_discovery=False)
+    store = CosmosWriteStore(client, database)
+    OutboxRelay(store, StallAfterSend(Path(bus_path), partition_count=2), batch_size=4).run_once()
+    """
+)
+
+
+def all_bus_events(bus: LocalEventBus) -> list[EventEnvelope]:
+    out: list[EventEnvelope] = []
+    for p in range(bus.partition_count):
+        out.extend(EventEnvelope.from_json(r.body) for r in bus.read(p, -1, 10_000))
+    return out
+
+
+def test_relay_killed_after_publish_before_mark_loses_nothing(
+    cosmos_server: CosmosServer, tmp_path: Path
+) -> None:
+    database = cosmos_server.fresh_database_name()
+    store = CosmosWriteStore(cosmos_server.client(), database)
+    committed = [
+        *commit(store, "o1", 0, n_events=3),
+        *commit(store, "o2", 0, n_events=2),
+        *commit(store, "o1", 3),
+    ]
+    bus_path, flag = tmp_path / "bus.sqlite", tmp_path / "sent"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            cosmos_server.endpoint,
+            cosmos_server.key,
+            database,
+            str(bus_path),
+            str(flag),
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(flag.exists, timeout=60), "the child relay never published"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)
+        assert child.returncode == -signal.SIGKILL
+        first_batch = committed[:4]
+        # Killed before marking: the batch is still pending.
+        assert [e.event_id for e in store.pending_events(4)] == [e.event_id for e in first_batch]
+
+        bus = LocalEventBus(bus_path, partition_count=2)
+        try:
+            OutboxRelay(store, bus, batch_size=4).drain()
+            assert store.pending_events(100) == []
+            on_bus = all_bus_events(bus)
+        finally:
+            bus.close()
+        assert {e.event_id for e in on_bus} == {e.event_id for e in committed}
+        # The first batch was delivered twice, with the same eventIds (at-least-once).
+        ids = [e.event_id for e in on_bus]
+        assert sorted(ids) == sorted([e.event_id for e in committed + first_batch])
+        for agg in ("o1", "o2"):
+            first_seen: list[int] = []
+            for e in on_bus:
+                if e.aggregate_id == agg and e.version not in first_seen:
+                    first_seen.append(e.version)
+            assert first_seen == sorted(first_seen)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(10)
+        store.close()
+
+
+def test_stale_event_is_never_marked_by_another_aggregate(cosmos: CosmosWriteStore) -> None:
+    a = commit(cosmos, "a", 0)
+    stranger = make_event("a", 1)  # same aggregate and version, different eventId
+    cosmos.mark_published([stranger])
+    assert cosmos.pending_events(10) == list(a)
