@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from cqrs_dagster.web.app import build_app
     from cqrs_dagster.web.security import SecurityConfigError, check_bind
 
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings(data_dir=args.data_dir)
         check_bind(args.host, settings)

@@ -65,6 +65,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 daemon=True,
             )
             thread.start()
+            log.info("outbox relay started (every %s s when idle)", settings.relay_interval_seconds)
         app.state.relay_thread = thread
         try:
             yield
@@ -74,6 +75,8 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 thread.join(RELAY_JOIN_TIMEOUT_SECONDS)
                 if thread.is_alive():
                     log.error("outbox relay did not stop within %s s", RELAY_JOIN_TIMEOUT_SECONDS)
+                else:
+                    log.info("outbox relay stopped")
             bus.close()
             store.close()
 
