@@ -1,0 +1,106 @@
+"""Small Delta helpers shared by the projection steps: checkpoints (txn app ids), counts, times."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from .schemas import SCHEMAS
+from .tables import PARTITION_BY
+
+Fault = Callable[[str], None] | None
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hit(fault: Fault, point: str) -> None:
+    """Test hook: call ``fault(point)`` at a named point of a step."""
+    if fault is not None:
+        fault(point)
+
+
+def seq_app_id(table: str) -> str:
+    """Txn app id of a table's checkpoint: the last raw ``ingest_seq`` it covers."""
+    return f"{table}/ingest_seq"
+
+
+def enqueued_app_id(table: str) -> str:
+    """Txn app id holding the newest bus enqueued time (µs since epoch) a table has applied."""
+    return f"{table}/enqueued_us"
+
+
+def txn(table: DeltaTable | None, app_id: str, default: int = -1) -> int:
+    """A checkpoint committed with the rows (``default`` when absent)."""
+    if table is None:
+        return default
+    value = table.transaction_version(app_id)
+    return default if value is None else int(value)
+
+
+def to_micros(ts: datetime) -> int:
+    delta = ts.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime | None:
+    if value < 0:
+        return None
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+def commit_props(checkpoints: Mapping[str, int], run_id: str, operation: str) -> CommitProperties:
+    """Commit properties carrying the checkpoints (txn actions) and who wrote the commit."""
+    return CommitProperties(
+        custom_metadata={"cqrs.run_id": run_id, "cqrs.operation": operation},
+        app_transactions=[Transaction(app, version) for app, version in checkpoints.items()],
+    )
+
+
+def commit_checkpoints_only(
+    table: DeltaTable, name: str, checkpoints: Mapping[str, int], run_id: str, operation: str
+) -> None:
+    """A commit with no rows that moves checkpoints (a MERGE of nothing commits nothing)."""
+    write_deltalake(
+        table,
+        SCHEMAS[name].empty_table(),
+        mode="append",
+        partition_by=PARTITION_BY.get(name),
+        commit_properties=commit_props(checkpoints, run_id, operation),
+    )
+
+
+def isin(column: str, values: Sequence[Any], type_: pa.DataType | None = None) -> pc.Expression:
+    """``column IN values`` as a dataset filter (typed, so file statistics prune)."""
+    return pc.field(column).isin(pa.array(list(values), type_ or pa.string()))
+
+
+def scan(
+    table: DeltaTable,
+    prune: list[tuple[str, str, Any]] | None,
+    exact: pc.Expression | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """Rows of the files that ``prune`` keeps (pruned on the log's partition values and min/max
+    stats), then filtered exactly by ``exact`` in memory.
+
+    (deltalake 1.6.6 attaches string statistics as string_view, which pyarrow 26 cannot compare
+    with string columns in a dataset filter: so the exact filter runs on the loaded table.)
+    """
+    data = table.to_pyarrow_dataset(file_pruning_predicate=prune or None).to_table(columns=columns)
+    return data if exact is None else data.filter(exact)
+
+
+def row_count(table: DeltaTable) -> int:
+    """Rows in the table's current version, from the log's file statistics (no data read)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0
+    return int(pc.sum(actions.column("num_records")).as_py() or 0)

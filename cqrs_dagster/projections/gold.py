@@ -1,0 +1,243 @@
+"""Gold read models built from silver, incrementally and exactly once.
+
+``order_summary`` (the reference's vw_order_summary): recomputed for the orders touched since its
+checkpoint and the orders of customers touched since it (a name change reaches every order).
+``daily_order_metrics``: every order created that UTC day whatever its status; only OrderCreated
+changes a day's figures, so a run recomputes the days of the OrderCreated events since its
+checkpoint from ``orders`` (partition pruned) and replaces those days. Both checkpoint the raw
+``ingest_seq`` they cover in the same commit as their rows.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+
+from cqrs_dagster.domain.events import CUSTOMER_REGISTERED, CUSTOMER_UPDATED, ORDER_CREATED
+from cqrs_dagster.domain.money import CENT
+
+from .delta_io import (
+    Clock,
+    Fault,
+    commit_checkpoints_only,
+    commit_props,
+    enqueued_app_id,
+    from_micros,
+    hit,
+    isin,
+    row_count,
+    scan,
+    seq_app_id,
+    txn,
+    utc_now,
+)
+from .orders import EVENT_TYPES as ORDER_EVENTS
+from .report import StepReport
+from .schemas import (
+    CUSTOMERS,
+    DAILY_ORDER_METRICS,
+    DAILY_ORDER_METRICS_SCHEMA,
+    ORDER_SUMMARY,
+    ORDER_SUMMARY_SCHEMA,
+    ORDERS,
+    RAW_EVENTS,
+)
+from .silver import read_raw_range
+from .tables import TableStore
+
+SUMMARY_COLUMNS = ORDER_SUMMARY_SCHEMA.names
+
+
+def _covered(tables: TableStore, sources: tuple[str, ...]) -> tuple[int, int]:
+    """The raw position (and newest enqueued µs) every source table has reached."""
+    points = []
+    for name in sources:
+        table = tables.open(name)
+        points.append((txn(table, seq_app_id(name)), txn(table, enqueued_app_id(name))))
+    return min(points)
+
+
+def summary_rows(orders: pa.Table, customers: pa.Table) -> pa.Table:
+    """order_summary rows: orders joined to their customer's name (null until it is known)."""
+    names = customers.select(["customer_id", "name"]).rename_columns(
+        ["customer_id", "customer_name"]
+    )
+    joined = orders.join(names, "customer_id", join_type="left outer")
+    return joined.select(SUMMARY_COLUMNS).cast(ORDER_SUMMARY_SCHEMA).sort_by("order_id")
+
+
+def build_order_summary(
+    tables: TableStore, *, run_id: str, fault: Fault = None, clock: Clock = utc_now
+) -> StepReport:
+    """Bring order_summary up to the raw position both silver tables have reached."""
+    del clock  # rows carry no run time
+    started = time.perf_counter()
+    target = tables.ensure(ORDER_SUMMARY)
+    after = txn(target, seq_app_id(ORDER_SUMMARY))
+    upto, newest_us = _covered(tables, (ORDERS, CUSTOMERS))
+    raw = tables.open(RAW_EVENTS)
+    orders = tables.open(ORDERS)
+    customers = tables.open(CUSTOMERS)
+    if upto <= after or raw is None or orders is None or customers is None:
+        return _report(ORDER_SUMMARY, target, started)
+    batch = read_raw_range(raw, after, upto)
+    order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
+    customer_ids = pc.unique(
+        batch.filter(isin("event_type", [CUSTOMER_REGISTERED, CUSTOMER_UPDATED]))["aggregate_id"]
+    )
+    touched = scan(
+        orders,
+        None,
+        isin("order_id", order_ids.to_pylist()) | isin("customer_id", customer_ids.to_pylist()),
+    )
+    cust_ids = pc.unique(touched["customer_id"]).to_pylist()
+    names = scan(
+        customers,
+        [("customer_id", "in", cust_ids)] if cust_ids else None,
+        isin("customer_id", cust_ids),
+        columns=["customer_id", "name"],
+    )
+    rows = summary_rows(touched, names)
+    checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
+    hit(fault, "order_summary.before_merge")
+    if rows.num_rows:
+        (
+            target.merge(
+                rows,
+                "t.order_id = s.order_id",
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                commit_properties=commit_props(checkpoint, run_id, "build_order_summary"),
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        target.update_incremental()
+    if txn(target, seq_app_id(ORDER_SUMMARY)) != upto:
+        commit_checkpoints_only(target, ORDER_SUMMARY, checkpoint, run_id, "build_order_summary")
+    hit(fault, "order_summary.after_merge")
+    return _report(
+        ORDER_SUMMARY, target, started, events_read=batch.num_rows, written=rows.num_rows
+    )
+
+
+def daily_metrics(orders: pa.Table) -> pa.Table:
+    """Per created day: order count, revenue, average order value (half-up cents), customers."""
+    grouped = orders.group_by("created_day").aggregate(
+        [
+            ("order_id", "count"),
+            ("total_amount", "sum"),
+            ("customer_id", "count_distinct"),
+        ]
+    )
+    out = []
+    for row in grouped.to_pylist():
+        count = int(row["order_id_count"])
+        revenue = Decimal(row["total_amount_sum"]).quantize(CENT)
+        out.append(
+            {
+                "order_date": row["created_day"],
+                "order_count": count,
+                "total_revenue": revenue,
+                "avg_order_value": (revenue / count).quantize(CENT, rounding=ROUND_HALF_UP),
+                "unique_customers": int(row["customer_id_count_distinct"]),
+            }
+        )
+    return pa.Table.from_pylist(out, schema=DAILY_ORDER_METRICS_SCHEMA).sort_by("order_date")
+
+
+def _day_literals(days: list[date]) -> str:
+    return ", ".join(f"'{d.isoformat()}'" for d in days)
+
+
+def build_daily_order_metrics(
+    tables: TableStore,
+    *,
+    run_id: str,
+    fault: Fault = None,
+    full: bool = False,
+    clock: Clock = utc_now,
+) -> StepReport:
+    """Recompute the days created since the checkpoint (or every day with ``full``)."""
+    del clock
+    started = time.perf_counter()
+    target = tables.ensure(DAILY_ORDER_METRICS)
+    after = -1 if full else txn(target, seq_app_id(DAILY_ORDER_METRICS))
+    upto, newest_us = _covered(tables, (ORDERS,))
+    raw = tables.open(RAW_EVENTS)
+    orders = tables.open(ORDERS)
+    if (upto <= after and not full) or raw is None or orders is None:
+        return _report(DAILY_ORDER_METRICS, target, started)
+    checkpoint = {
+        seq_app_id(DAILY_ORDER_METRICS): upto,
+        enqueued_app_id(DAILY_ORDER_METRICS): newest_us,
+    }
+    props = commit_props(checkpoint, run_id, "build_daily_order_metrics")
+    columns = ["order_id", "customer_id", "total_amount", "created_day"]
+    events_read = 0
+    if full:
+        rows = daily_metrics(orders.to_pyarrow_table(columns=columns))
+        hit(fault, "daily_order_metrics.before_commit")
+        write_deltalake(target, rows, mode="overwrite", commit_properties=props)
+    else:
+        batch = read_raw_range(raw, after, upto)
+        events_read = batch.num_rows
+        created = batch.filter(pc.field("event_type") == ORDER_CREATED)
+        days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))
+        rows = (
+            daily_metrics(
+                scan(
+                    orders,
+                    [("created_day", "in", [d.isoformat() for d in days])],
+                    isin("created_day", days, pa.date32()),
+                    columns=columns,
+                )
+            )
+            if days
+            else DAILY_ORDER_METRICS_SCHEMA.empty_table()
+        )
+        hit(fault, "daily_order_metrics.before_commit")
+        if days:
+            write_deltalake(
+                target,
+                rows,
+                mode="overwrite",
+                predicate=f"order_date IN ({_day_literals(days)})",
+                commit_properties=props,
+            )
+        else:
+            commit_checkpoints_only(
+                target, DAILY_ORDER_METRICS, checkpoint, run_id, "build_daily_order_metrics"
+            )
+    hit(fault, "daily_order_metrics.after_commit")
+    return _report(
+        DAILY_ORDER_METRICS, target, started, events_read=events_read, written=rows.num_rows
+    )
+
+
+def _report(
+    name: str, target: DeltaTable, started: float, *, events_read: int = 0, written: int = 0
+) -> StepReport:
+    target.update_incremental()
+    seq = txn(target, seq_app_id(name))
+    newest_us = txn(target, enqueued_app_id(name))
+    return StepReport(
+        table=name,
+        events_read=events_read,
+        events_applied=events_read,
+        duplicates_skipped=0,
+        dead_lettered=0,
+        rows_written=written,
+        checkpoint={seq_app_id(name): seq, enqueued_app_id(name): newest_us},
+        delta_version=target.version(),
+        row_count=row_count(target),
+        newest_applied_event_time=from_micros(newest_us),
+        seconds=time.perf_counter() - started,
+    )

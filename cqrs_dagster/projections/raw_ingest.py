@@ -1,0 +1,221 @@
+"""Bronze: bus -> raw_events, exactly once.
+
+Each run reads past the per-partition checkpoints (bounded by ``max_events``), upcasts and
+validates envelopes, drops duplicates by event id (within the batch and against the table's date
+partitions the batch touches), numbers the new rows with a gap-free ``ingest_seq`` and appends
+them together with every checkpoint in ONE Delta commit. Poison messages go to
+dead_letter_events first; the checkpoint still moves past them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from cqrs_dagster.domain.events import EVENT_TYPES, EnvelopeError, EventEnvelope
+from cqrs_dagster.domain.upcasting import upcast
+from cqrs_dagster.eventbus.port import EventBus, ReceivedEvent
+
+from .dead_letters import DeadLetter, write_dead_letters
+from .delta_io import (
+    Clock,
+    Fault,
+    commit_props,
+    enqueued_app_id,
+    from_micros,
+    hit,
+    isin,
+    row_count,
+    scan,
+    seq_app_id,
+    to_micros,
+    txn,
+    utc_now,
+)
+from .report import StepReport
+from .schemas import RAW_EVENTS, RAW_EVENTS_SCHEMA
+from .tables import PARTITION_BY, TableStore
+
+STAGE = RAW_EVENTS
+
+
+def partition_app_id(partition: int) -> str:
+    """Txn app id of a bus partition's checkpoint: the last sequence number ingested."""
+    return f"{RAW_EVENTS}/p{partition}"
+
+
+def parse_body(body: bytes) -> EventEnvelope:
+    """Decode, upcast and validate one bus message body (raises EnvelopeError)."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"body is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise EnvelopeError("body is not a JSON object")
+    if raw.get("eventType") not in EVENT_TYPES:
+        raise EnvelopeError(f"unknown eventType {raw.get('eventType')!r}")
+    return EventEnvelope.from_dict(upcast(raw))
+
+
+def read_batch(bus: EventBus, after: dict[int, int], max_events: int) -> list[ReceivedEvent]:
+    """Up to ``max_events`` events past ``after``, shared fairly among partitions, in bus order."""
+    position = dict(after)
+    got: dict[int, list[ReceivedEvent]] = {p: [] for p in position}
+    remaining = max_events
+    active = sorted(position)
+    while remaining > 0 and active:
+        share = max(1, remaining // len(active))
+        still: list[int] = []
+        for p in active:
+            want = min(share, remaining)
+            if want <= 0:
+                break
+            events = bus.read(p, position[p], want)
+            got[p].extend(events)
+            remaining -= len(events)
+            if events:
+                position[p] = events[-1].sequence_number
+            if len(events) == want:
+                still.append(p)
+        active = still
+    return [e for p in sorted(got) for e in got[p]]
+
+
+def _existing_ids(table: DeltaTable, ids: list[str], dates: set[date]) -> set[str]:
+    """Event ids of ``ids`` already in raw_events, reading only the given date partitions."""
+    if not ids or not dates:
+        return set()
+    found = scan(
+        table,
+        [("event_date", "in", [d.isoformat() for d in sorted(dates)])],
+        isin("event_id", ids),
+        columns=["event_id"],
+    )
+    return set(found.column("event_id").to_pylist())
+
+
+def _row(event: EventEnvelope, msg: ReceivedEvent, now: Any, seq: int) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type,
+        "version": event.version,
+        "event_timestamp": event.timestamp,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "data": orjson.dumps(dict(event.data)).decode(),
+        "metadata": orjson.dumps(dict(event.metadata)).decode(),
+        "schema_version": event.schema_version,
+        "partition": msg.partition,
+        "sequence_number": msg.sequence_number,
+        "offset": msg.offset,
+        "enqueued_time": msg.enqueued_time,
+        "ingested_at": now,
+        "ingest_seq": seq,
+        "event_date": event.timestamp.date(),
+    }
+
+
+def _dead_letter(msg: ReceivedEvent, reason: str) -> DeadLetter:
+    event_id = event_type = None
+    try:
+        raw = orjson.loads(msg.body)
+        if isinstance(raw, dict):
+            event_id = raw.get("eventId") if isinstance(raw.get("eventId"), str) else None
+            event_type = raw.get("eventType") if isinstance(raw.get("eventType"), str) else None
+    except orjson.JSONDecodeError:
+        pass
+    return DeadLetter(
+        STAGE,
+        msg.partition,
+        msg.sequence_number,
+        event_id,
+        event_type,
+        msg.body.decode("utf-8", errors="replace"),
+        reason,
+    )
+
+
+def ingest_raw_events(
+    bus: EventBus,
+    tables: TableStore,
+    *,
+    max_events: int,
+    run_id: str,
+    fault: Fault = None,
+    clock: Clock = utc_now,
+) -> StepReport:
+    """Append the bus's new events to raw_events with their checkpoints in the same commit."""
+    started = time.perf_counter()
+    table = tables.ensure(RAW_EVENTS)
+    partitions = range(bus.partition_count)
+    after = {p: txn(table, partition_app_id(p)) for p in partitions}
+    last_seq = txn(table, seq_app_id(RAW_EVENTS))
+    newest_us = txn(table, enqueued_app_id(RAW_EVENTS))
+    messages = read_batch(bus, after, max_events)
+
+    parsed: list[tuple[EventEnvelope, ReceivedEvent]] = []
+    letters: list[DeadLetter] = []
+    seen: set[str] = set()
+    in_batch_dupes = 0
+    for msg in messages:
+        try:
+            event = parse_body(msg.body)
+        except EnvelopeError as exc:
+            letters.append(_dead_letter(msg, str(exc)))
+            continue
+        if event.event_id in seen:
+            in_batch_dupes += 1
+            continue
+        seen.add(event.event_id)
+        parsed.append((event, msg))
+    existing = _existing_ids(
+        table, [e.event_id for e, _ in parsed], {e.timestamp.date() for e, _ in parsed}
+    )
+    fresh = [(e, m) for e, m in parsed if e.event_id not in existing]
+
+    now = clock()
+    rows = [_row(e, m, now, last_seq + 1 + i) for i, (e, m) in enumerate(fresh)]
+    checkpoint = {partition_app_id(p): after[p] for p in partitions}
+    for msg in messages:
+        checkpoint[partition_app_id(msg.partition)] = msg.sequence_number
+    if rows:
+        last_seq += len(rows)
+        newest_us = max(newest_us, max(to_micros(m.enqueued_time) for _, m in fresh))
+    checkpoint[seq_app_id(RAW_EVENTS)] = last_seq
+    checkpoint[enqueued_app_id(RAW_EVENTS)] = newest_us
+
+    hit(fault, "raw.before_dead_letters")
+    write_dead_letters(tables, letters, run_id=run_id, clock=clock)
+    hit(fault, "raw.before_commit")
+    version = table.version()
+    if messages:
+        write_deltalake(
+            table,
+            pa.Table.from_pylist(rows, schema=RAW_EVENTS_SCHEMA),
+            mode="append",
+            partition_by=PARTITION_BY[RAW_EVENTS],
+            commit_properties=commit_props(checkpoint, run_id, "ingest_raw_events"),
+        )
+        table.update_incremental()
+        version = table.version()
+    hit(fault, "raw.after_commit")
+    return StepReport(
+        table=RAW_EVENTS,
+        events_read=len(messages),
+        events_applied=len(rows),
+        duplicates_skipped=in_batch_dupes + len(parsed) - len(fresh),
+        dead_lettered=len(letters),
+        rows_written=len(rows),
+        checkpoint=checkpoint,
+        delta_version=version,
+        row_count=row_count(table),
+        newest_applied_event_time=from_micros(newest_us),
+        seconds=time.perf_counter() - started,
+    )
