@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     storage_sas_token: SecretStr | None = None
     storage_use_emulator: bool = False
     storage_endpoint: str | None = None
+    # Entra ID for storage: a service principal (all three), a user-assigned managed identity
+    # (client id alone), the Azure CLI login, or (none of them) the system-assigned identity.
+    storage_client_id: str | None = None
+    storage_client_secret: SecretStr | None = None
+    storage_tenant_id: str | None = None
+    storage_use_azure_cli: bool = False
 
     # Security.
     api_keys: SecretStr | None = None  # "key1:writer,key2:reader"
