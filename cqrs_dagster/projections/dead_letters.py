@@ -95,13 +95,11 @@ def read_dead_letters(
     if table is None:
         return DEAD_LETTER_EVENTS_SCHEMA.empty_table()
     data = table.to_pyarrow_table()
-    mask = pc.scalar(True)
     if stage is not None:
-        mask = pc.and_(mask, pc.equal(data["stage"], stage))
+        data = data.filter(pc.field("stage") == stage)
     if unresolved_only:
-        mask = pc.and_(mask, pc.invert(data["resolved"]))
-    filtered = data.filter(mask) if (stage or unresolved_only) else data
-    return filtered.sort_by(
+        data = data.filter(~pc.field("resolved"))
+    return data.sort_by(
         [("stage", "ascending"), ("partition", "ascending"), ("sequence_number", "ascending")]
     )
 
