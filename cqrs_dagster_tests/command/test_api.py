@@ -303,7 +303,9 @@ def test_invalid_fields_are_422_with_each_path(
     unchanged()
 
 
-def test_out_of_range_money_number_is_422_at_its_path(seeded: TestClient, unchanged: Callable[[], None]) -> None:
+def test_out_of_range_money_number_is_422_at_its_path(
+    seeded: TestClient, unchanged: Callable[[], None]
+) -> None:
     """1e400 is a JSON number Decimal can hold but money refuses (too large)."""
     body = b'{"type": "CreateOrder", "customerId": "c1", "items": [{"sku": "a", "quantity": 1, "unitPrice": 1e400}]}'
     paths = field_paths(post_raw(seeded, body))
