@@ -1,0 +1,1 @@
+"""Tests of the alerting core: transitions, delivery state, sinks."""
