@@ -4,6 +4,7 @@ errors without stopping the others."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -28,7 +29,7 @@ Fold = Callable[[Mapping[str, dict[str, Any]], Sequence[EventEnvelope]], FoldRes
 def fold_in_batches(fold: Fold, events: Sequence[EventEnvelope], cuts: list[int]) -> dict[str, Any]:
     state: dict[str, dict[str, Any]] = {}
     bounds = [0, *sorted(c % (len(events) + 1) for c in cuts), len(events)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         result = fold(state, events[lo:hi])
         assert not result.errors
         state.update(result.rows)
