@@ -40,7 +40,7 @@ class WriteStore(ABC):
 
         Raises VersionConflict if the stored version is not ``expected_version`` (0: must not
         exist) and DuplicateCommand if ``command_id`` was already recorded; either way nothing is
-        written.
+        written. DuplicateCommand takes precedence (a raced retry then replays, not 409s).
         """
 
     @abstractmethod
