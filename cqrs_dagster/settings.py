@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = None
     alert_slack_token: SecretStr | None = None
     alert_slack_channel: str | None = None
+    alert_slack_base_url: str | None = None  # default: Slack's own API (https://slack.com/api/)
+    alert_retry_attempts: int = Field(default=3, ge=1)
+    alert_retry_backoff_seconds: float = Field(default=0.5, ge=0)
 
     @property
     def write_db_path(self) -> Path:
