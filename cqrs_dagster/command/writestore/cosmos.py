@@ -35,6 +35,9 @@ original is told ``DuplicateCommand`` (as the port requires). The residual gap, 
 two CONCURRENT first deliveries of one command id that target DIFFERENT aggregates (only possible
 for a create command whose aggregate id the server generates) can both commit; clients that retry
 creates should send the aggregate id (or the handler could derive it from the command id).
+Consistency: the re-read after a lost race sees the winner at once under Strong or Bounded
+staleness; under Session consistency another instance's client may briefly read a stale replica,
+and the raced retry then gets one VersionConflict before its next retry replays.
 
 Outbox order
 ------------

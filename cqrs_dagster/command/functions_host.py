@@ -1,0 +1,209 @@
+"""The command side hosted on Azure Functions, free of the Functions SDK where it can be.
+
+:func:`execute_command` is the framework-free core of ``POST /api/v1/commands``: bytes in,
+``(status, headers, body bytes)`` out, with the same rules as the FastAPI route in
+:mod:`cqrs_dagster.command.api` (1 MiB cap, ``application/json`` only, JSON numbers decoded as
+Decimal, 422 with field paths, 404/409 for domain errors, 201 applied / 200 replayed,
+problem+json for every error, nothing written on any error). :class:`FunctionsHost` holds the
+adapters one Functions worker process reuses across invocations (built from :class:`Settings` on
+first use) and adapts ``azure.functions`` requests; ``cqrs_dagster/function_app.py`` only
+declares the triggers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, NoReturn
+
+import azure.functions as func
+import orjson
+from pydantic import ValidationError
+
+from cqrs_dagster.domain.commands import COMMAND_TYPES, parse_command
+from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
+from cqrs_dagster.settings import Settings, load_settings
+from cqrs_dagster.web.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_errors, problem_body
+from cqrs_dagster.web.security import API_KEY_HEADER, ApiSecurity
+
+from .handler import CommandHandler
+from .relay import OutboxRelay
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB, as the FastAPI route
+JSON_MEDIA_TYPE = "application/json"
+RELAY_MAX_ROUNDS = 100  # per timer tick: bounded, the next tick continues
+
+Outcome = tuple[int, dict[str, str], bytes]
+
+log = logging.getLogger(__name__)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays an exact decimal string
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def problem(exc: ProblemError) -> Outcome:
+    body = orjson.dumps(problem_body(exc.status, exc.slug, exc.detail, exc.errors))
+    return exc.status, {"Content-Type": PROBLEM_MEDIA_TYPE, **exc.headers}, body
+
+
+def decode_body(body: bytes, content_type: str | None) -> Any:
+    """The body as JSON (numbers as Decimal / int), or a ProblemError (415, 413, 400)."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
+        raise ProblemError(
+            415, "unsupported-media-type", "send the command as Content-Type: application/json"
+        )
+    if len(body) > MAX_BODY_BYTES:
+        raise ProblemError(
+            413, "payload-too-large", f"the body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"
+        )
+    try:
+        return json.loads(body, parse_float=Decimal, parse_int=int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise ProblemError(
+            400, "malformed-request", f"the body is not valid JSON: {reason}"
+        ) from exc
+
+
+def execute_command(
+    body: bytes,
+    handler: CommandHandler,
+    *,
+    content_type: str | None = JSON_MEDIA_TYPE,
+    user_id: str = "anonymous",
+) -> Outcome:
+    """Validate and apply one command: ``(status, headers, body)``, problem+json on error."""
+    try:
+        raw = decode_body(body, content_type)
+        try:
+            command = parse_command(raw)
+        except ValidationError as exc:
+            errors = field_errors(
+                exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
+            )
+            raise ProblemError(
+                422, "validation", "the command is not valid", errors=errors
+            ) from exc
+        try:
+            result = handler.handle(command, user_id=user_id)
+        except AggregateNotFound as exc:
+            raise ProblemError(404, exc.code, exc.detail) from exc
+        except DomainError as exc:
+            raise ProblemError(409, exc.code, exc.detail) from exc
+    except ProblemError as exc:
+        return problem(exc)
+    status = 200 if result.replayed else 201
+    return (
+        status,
+        {"Content-Type": JSON_MEDIA_TYPE},
+        orjson.dumps(result.body, default=_json_default),
+    )
+
+
+class FunctionsHost:
+    """The adapters one Functions worker reuses: write store, bus, handler, relay, API keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        from cqrs_dagster.wiring import make_write_store
+
+        self.settings = settings
+        self.store = make_write_store(settings)
+        self.handler = CommandHandler(self.store, source="cqrs-functions")
+        self.security = ApiSecurity.from_settings(settings)
+        self._bus_lock = threading.Lock()
+        self._relay: OutboxRelay | None = None
+
+    def relay(self) -> OutboxRelay:
+        with self._bus_lock:
+            if self._relay is None:  # the HTTP function never needs the bus
+                from cqrs_dagster.wiring import make_event_bus
+
+                bus = make_event_bus(self.settings)
+                self._relay = OutboxRelay(self.store, bus, self.settings.relay_batch_size)
+            return self._relay
+
+    def handle_http(self, req: func.HttpRequest) -> func.HttpResponse:
+        """``POST /api/v1/commands``: API key (if configured) -> writer role -> command."""
+        headers: Mapping[str, str] = req.headers
+        try:
+            presented = headers.get(API_KEY_HEADER) or _bearer(headers.get("Authorization"))
+            client = headers.get("X-Forwarded-For", "unknown").split(",")[0].strip()
+            principal = self.security.authenticate(presented, client)
+            self.security.authorize(principal, "writer")
+            self.security.throttle(principal)
+        except ProblemError as exc:
+            return _response(problem(exc))
+        outcome = execute_command(
+            req.get_body(),
+            self.handler,
+            content_type=headers.get("Content-Type"),
+            user_id=principal.id,
+        )
+        return _response(outcome)
+
+    def run_relay(self) -> int:
+        """Publish pending outbox events (at most ``RELAY_MAX_ROUNDS`` batches); how many."""
+        relay = self.relay()
+        total = 0
+        for _ in range(RELAY_MAX_ROUNDS):
+            published = relay.run_once()
+            total += published
+            if published == 0:
+                break
+        return total
+
+    def close(self) -> None:
+        with self._bus_lock:
+            if self._relay is not None:
+                self._relay.bus.close()
+                self._relay = None
+        self.store.close()
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+def _response(outcome: Outcome) -> func.HttpResponse:
+    status, headers, body = outcome
+    return func.HttpResponse(
+        body=body,
+        status_code=status,
+        headers={k: v for k, v in headers.items() if k != "Content-Type"},
+        mimetype=headers.get("Content-Type", JSON_MEDIA_TYPE),
+    )
+
+
+_host: FunctionsHost | None = None
+_host_lock = threading.Lock()
+
+
+def default_host() -> FunctionsHost:
+    """The worker's host, built from the app settings (``CQRS_*``) on first use."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = FunctionsHost(load_settings())
+        return _host
+
+
+def reset_default_host() -> None:
+    """Close and forget the worker's host (the next invocation builds a new one)."""
+    global _host
+    with _host_lock:
+        if _host is not None:
+            _host.close()
+        _host = None
