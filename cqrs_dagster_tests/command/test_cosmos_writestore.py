@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError
 
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
@@ -116,8 +117,6 @@ def test_lost_race_is_a_version_conflict_or_a_duplicate(cosmos: CosmosWriteStore
     commit(cosmos, "o1", 1, command_id="c2")
     # Replaying the write of a writer that read the document before c2 committed:
     doc = raw_doc(cosmos, "o1") | {"version": 99}
-    from azure.cosmos.exceptions import CosmosAccessConditionFailedError
-
     with pytest.raises(CosmosAccessConditionFailedError):
         cosmos._write(ORDER, doc, str(stale_etag))
     stored = cosmos.load(ORDER, "o1")
@@ -255,7 +254,7 @@ def test_relay_killed_after_publish_before_mark_loses_nothing(
         store.close()
 
 
-def test_stale_event_is_never_marked_by_another_aggregate(cosmos: CosmosWriteStore) -> None:
+def test_mark_published_of_an_unknown_event_id_marks_nothing(cosmos: CosmosWriteStore) -> None:
     a = commit(cosmos, "a", 0)
     stranger = make_event("a", 1)  # same aggregate and version, different eventId
     cosmos.mark_published([stranger])
