@@ -12,7 +12,6 @@ from contextlib import closing
 from dataclasses import replace
 from decimal import Decimal
 from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Literal
 
@@ -152,7 +151,7 @@ def test_many_threads_write_distinct_aggregates_without_loss(tmp_path: Path) -> 
         store.close()
 
 
-def _race_round(store: WriteStore, name: str, expected: int, barrier: Barrier) -> str:
+def _race_round(store: WriteStore, name: str, expected: int, barrier: threading.Barrier) -> str:
     """Wait for the other writer, then try to append version ``expected + 1``."""
     event = make_event("contested", expected + 1, writer=name)
     barrier.wait(timeout=30)
@@ -203,7 +202,7 @@ def test_two_threads_racing_on_one_version_exactly_one_wins(tmp_path: Path) -> N
 
 
 def _process_writer(
-    path: str, name: str, barrier: Barrier, out: Queue[tuple[str, list[str]]]
+    path: str, name: str, barrier: threading.Barrier, out: Queue[tuple[str, list[str]]]
 ) -> None:
     store = SqliteWriteStore(Path(path))
     try:
