@@ -1,0 +1,259 @@
+"""The Event Hubs event bus (``azure-eventhub``): the Azure adapter of the EventBus port.
+
+- **Auth.** A connection string (SAS key; also the local test server's
+  ``...;UseDevelopmentEmulator=true``), or a fully qualified namespace with an Entra ID credential
+  (``DefaultAzureCredential`` from settings).
+- **send.** Events are grouped by partition key (the aggregate id) in first-seen order; each group
+  goes out as ``EventDataBatch``es created with that partition key, one after another, so Event
+  Hubs keeps their order. A group that does not fit in one batch (the link's max message size,
+  1 MB on Standard) is split over several.
+- **read.** A bounded read of one partition. The partition's head (``get_partition_properties``)
+  says how many events exist after ``after_sequence_number``: none -> ``[]`` at once, so an empty
+  answer always means "nothing there", never "not arrived yet". Otherwise ``receive_batch`` starts
+  right after that sequence number (exclusive) with ``max_batch_size`` = the events expected, and
+  the callback stops the receive (``close()``, the SDK's one public way to end a receive) as soon
+  as they are all in. ``max_wait_time`` only paces the callback while waiting; after
+  ``read_timeout`` a non-empty prefix is returned, an empty one raises.
+- **Clients.** One producer client for the bus's lifetime (sends and management reads). Each read
+  uses its own consumer client, because ``close()`` (the stop) ends every receive of a client:
+  concurrent reads of different partitions must not stop each other. By default the SDK opens a
+  connection per link anyway, so a long-lived consumer client would save no connection.
+- **Partitions.** Ids ``"0".."n-1"`` map to ints; the count is read once (it is fixed per hub).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+
+from cqrs_dagster.settings import Settings
+
+from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.eventhub import PartitionContext
+
+_PREFETCH_CAP = 2_000
+
+
+class EventHubsReadError(RuntimeError):
+    """A read found events on the partition head but received none in time."""
+
+
+class EventHubsBus(EventBus):
+    """EventBus on one event hub (see the module docstring for the semantics)."""
+
+    def __init__(
+        self,
+        *,
+        eventhub_name: str,
+        consumer_group: str = "$Default",
+        connection_string: str | None = None,
+        fully_qualified_namespace: str | None = None,
+        credential: TokenCredential | None = None,
+        read_wait_seconds: float = 0.5,
+        read_timeout_seconds: float = 30.0,
+        **client_options: Any,
+    ) -> None:
+        if (connection_string is None) == (fully_qualified_namespace is None):
+            raise ValueError("give either connection_string or fully_qualified_namespace")
+        if fully_qualified_namespace is not None and credential is None:
+            raise ValueError("fully_qualified_namespace needs a credential (Entra ID)")
+        self.eventhub_name = eventhub_name
+        self.consumer_group = consumer_group
+        self._connection_string = connection_string
+        self._namespace = fully_qualified_namespace
+        self._credential = credential
+        self._read_wait = read_wait_seconds
+        self._read_timeout = read_timeout_seconds
+        self._options = client_options
+        self._producer = self._make(EventHubProducerClient)
+        self._send_lock = threading.Lock()
+        self._partition_count: int | None = None
+        self._workers: list[threading.Thread] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventHubsBus:
+        """Connection string if set, else namespace + ``DefaultAzureCredential`` (Entra ID)."""
+        settings.require("eventhub_name", "eventhub_consumer_group")
+        hub, group = settings.eventhub_name, settings.eventhub_consumer_group
+        secret = settings.eventhub_connection_string
+        if secret is not None and secret.get_secret_value():
+            return cls(
+                connection_string=secret.get_secret_value(), eventhub_name=hub, consumer_group=group
+            )
+        if settings.eventhub_namespace:
+            from azure.identity import DefaultAzureCredential
+
+            return cls(
+                fully_qualified_namespace=settings.eventhub_namespace,
+                credential=DefaultAzureCredential(),
+                eventhub_name=hub,
+                consumer_group=group,
+            )
+        settings.require("eventhub_connection_string")
+        raise AssertionError("unreachable: require() raises")  # pragma: no cover
+
+    def _make(self, client_cls: Any, **extra: Any) -> Any:
+        options = {**self._options, **extra}
+        if self._connection_string is not None:
+            return client_cls.from_connection_string(
+                self._connection_string, eventhub_name=self.eventhub_name, **options
+            )
+        return client_cls(
+            fully_qualified_namespace=self._namespace,
+            eventhub_name=self.eventhub_name,
+            credential=self._credential,
+            **options,
+        )
+
+    @property
+    def fully_qualified_namespace(self) -> str | None:
+        """The namespace given for Entra ID auth (None with a connection string)."""
+        return self._namespace
+
+    @property
+    def partition_count(self) -> int:
+        if self._partition_count is None:
+            ids = self._producer.get_partition_ids()
+            if sorted(ids, key=int) != [str(i) for i in range(len(ids))]:
+                raise RuntimeError(f"unexpected partition ids {ids!r}: expected '0'..'n-1'")
+            self._partition_count = len(ids)
+        return self._partition_count
+
+    def send(self, events: Sequence[OutgoingEvent]) -> None:
+        groups: dict[str, list[bytes]] = {}
+        for event in events:
+            groups.setdefault(event.partition_key, []).append(event.body)
+        with self._send_lock:
+            for key, bodies in groups.items():
+                self._send_group(key, bodies)
+
+    def _send_group(self, key: str, bodies: list[bytes]) -> None:
+        batch = self._producer.create_batch(partition_key=key)
+        for body in bodies:
+            try:
+                batch.add(EventData(body))
+            except ValueError:
+                if len(batch) == 0:
+                    raise ValueError(
+                        f"an event of {len(body)} bytes does not fit in one Event Hubs message"
+                    ) from None
+                self._producer.send_batch(batch)
+                batch = self._producer.create_batch(partition_key=key)
+                batch.add(EventData(body))
+        if len(batch):
+            self._producer.send_batch(batch)
+
+    def partition_info(self, partition: int) -> PartitionInfo:
+        props = self._producer.get_partition_properties(self._partition_id(partition))
+        last = int(props["last_enqueued_sequence_number"])
+        if last < 0:  # never written (a partition emptied by retention keeps its head)
+            return PartitionInfo(partition, -1, None)
+        enqueued: datetime = props["last_enqueued_time_utc"]
+        return PartitionInfo(partition, last, enqueued.astimezone(UTC))
+
+    def read(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[ReceivedEvent]:
+        partition_id = self._partition_id(partition)
+        if max_count < 1:
+            return []
+        head = self.partition_info(partition).last_sequence_number
+        expected = min(max_count, head - after_sequence_number)
+        if expected <= 0:
+            return []
+        received = self._receive(partition_id, after_sequence_number, expected)
+        return [_received(partition, e) for e in received[:expected]]
+
+    def _receive(self, partition_id: str, after: int, expected: int) -> list[EventData]:
+        consumer = self._make(
+            EventHubConsumerClient, consumer_group=self.consumer_group, load_balancing_interval=1
+        )
+        lock = threading.Lock()
+        got: list[EventData] = []
+        errors: list[Exception] = []
+        done = threading.Event()
+
+        def on_batch(_: PartitionContext, events: list[EventData]) -> None:
+            with lock:
+                got.extend(events)
+                if len(got) >= expected:
+                    done.set()
+                    consumer.close()
+
+        def on_error(_: PartitionContext, error: Exception) -> None:
+            with lock:
+                errors.append(error)
+            done.set()
+            consumer.close()
+
+        def run() -> None:
+            try:
+                consumer.receive_batch(
+                    on_batch,
+                    partition_id=partition_id,
+                    # "-1": the start-of-stream offset; else strictly after the sequence number.
+                    starting_position="-1" if after < 0 else after,
+                    starting_position_inclusive=False,
+                    max_batch_size=expected,
+                    max_wait_time=self._read_wait,
+                    prefetch=min(expected, _PREFETCH_CAP),
+                    on_error=on_error,
+                )
+            except Exception as exc:  # surfaced to the reader below
+                with lock:
+                    errors.append(exc)
+            finally:
+                done.set()
+                consumer.close()
+
+        # The SDK tears a receiver down slowly (it joins a keep-alive thread that sleeps 1 s):
+        # the receive runs on its own thread and the read returns as soon as the events are in.
+        worker = threading.Thread(target=run, name=f"eventhubs-read-{partition_id}", daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
+        if not done.wait(self._read_timeout):
+            consumer.close()
+        with lock:
+            received, failures = list(got), list(errors)
+        if not received:
+            if failures:
+                raise failures[0]
+            raise EventHubsReadError(
+                f"partition {partition_id} of {self.eventhub_name!r} has events after "
+                f"{after} but none arrived within {self._read_timeout}s"
+            )
+        return received
+
+    def _partition_id(self, partition: int) -> str:
+        if not 0 <= partition < self.partition_count:
+            raise ValueError(f"partition {partition} out of range 0..{self.partition_count - 1}")
+        return str(partition)
+
+    def close(self) -> None:
+        """Close the producer and wait (bounded) for finished reads to tear their receivers down."""
+        self._producer.close()
+        for worker in self._workers:
+            worker.join(timeout=5)
+        self._workers = []
+
+
+def _received(partition: int, event: EventData) -> ReceivedEvent:
+    key = event.partition_key
+    enqueued = event.enqueued_time
+    if event.sequence_number is None or event.offset is None or enqueued is None:
+        raise ValueError("received an event without its Event Hubs position annotations")
+    return ReceivedEvent(
+        partition=partition,
+        sequence_number=event.sequence_number,
+        offset=int(event.offset),
+        enqueued_time=enqueued.astimezone(UTC),
+        partition_key=key.decode() if isinstance(key, bytes) else key,
+        body=b"".join(cast("Iterable[bytes]", event.body)),
+    )
