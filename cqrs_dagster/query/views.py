@@ -1,0 +1,147 @@
+"""SQL over the read models: an in-memory DuckDB connection with one view per Delta table.
+
+Each read-model Delta table is registered as ``_delta_<name>`` (its pyarrow dataset; an empty table
+of the right schema until the table exists) and the view ``<name>`` is created from
+``cqrs_dagster/query/sql/<name>.sql`` (``sql/local`` in the repository is a link to that folder).
+External access is switched off and the configuration locked before any caller's SQL runs, and
+caller SQL must be exactly one SELECT (or WITH ... SELECT) statement.
+
+Tables are re-read on every :meth:`ReadModels.refresh` (``update_incremental``: only new log
+entries), so each query sees the newest commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.settings import Settings
+
+VIEW_NAMES: tuple[str, ...] = READ_MODELS
+REGISTERED_PREFIX = "_delta_"
+
+
+class QueryError(ValueError):
+    """Caller SQL that cannot run: not read-only, not parsable, or failing in the engine."""
+
+
+class NotReadOnly(QueryError):
+    """Caller SQL that is not a single SELECT statement."""
+
+
+def view_sql(name: str) -> str:
+    """The ``CREATE OR REPLACE VIEW`` text of one local view (packaged with the module)."""
+    if name not in VIEW_NAMES:
+        raise KeyError(f"no local view named {name!r}")
+    return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def check_read_only(sql: str) -> str:
+    """Return ``sql`` if it is exactly one SELECT / WITH statement, else raise NotReadOnly."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL does not parse: {_first_line(exc)}") from exc
+    if len(statements) != 1:
+        raise NotReadOnly(f"only one SELECT statement is allowed, got {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise NotReadOnly(f"only SELECT queries are allowed (read-only), not {kind.name}")
+    return sql
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ReadModels:
+    """A locked-down DuckDB connection over the read-model tables; thread-safe (one lock)."""
+
+    def __init__(self, tables: TableStore, names: Sequence[str] = VIEW_NAMES) -> None:
+        self.tables = tables
+        self.names = tuple(names)
+        self._lock = threading.RLock()
+        self._open: dict[str, DeltaTable] = {}
+        self._registered: dict[str, int | None] = {}
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone = 'UTC'")
+        self.refresh()
+        for name in self.names:
+            self._con.execute(view_sql(name))
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadModels:
+        return cls(TableStore.from_settings(settings))
+
+    def refresh(self, names: Iterable[str] | None = None) -> dict[str, int | None]:
+        """Load new commits of the tables (default: all); returns their Delta versions (None: absent)."""
+        with self._lock:
+            versions: dict[str, int | None] = {}
+            for name in self.names if names is None else names:
+                table = self._load(name)
+                version = None if table is None else table.version()
+                if name not in self._registered or self._registered[name] != version:
+                    data: Any = (
+                        SCHEMAS[name].empty_table() if table is None else table.to_pyarrow_dataset()
+                    )
+                    self._con.register(REGISTERED_PREFIX + name, data)
+                    self._registered[name] = version
+                versions[name] = version
+            return versions
+
+    def _load(self, name: str) -> DeltaTable | None:
+        table = self._open.get(name)
+        if table is None:
+            table = self.tables.open(name)
+            if table is not None:
+                self._open[name] = table
+            return table
+        table.update_incremental()
+        return table
+
+    def table(self, name: str) -> DeltaTable | None:
+        """The DeltaTable as of the last refresh (None if it did not exist then)."""
+        with self._lock:
+            return self._open.get(name) if self._registered.get(name) is not None else None
+
+    def execute(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pa.Table:
+        """Run trusted SQL (this package's own, with bound ``params``) on the current snapshot."""
+        with self._lock:
+            relation = self._con.sql(sql, params=params)
+            if relation is None:
+                return pa.table({})
+            result: pa.Table = relation.to_arrow_table()
+            return result
+
+    def query(self, sql: str) -> pa.Table:
+        """Run caller SQL: one read-only SELECT over the views, on freshly refreshed tables."""
+        check_read_only(sql)
+        with self._lock:
+            self.refresh()
+            try:
+                return self.execute(sql)
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> ReadModels:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

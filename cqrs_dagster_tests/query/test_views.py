@@ -1,0 +1,158 @@
+"""The local SQL views (DuckDB) over the Delta read models.
+
+Covers: each view returns exactly its Delta table's rows and columns (tables built by the real
+pipeline); views exist (empty, right columns) before their tables do; a commit made after the
+connection was opened is seen by the next query; sql/local is the packaged SQL; the read-only
+gate accepts SELECT / WITH and refuses every other statement kind, multiple statements and
+unparsable SQL; file access from a SELECT is blocked and the configuration cannot be unlocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
+from cqrs_dagster.query.views import (
+    NotReadOnly,
+    QueryError,
+    ReadModels,
+    check_read_only,
+    view_sql,
+)
+from cqrs_dagster_tests.query.conftest import Platform
+
+REPO = Path(__file__).resolve().parents[2]
+SORT_KEYS = {
+    "raw_events": "ingest_seq",
+    "orders": "order_id",
+    "customers": "customer_id",
+    "order_summary": "order_id",
+    "daily_order_metrics": "order_date",
+}
+
+
+def _sorted(table: pa.Table, key: str) -> list[dict[str, object]]:
+    return table.sort_by(key).to_pylist()
+
+
+@pytest.mark.parametrize("name", READ_MODELS)
+def test_view_equals_its_delta_table(seeded: Platform, name: str) -> None:
+    delta = seeded.tables.open(name)
+    assert delta is not None
+    expected = delta.to_pyarrow_table()
+    assert expected.num_rows > 0
+    with ReadModels(seeded.tables) as models:
+        got = models.query(f"SELECT * FROM {name}")
+    assert got.column_names == SCHEMAS[name].names
+    assert _sorted(got, SORT_KEYS[name]) == _sorted(
+        expected.select(SCHEMAS[name].names), SORT_KEYS[name]
+    )
+
+
+def test_views_exist_empty_before_tables(platform: Platform) -> None:
+    with ReadModels(platform.tables) as models:
+        for name in READ_MODELS:
+            got = models.query(f"SELECT * FROM {name}")
+            assert got.num_rows == 0
+            assert got.column_names == SCHEMAS[name].names
+
+
+def test_new_commits_are_seen_by_the_next_query(platform: Platform) -> None:
+    with ReadModels(platform.tables) as models:
+        assert models.query("SELECT count(*) AS n FROM customers").to_pylist() == [{"n": 0}]
+        platform.send(
+            {"type": "RegisterCustomer", "customerId": "k1", "name": "Kay", "email": "k@x.io"}
+        )
+        platform.project()
+        assert models.query("SELECT name FROM customers").to_pylist() == [{"name": "Kay"}]
+        platform.send({"type": "UpdateCustomer", "customerId": "k1", "name": "Kay Two"})
+        platform.project()
+        rows = models.query("SELECT name, version FROM customers").to_pylist()
+        assert rows == [{"name": "Kay Two", "version": 2}]
+
+
+@pytest.mark.parametrize("name", READ_MODELS)
+def test_sql_local_is_the_packaged_sql(name: str) -> None:
+    assert (REPO / "sql" / "local" / f"{name}.sql").read_text() == view_sql(name)
+    assert f"CREATE OR REPLACE VIEW {name} AS" in view_sql(name)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1",
+        "select * from orders where status = 'Paid'",
+        "WITH t AS (SELECT * FROM orders) SELECT count(*) FROM t",
+        "  SELECT 1;  ",
+        "FROM order_summary",
+    ],
+)
+def test_read_only_gate_accepts_queries(sql: str) -> None:
+    assert check_read_only(sql) == sql
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("INSERT INTO orders SELECT * FROM orders", "INSERT"),
+        ("UPDATE orders SET status = 'x'", "UPDATE"),
+        ("DELETE FROM orders", "DELETE"),
+        ("COPY orders TO '/tmp/x.csv'", "COPY"),
+        ("ATTACH '/tmp/x.db' AS x", "ATTACH"),
+        ("DETACH x", "DETACH"),
+        ("INSTALL httpfs", "LOAD"),
+        ("LOAD httpfs", "LOAD"),
+        ("PRAGMA version", "PRAGMA"),
+        ("SET enable_external_access = true", "SET"),
+        ("RESET lock_configuration", "SET"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("DROP VIEW orders", "DROP"),
+        ("CALL pragma_version()", "CALL"),
+        ("EXPORT DATABASE '/tmp/x'", "EXPORT"),
+        ("EXPLAIN SELECT 1", "EXPLAIN"),
+    ],
+)
+def test_read_only_gate_refuses_other_statements(sql: str, kind: str) -> None:
+    with pytest.raises(NotReadOnly, match=f"only SELECT queries are allowed.*not {kind}"):
+        check_read_only(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1; SELECT 2",
+        "SELECT 1; DROP VIEW orders",
+        "SELECT * FROM orders; COPY orders TO 'x.csv'",
+    ],
+)
+def test_read_only_gate_refuses_multiple_statements(sql: str) -> None:
+    with pytest.raises(NotReadOnly, match="only one SELECT statement is allowed"):
+        check_read_only(sql)
+
+
+def test_unparsable_sql_is_a_query_error() -> None:
+    with pytest.raises(QueryError, match="does not parse"):
+        check_read_only("SELEC * FROM")
+
+
+def test_selects_cannot_reach_files_or_unlock(seeded: Platform, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    before = seeded.tables.open("orders")
+    assert before is not None
+    with ReadModels(seeded.tables) as models:
+        for sql in (
+            f"SELECT * FROM read_csv('{secret}')",
+            f"SELECT * FROM '{secret}'",
+            f"SELECT * FROM read_parquet('{seeded.tables.uri('orders')}/**/*.parquet')",
+        ):
+            with pytest.raises(QueryError, match="disabled by configuration"):
+                models.query(sql)
+        with pytest.raises(NotReadOnly):
+            models.query("SET enable_external_access = true")
+        assert models.query("SELECT count(*) AS n FROM orders").to_pylist() == [{"n": 60}]
+    after = seeded.tables.open("orders")
+    assert after is not None and after.version() == before.version()
