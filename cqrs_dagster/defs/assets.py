@@ -6,8 +6,6 @@ so a retried or repeated run never skips or doubles anything. All writers share 
 pool of size 1 so two runs never write the same Delta table at once.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +25,12 @@ from .resources import PlatformResource
 GROUP = "read_models"
 DELTA_WRITER_POOL = "cqrs_delta_writer"
 MAX_BATCHES_PER_RUN = 20  # bounded work per run; the sensor requests another run for the rest
+
+
+class GoldConfig(dg.Config):
+    """``full``: recompute every day instead of only the days touched since the checkpoint."""
+
+    full: bool = False
 
 
 def report_metadata(reports: list[StepReport], bus: EventBus, tables: TableStore) -> dict[str, Any]:
@@ -88,10 +92,13 @@ def _materialize(
     return dg.MaterializeResult(metadata=meta)
 
 
-ASSET_KW: dict[str, Any] = {"group_name": GROUP, "pool": DELTA_WRITER_POOL, "kinds": {"delta"}}
-
-
-@dg.asset(name=schemas.RAW_EVENTS, tags={"layer": "bronze"}, **ASSET_KW)
+@dg.asset(
+    name=schemas.RAW_EVENTS,
+    tags={"layer": "bronze"},
+    group_name=GROUP,
+    pool=DELTA_WRITER_POOL,
+    kinds={"delta"},
+)
 def raw_events(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -108,7 +115,14 @@ def raw_events(
     )
 
 
-@dg.asset(name=schemas.ORDERS, deps=[raw_events], tags={"layer": "silver"}, **ASSET_KW)
+@dg.asset(
+    name=schemas.ORDERS,
+    deps=[raw_events],
+    tags={"layer": "silver"},
+    group_name=GROUP,
+    pool=DELTA_WRITER_POOL,
+    kinds={"delta"},
+)
 def orders(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -124,7 +138,14 @@ def orders(
     )
 
 
-@dg.asset(name=schemas.CUSTOMERS, deps=[raw_events], tags={"layer": "silver"}, **ASSET_KW)
+@dg.asset(
+    name=schemas.CUSTOMERS,
+    deps=[raw_events],
+    tags={"layer": "silver"},
+    group_name=GROUP,
+    pool=DELTA_WRITER_POOL,
+    kinds={"delta"},
+)
 def customers(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -137,7 +158,14 @@ def customers(
     )
 
 
-@dg.asset(name=schemas.ORDER_SUMMARY, deps=[orders, customers], tags={"layer": "gold"}, **ASSET_KW)
+@dg.asset(
+    name=schemas.ORDER_SUMMARY,
+    deps=[orders, customers],
+    tags={"layer": "gold"},
+    group_name=GROUP,
+    pool=DELTA_WRITER_POOL,
+    kinds={"delta"},
+)
 def order_summary(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -151,9 +179,16 @@ def order_summary(
     )
 
 
-@dg.asset(name=schemas.DAILY_ORDER_METRICS, deps=[orders], tags={"layer": "gold"}, **ASSET_KW)
+@dg.asset(
+    name=schemas.DAILY_ORDER_METRICS,
+    deps=[orders],
+    tags={"layer": "gold"},
+    group_name=GROUP,
+    pool=DELTA_WRITER_POOL,
+    kinds={"delta"},
+)
 def daily_order_metrics(
-    context: dg.AssetExecutionContext, platform: PlatformResource
+    context: dg.AssetExecutionContext, platform: PlatformResource, config: GoldConfig
 ) -> dg.MaterializeResult[None]:
     """Gold: the reference's vw_daily_order_metrics: orders, revenue, average order value and
     unique customers per UTC day of creation, over every order whatever its status."""
@@ -161,6 +196,6 @@ def daily_order_metrics(
     return _materialize(
         context,
         platform,
-        lambda bus, tables, n: build_daily_order_metrics(tables, run_id=run_id),
+        lambda bus, tables, n: build_daily_order_metrics(tables, run_id=run_id, full=config.full),
         batched=False,
     )

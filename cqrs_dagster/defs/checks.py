@@ -4,8 +4,6 @@ WARN above ``CQRS_LAG_WARN_SECONDS`` (30 s), ERROR above ``CQRS_LAG_ERROR_SECOND
 reference's threshold). Lag is measured in seconds and in events behind, both reported as metadata.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from cqrs_dagster.projections import schemas

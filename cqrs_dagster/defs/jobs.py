@@ -1,7 +1,5 @@
 """Jobs: the projection job the event sensor starts. In-process executor for low latency."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from .assets import GROUP

@@ -6,8 +6,6 @@ Secrets (Cosmos key, Event Hubs connection string, storage key) stay in the envi
 read by Settings at launch, so a missing one fails the run with a message naming it.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,7 +17,7 @@ from cqrs_dagster.settings import Settings, load_settings
 from cqrs_dagster.wiring import make_event_bus
 
 
-class PlatformResource(dg.ConfigurableResource):  # type: ignore[misc]
+class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Settings, the event bus and the Delta read store for the configured environment."""
 
     data_dir: str | None = None

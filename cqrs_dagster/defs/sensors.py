@@ -6,8 +6,6 @@ read model is behind and no projection run is in flight, so two runs never write
 tables at once (the assets' shared concurrency pool is the second guard).
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from cqrs_dagster.projections import schemas

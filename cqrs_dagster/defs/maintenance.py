@@ -1,0 +1,64 @@
+"""Jobs that keep the platform healthy: table maintenance and the check-only freshness job."""
+
+import dagster as dg
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.maintenance import maintain_all
+
+from .assets import DELTA_WRITER_POOL, GROUP
+from .jobs import WRITER_TAG
+from .resources import PlatformResource
+
+
+@dg.op(
+    pool=DELTA_WRITER_POOL,
+    description="Compact, vacuum and checkpoint every Delta table (contents unchanged).",
+)
+def maintain_delta_tables(context: dg.OpExecutionContext, platform: PlatformResource) -> None:
+    settings = platform.settings()
+    for report in maintain_all(platform.tables(), settings.vacuum_retention_hours):
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=dg.AssetKey(report.table),
+                metadata={
+                    "files_before": dg.MetadataValue.int(report.files_before),
+                    "files_after": dg.MetadataValue.int(report.files_after),
+                    "files_compacted": dg.MetadataValue.int(report.files_compacted),
+                    "files_vacuumed": dg.MetadataValue.int(report.files_vacuumed),
+                    "row_count": dg.MetadataValue.int(report.rows),
+                    "delta_version": dg.MetadataValue.int(report.version),
+                    "seconds": dg.MetadataValue.float(report.seconds),
+                },
+            )
+        )
+
+
+@dg.job(
+    name="maintain_read_models",
+    executor_def=dg.in_process_executor,
+    tags={WRITER_TAG: "maintenance"},
+    description="Compaction + vacuum + log checkpoint of every Delta table, never racing a projection.",
+)
+def maintain_read_models() -> None:
+    maintain_delta_tables()
+
+
+check_read_model_freshness = dg.define_asset_job(
+    "check_read_model_freshness",
+    selection=dg.AssetSelection.checks(
+        *[dg.AssetCheckKey(dg.AssetKey(t), f"{t}_freshness_lag") for t in schemas.READ_MODELS]
+    ),
+    executor_def=dg.in_process_executor,
+    description="Evaluate every read model's freshness lag check without materializing anything.",
+)
+
+recompute_gold = dg.define_asset_job(
+    "recompute_gold",
+    selection=dg.AssetSelection.assets(schemas.ORDER_SUMMARY, schemas.DAILY_ORDER_METRICS),
+    executor_def=dg.in_process_executor,
+    tags={WRITER_TAG: "recompute"},
+    config={"ops": {schemas.DAILY_ORDER_METRICS: {"config": {"full": True}}}},
+    description="Recompute the gold tables from the silver tables (daily_order_metrics in full).",
+)
+
+del GROUP

@@ -1,0 +1,34 @@
+"""Schedules (all UTC, RUNNING by default): freshness checks, gold recompute, maintenance."""
+
+import dagster as dg
+
+from .maintenance import check_read_model_freshness, maintain_read_models, recompute_gold
+
+RUNNING = dg.DefaultScheduleStatus.RUNNING
+
+read_model_freshness_schedule = dg.ScheduleDefinition(
+    name="read_model_freshness_schedule",
+    job=check_read_model_freshness,
+    cron_schedule="* * * * *",
+    execution_timezone="UTC",
+    default_status=RUNNING,
+    description="Every minute: freshness-lag checks, so a stuck sensor or dead relay is caught.",
+)
+
+gold_recompute_schedule = dg.ScheduleDefinition(
+    name="gold_recompute_schedule",
+    job=recompute_gold,
+    cron_schedule="15 2 * * *",
+    execution_timezone="UTC",
+    default_status=RUNNING,
+    description="Daily 02:15 UTC: recompute order_summary and daily_order_metrics from silver.",
+)
+
+table_maintenance_schedule = dg.ScheduleDefinition(
+    name="table_maintenance_schedule",
+    job=maintain_read_models,
+    cron_schedule="45 3 * * *",
+    execution_timezone="UTC",
+    default_status=RUNNING,
+    description="Daily 03:45 UTC: compact, vacuum and checkpoint every Delta table.",
+)

@@ -1,0 +1,230 @@
+"""Quality rules: event-stream integrity of raw_events and consistency of the read models.
+
+Each rule scans what it needs with DuckDB (columnar, projected reads) and returns the first few
+offending ids so the check's metadata points at the problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cqrs_dagster.domain.events import (
+    CUSTOMER,
+    CUSTOMER_REGISTERED,
+    CUSTOMER_UPDATED,
+    ORDER,
+    ORDER_CREATED,
+    ORDER_UPDATED,
+)
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.tables import TableStore
+
+from .engine import connect
+from .outcome import FIRST_FEW, CheckOutcome
+
+AGGREGATE_OF = {
+    CUSTOMER_REGISTERED: CUSTOMER,
+    CUSTOMER_UPDATED: CUSTOMER,
+    ORDER_CREATED: ORDER,
+    ORDER_UPDATED: ORDER,
+}
+ITEMS_JSON = '[{"sku": "VARCHAR", "quantity": "BIGINT", "unitPrice": "DECIMAL(18,2)"}]'
+
+
+def _ids(rows: list[tuple[Any, ...]]) -> list[str]:
+    return [str(r[0]) for r in rows[:FIRST_FEW]]
+
+
+def unique_event_ids(tables: TableStore) -> CheckOutcome:
+    """No eventId appears twice in raw_events."""
+    con = connect(tables, (schemas.RAW_EVENTS,))
+    rows = con.execute(
+        "SELECT event_id, count(*) AS n FROM raw_events GROUP BY event_id HAVING n > 1 "
+        "ORDER BY event_id LIMIT 1000"
+    ).fetchall()
+    total = con.execute("SELECT count(*) FROM raw_events").fetchone()
+    return CheckOutcome(
+        passed=not rows,
+        summary=f"{len(rows)} duplicated eventId(s)" if rows else "every eventId is unique",
+        figures={"duplicate_event_ids": len(rows), "events": int(total[0]) if total else 0},
+        offending=_ids(rows),
+    )
+
+
+def version_sequences(tables: TableStore) -> CheckOutcome:
+    """Per aggregate, versions run 1, 2, 3 ... with no gap and no repeat."""
+    con = connect(tables, (schemas.RAW_EVENTS,))
+    rows = con.execute(
+        """
+        SELECT aggregate_id, count(*) AS n, count(DISTINCT version) AS d, min(version) AS lo,
+               max(version) AS hi
+        FROM raw_events GROUP BY aggregate_id
+        HAVING n <> d OR lo <> 1 OR hi <> d
+        ORDER BY aggregate_id LIMIT 1000
+        """
+    ).fetchall()
+    return CheckOutcome(
+        passed=not rows,
+        summary=(
+            f"{len(rows)} aggregate(s) with a gap or repeat in their versions"
+            if rows
+            else "every aggregate's versions run 1..n"
+        ),
+        figures={"broken_aggregates": len(rows)},
+        offending=_ids(rows),
+    )
+
+
+def envelope_schema(tables: TableStore) -> CheckOutcome:
+    """Every envelope is well formed: ids present, known type on the right aggregate, JSON data."""
+    con = connect(tables, (schemas.RAW_EVENTS,))
+    known = ", ".join(f"('{t}', '{a}')" for t, a in AGGREGATE_OF.items())
+    rows = con.execute(
+        f"""
+        WITH known(event_type, aggregate_type) AS (VALUES {known})
+        SELECT r.event_id FROM raw_events r
+        LEFT JOIN known k ON k.event_type = r.event_type AND k.aggregate_type = r.aggregate_type
+        WHERE r.event_id IS NULL OR r.event_id = '' OR r.aggregate_id IS NULL OR r.aggregate_id = ''
+           OR k.event_type IS NULL OR r.version IS NULL OR r.version < 1
+           OR r.schema_version IS NULL OR r.schema_version < 1 OR r.event_timestamp IS NULL
+           OR NOT json_valid(r.data) OR json_type(r.data) <> 'OBJECT'
+        ORDER BY 1 LIMIT 1000
+        """
+    ).fetchall()
+    return CheckOutcome(
+        passed=not rows,
+        summary=f"{len(rows)} malformed envelope(s)" if rows else "every envelope is well formed",
+        figures={"malformed_envelopes": len(rows)},
+        offending=_ids(rows),
+    )
+
+
+def unique_keys(tables: TableStore, table: str, key: str) -> CheckOutcome:
+    """The table's key column holds no duplicates and no nulls."""
+    con = connect(tables, (table,))
+    rows = con.execute(
+        f"SELECT {key}, count(*) AS n FROM {table} GROUP BY {key} HAVING n > 1 OR {key} IS NULL "
+        f"ORDER BY 1 LIMIT 1000"
+    ).fetchall()
+    count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return CheckOutcome(
+        passed=not rows,
+        summary=f"{len(rows)} duplicated {key}(s)" if rows else f"{key} is unique",
+        figures={"duplicate_keys": len(rows), "rows": int(count[0]) if count else 0},
+        offending=_ids(rows),
+    )
+
+
+def order_amounts(tables: TableStore, table: str = schemas.ORDERS) -> CheckOutcome:
+    """total_amount >= 0 and equal to the exact sum of quantity x unitPrice of the items."""
+    con = connect(tables, (schemas.ORDERS,))
+    rows = con.execute(
+        f"""
+        WITH lines AS (
+            SELECT order_id, total_amount, item_count,
+                   unnest(from_json(items, '{ITEMS_JSON}')) AS item
+            FROM orders
+        ), sums AS (
+            SELECT order_id, any_value(total_amount) AS total_amount,
+                   any_value(item_count) AS item_count,
+                   sum(item.quantity * item.unitPrice) AS computed,
+                   sum(item.quantity) AS computed_count
+            FROM lines GROUP BY order_id
+        )
+        SELECT o.order_id FROM orders o LEFT JOIN sums s USING (order_id)
+        WHERE o.total_amount < 0
+           OR (s.order_id IS NOT NULL AND (s.computed <> o.total_amount
+                                           OR s.computed_count <> o.item_count))
+        ORDER BY 1 LIMIT 1000
+        """
+    ).fetchall()
+    del table
+    return CheckOutcome(
+        passed=not rows,
+        summary=(
+            f"{len(rows)} order(s) whose total is negative or differs from its items"
+            if rows
+            else "every total_amount is >= 0 and equals its items' sum"
+        ),
+        figures={"bad_totals": len(rows)},
+        offending=_ids(rows),
+    )
+
+
+def orders_reconcile(tables: TableStore, checkpoint: int) -> CheckOutcome:
+    """Rows in orders = distinct OrderCreated aggregates in raw_events up to orders' checkpoint."""
+    con = connect(tables, (schemas.RAW_EVENTS, schemas.ORDERS))
+    missing = con.execute(
+        """
+        SELECT DISTINCT r.aggregate_id FROM raw_events r
+        WHERE r.event_type = 'OrderCreated' AND r.ingest_seq <= $cp
+          AND r.aggregate_id NOT IN (SELECT order_id FROM orders)
+        ORDER BY 1 LIMIT 1000
+        """,
+        {"cp": checkpoint},
+    ).fetchall()
+    extra = con.execute(
+        """
+        SELECT o.order_id FROM orders o WHERE o.order_id NOT IN (
+            SELECT aggregate_id FROM raw_events
+            WHERE event_type = 'OrderCreated' AND ingest_seq <= $cp)
+        ORDER BY 1 LIMIT 1000
+        """,
+        {"cp": checkpoint},
+    ).fetchall()
+    created = con.execute(
+        "SELECT count(DISTINCT aggregate_id) FROM raw_events "
+        "WHERE event_type = 'OrderCreated' AND ingest_seq <= $cp",
+        {"cp": checkpoint},
+    ).fetchone()
+    rows = con.execute("SELECT count(*) FROM orders").fetchone()
+    ok = not missing and not extra
+    return CheckOutcome(
+        passed=ok,
+        summary=(
+            "orders matches raw_events at its checkpoint"
+            if ok
+            else f"{len(missing)} order(s) missing, {len(extra)} unexpected"
+        ),
+        figures={
+            "orders_rows": int(rows[0]) if rows else 0,
+            "order_created_aggregates": int(created[0]) if created else 0,
+            "missing": len(missing),
+            "unexpected": len(extra),
+            "checkpoint": checkpoint,
+        },
+        offending=_ids(missing) + _ids(extra),
+    )
+
+
+def daily_metrics_match(tables: TableStore) -> CheckOutcome:
+    """daily_order_metrics equals a recomputation from orders."""
+    con = connect(tables, (schemas.ORDERS, schemas.DAILY_ORDER_METRICS))
+    rows = con.execute(
+        """
+        WITH expected AS (
+            SELECT CAST(created_date AT TIME ZONE 'UTC' AS DATE) AS order_date,
+                   count(*) AS order_count,
+                   CAST(sum(total_amount) AS DECIMAL(18,2)) AS total_revenue,
+                   count(DISTINCT customer_id) AS unique_customers
+            FROM orders GROUP BY 1
+        )
+        SELECT coalesce(e.order_date, d.order_date) AS day FROM expected e
+        FULL OUTER JOIN daily_order_metrics d ON d.order_date = e.order_date
+        WHERE e.order_date IS NULL OR d.order_date IS NULL
+           OR e.order_count <> d.order_count OR e.total_revenue <> d.total_revenue
+           OR e.unique_customers <> d.unique_customers
+           OR abs(d.avg_order_value - e.total_revenue / e.order_count) > 0.005
+        ORDER BY 1 LIMIT 1000
+        """
+    ).fetchall()
+    return CheckOutcome(
+        passed=not rows,
+        summary=(
+            f"{len(rows)} day(s) differ from a recomputation from orders"
+            if rows
+            else "daily_order_metrics equals a recomputation from orders"
+        ),
+        figures={"mismatched_days": len(rows)},
+        offending=_ids(rows),
+    )
