@@ -27,7 +27,7 @@ Sku = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 def _check_email(value: str) -> str:
-    if len(value) > 254 or not EMAIL_RE.match(value):
+    if len(value) > 254 or not EMAIL_RE.fullmatch(value):  # match() lets "$" pass a final "\n"
         raise ValueError("not a valid email address")
     return value
 
@@ -91,7 +91,7 @@ class OrderItem(BaseModel):
             raise ValueError("unitPrice has more than 2 decimal places")
         if price >= Decimal("1e12"):
             raise ValueError("unitPrice is too large")
-        return price
+        return price.copy_abs()  # "-0" is zero: never render a money string as "-0.00"
 
 
 class CreateOrder(_Command):
