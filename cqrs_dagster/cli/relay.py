@@ -1,0 +1,87 @@
+"""``cqrs relay``: run the outbox relay (write store outbox -> event bus) as its own process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from cqrs_dagster.command.relay import OutboxRelay
+from cqrs_dagster.settings import SettingsError, load_settings
+from cqrs_dagster.wiring import make_event_bus, make_write_store
+
+log = logging.getLogger("cqrs_dagster.cli.relay")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "relay",
+        help="publish committed outbox events to the event bus",
+        description=(
+            "Relay events from the write store's outbox to the event bus (at-least-once, "
+            "in order per aggregate) until SIGTERM/SIGINT."
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory of the local write store and bus (default: CQRS_DATA_DIR or .cqrs)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="publish everything pending, print how many, and exit",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings(data_dir=args.data_dir)
+        store = make_write_store(settings)
+    except (SettingsError, ValueError, OSError) as exc:
+        print(f"cqrs relay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bus = make_event_bus(settings)
+    except (SettingsError, ValueError, OSError) as exc:
+        store.close()
+        print(f"cqrs relay: {exc}", file=sys.stderr)
+        return 2
+    relay = OutboxRelay(store, bus, batch_size=settings.relay_batch_size)
+    try:
+        if args.once:
+            try:
+                published = relay.drain()
+            except Exception as exc:
+                print(f"cqrs relay: publishing failed: {exc}", file=sys.stderr)
+                return 1
+            print(f"published {published} events")
+            return 0
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        log.info(
+            "relaying outbox -> event bus (env=%s, data dir %s; idle interval %.2f s)",
+            settings.env,
+            settings.data_dir,
+            settings.relay_interval_seconds,
+        )
+        relay.run_forever(stop, settings.relay_interval_seconds)
+        log.info("stopped after publishing %d events", relay.published_total)
+        return 0
+    finally:
+        bus.close()
+        store.close()
