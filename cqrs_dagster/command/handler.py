@@ -17,7 +17,7 @@ from cqrs_dagster.domain.commands import (
     UpdateOrderStatus,
 )
 from cqrs_dagster.domain.decision import CommandContext, Decision
-from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
+from cqrs_dagster.domain.errors import DomainError, DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER
 from cqrs_dagster.domain.ids import uuid7
 
@@ -68,15 +68,23 @@ class CommandHandler:
             user_id=user_id,
             source=self.source,
         )
-        decision = self._decide(command, ctx)
-        if (
-            command.expectedVersion is not None
-            and command.expectedVersion != decision.expected_version
-        ):
-            raise VersionConflict(
-                f"{decision.aggregate_type} {decision.aggregate_id} is at version "
-                f"{decision.expected_version}, command expected {command.expectedVersion}"
-            )
+        try:
+            decision = self._decide(command, ctx)
+            if (
+                command.expectedVersion is not None
+                and command.expectedVersion != decision.expected_version
+            ):
+                raise VersionConflict(
+                    f"{decision.aggregate_type} {decision.aggregate_id} is at version "
+                    f"{decision.expected_version}, command expected {command.expectedVersion}"
+                )
+        except DomainError:
+            # A retry whose lookup ran just before its original committed decides against the
+            # changed aggregate and fails: if the command id is recorded now, replay it instead.
+            raced = self.store.command_result(command_id)
+            if raced is None:
+                raise
+            return CommandResult(raced, replayed=True)
         body = self._result_body(decision)
         try:
             self.store.save(
