@@ -214,7 +214,7 @@ def daily_metrics_match(tables: TableStore) -> CheckOutcome:
         WHERE e.order_date IS NULL OR d.order_date IS NULL
            OR e.order_count <> d.order_count OR e.total_revenue <> d.total_revenue
            OR e.unique_customers <> d.unique_customers
-           OR abs(d.avg_order_value - e.total_revenue / e.order_count) > 0.005
+           OR d.avg_order_value <> round(CAST(e.total_revenue AS DECIMAL(38, 10)) / e.order_count, 2)
         ORDER BY 1 LIMIT 1000
         """
     ).fetchall()

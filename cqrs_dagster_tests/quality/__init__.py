@@ -1,0 +1,1 @@
+"""Tests: quality rules and table maintenance."""

@@ -1,0 +1,148 @@
+"""Each quality rule passes on healthy read models and fails, naming the offender, on a table
+crafted to break it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.quality import rules
+from cqrs_dagster.quality.outcome import CheckOutcome
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster_tests.defs.seed import seed_commands
+
+
+@pytest.fixture
+def healthy(tmp_path: Path) -> TableStore:
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=3, orders_per_customer=2)
+    tables = TableStore.from_settings(settings)
+    bus = make_event_bus(settings)
+    try:
+        run_all(bus, tables, max_events=10_000, run_id="seed")
+    finally:
+        bus.close()
+    return tables
+
+
+def orders_checkpoint(tables: TableStore) -> int:
+    table = tables.open(schemas.ORDERS)
+    assert table is not None
+    return int(table.transaction_version("orders/ingest_seq") or -1)
+
+
+RULES: dict[str, Callable[[TableStore], CheckOutcome]] = {
+    "unique_event_ids": rules.unique_event_ids,
+    "version_sequences": rules.version_sequences,
+    "envelope_schema": rules.envelope_schema,
+    "orders_unique": lambda t: rules.unique_keys(t, schemas.ORDERS, "order_id"),
+    "customers_unique": lambda t: rules.unique_keys(t, schemas.CUSTOMERS, "customer_id"),
+    "order_amounts": rules.order_amounts,
+    "orders_reconcile": lambda t: rules.orders_reconcile(t, orders_checkpoint(t)),
+    "daily_metrics_match": rules.daily_metrics_match,
+}
+
+
+def rows(tables: TableStore, name: str) -> list[dict[str, object]]:
+    table = tables.open(name)
+    assert table is not None
+    result: list[dict[str, object]] = table.to_pyarrow_table().to_pylist()
+    return result
+
+
+def append(tables: TableStore, name: str, new_rows: list[dict[str, object]]) -> None:
+    write_deltalake(
+        tables.uri(name),
+        pa.Table.from_pylist(new_rows, schema=schemas.SCHEMAS[name]),
+        mode="append",
+    )
+
+
+def overwrite(tables: TableStore, name: str, new_rows: list[dict[str, object]]) -> None:
+    write_deltalake(
+        tables.uri(name),
+        pa.Table.from_pylist(new_rows, schema=schemas.SCHEMAS[name]),
+        mode="overwrite",
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_passes_on_healthy_tables(healthy: TableStore, rule: str) -> None:
+    outcome = RULES[rule](healthy)
+    assert outcome.passed, outcome.summary
+    assert outcome.offending == []
+
+
+def test_duplicate_event_id_is_caught(healthy: TableStore) -> None:
+    first = rows(healthy, schemas.RAW_EVENTS)[0]
+    append(healthy, schemas.RAW_EVENTS, [{**first, "ingest_seq": 10_000}])
+    outcome = rules.unique_event_ids(healthy)
+    assert not outcome.passed
+    assert outcome.offending == [first["event_id"]]
+
+
+def test_version_gap_and_repeat_are_caught(healthy: TableStore) -> None:
+    raw = rows(healthy, schemas.RAW_EVENTS)
+    created = next(r for r in raw if r["event_type"] == "OrderCreated")
+    gap = {**created, "event_id": "gap-event", "version": 5, "ingest_seq": 10_001}
+    append(healthy, schemas.RAW_EVENTS, [gap])
+    outcome = rules.version_sequences(healthy)
+    assert not outcome.passed and outcome.offending == [created["aggregate_id"]]
+
+
+def test_malformed_envelopes_are_caught(healthy: TableStore) -> None:
+    template = rows(healthy, schemas.RAW_EVENTS)[0]
+    bad = [
+        {**template, "event_id": "bad-type", "event_type": "OrderExploded", "ingest_seq": 20_000},
+        {**template, "event_id": "bad-data", "data": "[1, 2]", "ingest_seq": 20_001},
+        {**template, "event_id": "bad-agg", "aggregate_type": "Spaceship", "ingest_seq": 20_002},
+    ]
+    append(healthy, schemas.RAW_EVENTS, bad)
+    outcome = rules.envelope_schema(healthy)
+    assert not outcome.passed
+    assert sorted(outcome.offending) == ["bad-agg", "bad-data", "bad-type"]
+
+
+def test_duplicate_order_key_is_caught(healthy: TableStore) -> None:
+    order = rows(healthy, schemas.ORDERS)[0]
+    append(healthy, schemas.ORDERS, [order])
+    outcome = rules.unique_keys(healthy, schemas.ORDERS, "order_id")
+    assert not outcome.passed and outcome.offending == [order["order_id"]]
+
+
+def test_wrong_and_negative_totals_are_caught(healthy: TableStore) -> None:
+    orders = rows(healthy, schemas.ORDERS)
+    orders[0]["total_amount"] = Decimal("999.99")
+    orders[1]["total_amount"] = Decimal("-1.00")
+    orders[1]["items"] = json.dumps([])
+    overwrite(healthy, schemas.ORDERS, orders)
+    outcome = rules.order_amounts(healthy)
+    assert not outcome.passed
+    assert sorted(outcome.offending) == sorted([orders[0]["order_id"], orders[1]["order_id"]])
+
+
+def test_missing_order_fails_reconciliation(healthy: TableStore) -> None:
+    checkpoint = orders_checkpoint(healthy)
+    orders = rows(healthy, schemas.ORDERS)
+    overwrite(healthy, schemas.ORDERS, orders[1:])
+    outcome = rules.orders_reconcile(healthy, checkpoint)
+    assert not outcome.passed
+    assert outcome.figures["missing"] == 1 and outcome.offending == [orders[0]["order_id"]]
+
+
+def test_daily_metrics_drift_is_caught(healthy: TableStore) -> None:
+    daily = rows(healthy, schemas.DAILY_ORDER_METRICS)
+    daily[0]["total_revenue"] = Decimal(str(daily[0]["total_revenue"])) + Decimal("0.01")
+    overwrite(healthy, schemas.DAILY_ORDER_METRICS, daily)
+    outcome = rules.daily_metrics_match(healthy)
+    assert not outcome.passed and outcome.figures["mismatched_days"] == 1
