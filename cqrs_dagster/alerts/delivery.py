@@ -14,7 +14,7 @@ from typing import Any
 from .model import Alert, Level
 from .sinks import AlertSink
 
-MAX_PENDING = 200
+MAX_PENDING = 100  # keeps the cursor small (~1 kB per alert)
 STATE_VERSION = 1
 
 

@@ -1,0 +1,165 @@
+"""``read_model_alerts_sensor``: asset-check results and freshness states of the read models
+become alerts, once per change of level, with a recovery alert when healthy again.
+
+Each tick reads the latest finished evaluation of every asset check on a read model and every
+read model's freshness state (recorded by the freshness daemon for its FreshnessPolicy), runs
+the pure :func:`cqrs_dagster.alerts.model.transitions` against the levels kept in the cursor
+(JSON), and delivers the new alerts, oldest first, through the sink ``CQRS_ALERT_SINK`` names.
+A tick never fails: alerts a sink could not deliver stay queued in the cursor (bounded) and are
+retried on the next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import dagster as dg
+
+from cqrs_dagster.alerts.delivery import AlertState, deliver_in_order
+from cqrs_dagster.alerts.model import Level, Observation, transitions
+from cqrs_dagster.projections import schemas
+
+from ..resources import PlatformResource
+from .dagster_state import (
+    CheckEvaluationView,
+    FreshnessView,
+    freshness_states,
+    latest_check_evaluations,
+)
+from .factory import make_alert_sink
+
+SENSOR_NAME = "read_model_alerts_sensor"
+INTERVAL_SECONDS = 15
+FRESHNESS_LEVELS = {"PASS": Level.OK, "WARN": Level.WARN, "FAIL": Level.ERROR}
+READ_MODEL_KEYS = [dg.AssetKey(t) for t in schemas.READ_MODELS]
+
+
+def watched_check_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetCheckKey]:
+    """Every asset check on a read model: the conventional ``<read_model>_freshness_lag`` ones
+    plus whatever checks the code location defines on the read models."""
+    keys = {dg.AssetCheckKey(k, f"{k.path[-1]}_freshness_lag") for k in READ_MODEL_KEYS}
+    if repository_def is not None:
+        keys.update(repository_def.asset_checks_defs_by_key)
+        for assets_def in set(repository_def.assets_defs_by_key.values()):
+            keys.update(assets_def.check_keys)
+    watched = set(READ_MODEL_KEYS)
+    return sorted((k for k in keys if k.asset_key in watched), key=lambda k: k.to_user_string())
+
+
+def check_source(key: dg.AssetCheckKey) -> str:
+    return f"check:{key.asset_key.to_user_string()}/{key.name}"
+
+
+def check_observation(view: CheckEvaluationView) -> Observation:
+    asset = view.key.asset_key.to_user_string()
+    if view.outcome == "passed":
+        level, verdict = Level.OK, "passed"
+    elif view.outcome == "execution_failed":
+        level, verdict = Level.ERROR, "could not execute"
+    else:
+        level = Level.ERROR if view.severity == dg.AssetCheckSeverity.ERROR else Level.WARN
+        verdict = f"failed with severity {view.severity.value}"
+    text = f"Asset check {view.key.name} on {asset} {verdict}."
+    if view.description:
+        text += f" {view.description}"
+    return Observation(
+        source=check_source(view.key),
+        level=level,
+        subject=f"asset check {view.key.name} on {asset}",
+        text=text,
+        observed_at=view.evaluated_at,
+        metadata={**view.metadata, **({"run_id": view.run_id} if view.run_id else {})},
+    )
+
+
+def freshness_observation(view: FreshnessView) -> Observation | None:
+    """PASS/WARN/FAIL map to OK/WARN/ERROR; UNKNOWN and NOT_APPLICABLE say nothing."""
+    level = FRESHNESS_LEVELS.get(view.state)
+    if level is None:
+        return None
+    asset = view.asset_key.to_user_string()
+    return Observation(
+        source=f"freshness:{asset}",
+        level=level,
+        subject=f"freshness of {asset}",
+        text=f"The freshness policy of {asset} is {view.state} since {view.updated_at.isoformat()}.",
+        observed_at=view.updated_at,
+        metadata={"freshness_state": view.state},
+    )
+
+
+def observe(
+    instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey]
+) -> list[Observation]:
+    """Current observations, checks first, in a stable order."""
+    checks = latest_check_evaluations(instance, check_keys)
+    observations = [check_observation(checks[k]) for k in check_keys if k in checks]
+    fresh = freshness_states(instance, READ_MODEL_KEYS)
+    for key in READ_MODEL_KEYS:
+        obs = freshness_observation(fresh[key]) if key in fresh else None
+        if obs is not None:
+            observations.append(obs)
+    return observations
+
+
+def tick(
+    state: AlertState, observations: Iterable[Observation], platform: PlatformResource
+) -> tuple[AlertState, str]:
+    """One tick after observing: transitions, queue, delivery. Never raises."""
+    alerts, state.levels = transitions(state.levels, observations)
+    dropped = state.enqueue(alerts)
+    summary = f"{len(alerts)} new alert(s)"
+    if dropped:
+        summary += f"; queue full, dropped the {dropped} oldest undelivered alert(s)"
+    if not state.pending:
+        return state, summary
+    try:
+        sink = make_alert_sink(platform.settings())
+    except Exception as exc:  # bad alert settings: keep everything queued
+        return state, f"{summary}; cannot build the alert sink: {exc}"
+    outcome = deliver_in_order(sink, state.pending)
+    state.pending = outcome.remaining
+    summary += f"; delivered {len(outcome.delivered)} via {sink.name}"
+    if outcome.error is not None:
+        summary += f"; {len(outcome.remaining)} queued for the next tick: {outcome.error}"
+    return state, summary
+
+
+def build_alerts_sensor(interval_seconds: int = INTERVAL_SECONDS) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR_NAME,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Alerts (CQRS_ALERT_SINK: log, webhook, Teams or Slack) when an asset check on a read "
+            "model turns WARN or ERROR or a read model's freshness policy turns WARN or FAIL, "
+            "once per change, and again when it recovers. Undelivered alerts are retried."
+        ),
+    )
+    def read_model_alerts_sensor(
+        context: dg.SensorEvaluationContext, platform: PlatformResource
+    ) -> dg.SkipReason:
+        try:
+            state = AlertState.from_json(context.cursor)
+        except (ValueError, KeyError, TypeError) as exc:
+            context.log.error("alert state in the cursor is unreadable, starting afresh: %s", exc)
+            state = AlertState()
+        try:
+            observations = observe(context.instance, watched_check_keys(context.repository_def))
+        except Exception as exc:
+            context.log.exception("could not read check and freshness state")
+            return dg.SkipReason(f"could not read check and freshness state: {exc}")
+        state, summary = tick(state, observations, platform)
+        context.update_cursor(state.to_json())
+        if state.pending:
+            context.log.warning("alerts: %s", summary)
+        else:
+            context.log.info("alerts: %s", summary)
+        return dg.SkipReason(summary)
+
+    return read_model_alerts_sensor
+
+
+@dg.definitions
+def alert_sensors() -> dg.Definitions:
+    return dg.Definitions(sensors=[build_alerts_sensor()])
