@@ -58,6 +58,21 @@ def check_read_only(sql: str) -> str:
     return sql
 
 
+def _dataset(table: DeltaTable) -> Any:
+    """The table as a pyarrow dataset whose string columns are declared ``string_view``.
+
+    Files written by a delta-rs MERGE store strings as Utf8View; pyarrow 26 cannot evaluate a
+    pushed-down string predicate against them when the dataset declares ``string`` ("no kernel
+    matching (string, string_view)"). Declaring ``string_view`` reads both layouts, and DuckDB
+    then filters itself instead of pushing predicates into the pyarrow scan.
+    """
+    declared = pa.schema(table.schema().to_arrow())
+    view = pa.schema(
+        [f.with_type(pa.string_view()) if pa.types.is_string(f.type) else f for f in declared]
+    )
+    return table.to_pyarrow_dataset(schema=view)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -92,9 +107,7 @@ class ReadModels:
                 table = self._load(name)
                 version = None if table is None else table.version()
                 if name not in self._registered or self._registered[name] != version:
-                    data: Any = (
-                        SCHEMAS[name].empty_table() if table is None else table.to_pyarrow_dataset()
-                    )
+                    data: Any = SCHEMAS[name].empty_table() if table is None else _dataset(table)
                     self._con.register(REGISTERED_PREFIX + name, data)
                     self._registered[name] = version
                 versions[name] = version

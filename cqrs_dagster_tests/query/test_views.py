@@ -156,3 +156,18 @@ def test_selects_cannot_reach_files_or_unlock(seeded: Platform, tmp_path: Path) 
         assert models.query("SELECT count(*) AS n FROM orders").to_pylist() == [{"n": 60}]
     after = seeded.tables.open("orders")
     assert after is not None and after.version() == before.version()
+
+
+def test_string_predicates_over_merged_files(seeded: Platform) -> None:
+    """MERGE-written files store Utf8View strings: filtering on them must still work."""
+    orders = seeded.tables.open("orders")
+    assert orders is not None
+    rows = orders.to_pyarrow_table().to_pylist()
+    paid = sorted(r["order_id"] for r in rows if r["status"] == "Paid" and r["customer_id"] == "c1")
+    assert paid
+    with ReadModels(seeded.tables) as models:
+        got = models.query(
+            "SELECT order_id FROM orders WHERE status = 'Paid' AND customer_id = 'c1' "
+            "ORDER BY order_id"
+        )
+    assert got.column("order_id").to_pylist() == paid
