@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from cqrs_dagster.command import api as command_api
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
+from cqrs_dagster.query.api import build_query_router
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_write_store
 
@@ -91,6 +92,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
     app.include_router(command_api.router)
+    app.include_router(build_query_router(settings))
     app.add_api_route(
         "/api/v1/healthz",
         healthz,

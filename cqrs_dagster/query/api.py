@@ -1,0 +1,299 @@
+"""The query API: read models over HTTP, separable from the command API.
+
+``build_query_router(settings)`` serves, for callers with the ``reader`` role:
+
+- ``GET /api/v1/orders/{order_id}``: the order_summary row (404 until projected)
+- ``GET /api/v1/orders``: order_summary rows, filtered, keyset-paginated on (created_date, order_id)
+- ``GET /api/v1/customers/{customer_id}``: the customers row
+- ``GET /api/v1/metrics/daily``: daily_order_metrics rows in a date range
+- ``GET /api/v1/projections``: each read model's checkpoint and lag
+
+JSON keys are the read-model column names; money is a decimal string, timestamps ISO-8601 UTC.
+Every caller value reaches DuckDB as a bound parameter. The row endpoints accept
+``consistent_with`` (consistency tokens) and ``wait_ms``: see docs/read-your-writes.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from cqrs_dagster.domain.events import parse_utc, utc_iso
+from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.projections.schemas import (
+    CUSTOMERS,
+    DAILY_ORDER_METRICS,
+    ORDER_SUMMARY,
+    READ_MODELS,
+)
+from cqrs_dagster.projections.status import projection_lag, read_checkpoints
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.web.problems import ProblemError, problem_body, problem_responses
+from cqrs_dagster.web.security import AUTH_RESPONSES, require_role
+from cqrs_dagster.wiring import make_event_bus
+
+from . import consistency
+from .rows import json_rows, json_value
+from .views import ReadModels
+
+OrderStatus = Literal["Created", "Paid", "Shipped", "Delivered", "Cancelled"]
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+NOT_YET_CONSISTENT = "not-yet-consistent"
+NOT_YET_CONSISTENT_TITLE = "Read models do not include the write yet"
+
+ConsistentWith = Annotated[
+    str | None,
+    Query(
+        max_length=20_000,
+        description="Comma-separated consistency tokens from command responses "
+        "(<AggregateType>:<aggregateId>:<version>): answer only once the read models include them.",
+    ),
+]
+WaitMs = Annotated[
+    int,
+    Query(ge=0, le=consistency.MAX_WAIT_MS, description="How long to wait for consistent_with."),
+]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _invalid(param: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "validation",
+        f"query parameter {param} is not valid: {message}",
+        errors=[{"path": f"query/{param}", "message": message}],
+    )
+
+
+def encode_cursor(created_date: datetime, order_id: str) -> str:
+    """Opaque keyset cursor: base64url of ``[created_date ISO, order_id]``."""
+    raw = orjson.dumps([utc_iso(created_date), order_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; 422 problem for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, order_id = orjson.loads(raw)
+        if not isinstance(created, str) or not isinstance(order_id, str):
+            raise ValueError("not a cursor")
+        return parse_utc(created), order_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise _invalid("cursor", "is not a cursor returned by this API") from exc
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class _Models:
+    """The router's ReadModels, opened on first use (not at import or app build)."""
+
+    def __init__(self, settings: Settings, models: ReadModels | None) -> None:
+        self._settings = settings
+        self._models = models
+        self._lock = threading.Lock()
+
+    def get(self) -> ReadModels:
+        with self._lock:
+            if self._models is None:
+                self._models = ReadModels.from_settings(self._settings)
+            return self._models
+
+
+def _consistent(
+    models: ReadModels,
+    consistent_with: str | None,
+    wait_ms: int,
+    answer: Callable[[], Response],
+) -> Response:
+    """``answer()`` once the tokens are included, else a 412 with the tokens' and answer's state."""
+    if consistent_with is None:
+        return answer()
+    try:
+        tokens = consistency.parse_tokens(consistent_with)
+    except consistency.TokenError as exc:
+        raise _invalid("consistent_with", str(exc)) from exc
+    states = consistency.wait_for(models, tokens, wait_ms)
+    if all(s.satisfied for s in states):
+        return answer()
+    try:
+        current: Any = orjson.loads(answer().body)
+    except ProblemError:
+        current = None
+    waiting = [str(s.token) for s in states if not s.satisfied]
+    body = problem_body(
+        412,
+        NOT_YET_CONSISTENT,
+        f"after {wait_ms} ms the read models do not include: {', '.join(waiting)}",
+    )
+    body["title"] = NOT_YET_CONSISTENT_TITLE
+    body["consistency"] = [s.to_json() for s in states]
+    body["current"] = current
+    return Response(orjson.dumps(body), status_code=412, media_type="application/problem+json")
+
+
+def build_query_router(settings: Settings, *, models: ReadModels | None = None) -> APIRouter:
+    """The query routes over the read models that ``settings`` locate (or the given ``models``)."""
+    holder = _Models(settings, models)
+    router = APIRouter(
+        prefix="/api/v1",
+        tags=["queries"],
+        dependencies=[Depends(require_role("reader"))],
+        responses={**AUTH_RESPONSES, **problem_responses(412, 422)},
+    )
+
+    def select(sql: str, params: list[Any], tables: list[str]) -> list[dict[str, Any]]:
+        m = holder.get()
+        m.refresh(tables)
+        return json_rows(m.execute(sql, params))
+
+    @router.get(
+        "/orders/{order_id}",
+        summary="One order (order_summary row)",
+        responses=problem_responses(404),
+    )
+    def get_order(
+        order_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
+    ) -> Response:
+        def answer() -> Response:
+            rows = select(
+                "SELECT * FROM order_summary WHERE order_id = ?", [order_id], [ORDER_SUMMARY]
+            )
+            if not rows:
+                raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
+            return _json(rows[0])
+
+        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+
+    @router.get("/orders", summary="Orders (order_summary rows), oldest first, keyset-paginated")
+    def list_orders(
+        customer_id: Annotated[str | None, Query(max_length=256)] = None,
+        status: OrderStatus | None = None,
+        created_from: Annotated[datetime | None, Query(description="inclusive")] = None,
+        created_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=2048)] = None,
+        consistent_with: ConsistentWith = None,
+        wait_ms: WaitMs = 0,
+    ) -> Response:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if customer_id is not None:
+            clauses.append("customer_id = ?")
+            params.append(customer_id)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if created_from is not None:
+            clauses.append("created_date >= ?")
+            params.append(_utc(created_from))
+        if created_to is not None:
+            clauses.append("created_date < ?")
+            params.append(_utc(created_to))
+        if created_from is not None and created_to is not None and created_from > created_to:
+            raise _invalid("created_to", "must not be before created_from")
+        if cursor is not None:
+            after_created, after_id = decode_cursor(cursor)
+            clauses.append("(created_date > ? OR (created_date = ? AND order_id > ?))")
+            params += [after_created, after_created, after_id]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM order_summary{where} ORDER BY created_date, order_id LIMIT ?"
+
+        def answer() -> Response:
+            m = holder.get()
+            m.refresh([ORDER_SUMMARY])
+            table = m.execute(sql, [*params, limit + 1])
+            items = json_rows(table.slice(0, limit))
+            next_cursor = None
+            if table.num_rows > limit:
+                last = table.slice(limit - 1, 1).to_pylist()[0]
+                next_cursor = encode_cursor(last["created_date"], last["order_id"])
+            return _json({"items": items, "next_cursor": next_cursor})
+
+        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+
+    @router.get(
+        "/customers/{customer_id}",
+        summary="One customer (customers row)",
+        responses=problem_responses(404),
+    )
+    def get_customer(
+        customer_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
+    ) -> Response:
+        def answer() -> Response:
+            rows = select(
+                "SELECT * FROM customers WHERE customer_id = ?", [customer_id], [CUSTOMERS]
+            )
+            if not rows:
+                raise ProblemError(
+                    404, "not-found", f"customer {customer_id} is not in the read model"
+                )
+            return _json(rows[0])
+
+        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+
+    @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
+    def daily_metrics(
+        from_: Annotated[date | None, Query(alias="from")] = None,
+        to: Annotated[date | None, Query()] = None,
+        consistent_with: ConsistentWith = None,
+        wait_ms: WaitMs = 0,
+    ) -> Response:
+        if from_ is not None and to is not None and from_ > to:
+            raise _invalid("to", "must not be before from")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if from_ is not None:
+            clauses.append("order_date >= ?")
+            params.append(from_)
+        if to is not None:
+            clauses.append("order_date <= ?")
+            params.append(to)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM daily_order_metrics{where} ORDER BY order_date"
+
+        def answer() -> Response:
+            return _json({"items": select(sql, params, [DAILY_ORDER_METRICS])})
+
+        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+
+    @router.get("/projections", summary="Each read model's checkpoint and lag behind the bus")
+    def projections(request: Request) -> Response:
+        tables = holder.get().tables
+        shared: EventBus | None = getattr(request.app.state, "bus", None)
+        bus = shared if shared is not None else make_event_bus(settings)
+        try:
+            checkpoints = read_checkpoints(tables)
+            items = []
+            for name in READ_MODELS:
+                lag = projection_lag(bus, tables, name)
+                items.append(
+                    {
+                        "table": name,
+                        "checkpoint": checkpoints.get(name, {}),
+                        "newest_applied_event_time": json_value(lag.newest_applied_time),
+                        "newest_bus_event_time": json_value(lag.newest_bus_time),
+                        "lag_seconds": lag.lag_seconds,
+                        "lag_events": lag.events_behind,
+                    }
+                )
+        finally:
+            if shared is None:
+                bus.close()
+        return _json({"items": items})
+
+    return router
