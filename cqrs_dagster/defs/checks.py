@@ -4,11 +4,14 @@ WARN above ``CQRS_LAG_WARN_SECONDS`` (30 s), ERROR above ``CQRS_LAG_ERROR_SECOND
 reference's threshold). Lag is measured in seconds and in events behind, both reported as metadata.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.status import projection_lag
 from cqrs_dagster.settings import load_settings
+from cqrs_dagster.wiring import make_write_store
 
 from .resources import PlatformResource
 
@@ -55,6 +58,35 @@ def build_freshness_lag_check(
     return freshness_lag
 
 
+@dg.asset_check(
+    asset=dg.AssetKey(schemas.RAW_EVENTS),
+    name="outbox_relay_lag",
+    description=(
+        "Age of the oldest committed event the outbox relay has not yet published: catches a "
+        "dead relay, which the bus-side lag cannot see. Same WARN / ERROR thresholds."
+    ),
+)
+def outbox_relay_lag(platform: PlatformResource) -> dg.AssetCheckResult:
+    settings = platform.settings()
+    store = make_write_store(settings)
+    try:
+        oldest = store.pending_events(1)
+    finally:
+        store.close()
+    age = 0.0
+    if oldest:
+        age = max(0.0, (datetime.now(UTC) - oldest[0].timestamp).total_seconds())
+    passed, severity = freshness_verdict(age, settings.lag_warn_seconds, settings.lag_error_seconds)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        metadata={
+            "oldest_unpublished_age_seconds": dg.MetadataValue.float(age),
+            "oldest_unpublished_event_id": oldest[0].event_id if oldest else "",
+        },
+    )
+
+
 def build_freshness_lag_checks(
     warn_seconds: float, error_seconds: float
 ) -> list[dg.AssetChecksDefinition]:
@@ -65,7 +97,8 @@ def build_freshness_lag_checks(
 def checks() -> dg.Definitions:
     settings = load_settings()
     return dg.Definitions(
-        asset_checks=build_freshness_lag_checks(
-            settings.lag_warn_seconds, settings.lag_error_seconds
-        )
+        asset_checks=[
+            *build_freshness_lag_checks(settings.lag_warn_seconds, settings.lag_error_seconds),
+            outbox_relay_lag,
+        ]
     )

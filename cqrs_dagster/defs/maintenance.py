@@ -49,7 +49,7 @@ check_read_model_freshness = dg.define_asset_job(
         *[dg.AssetCheckKey(dg.AssetKey(t), f"{t}_freshness_lag") for t in schemas.READ_MODELS]
     ),
     executor_def=dg.in_process_executor,
-    description="Evaluate every read model's freshness lag check without materializing anything.",
+    description="Freshness-lag checks of every read model and the outbox relay lag, materializing nothing.",
 )
 
 recompute_gold = dg.define_asset_job(

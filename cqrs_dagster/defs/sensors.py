@@ -62,9 +62,10 @@ def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
             return dg.SkipReason(f"projection run {in_flight[0].run_id} is in flight")
         tables = platform.tables()
         with platform.bus() as bus:
-            heads = [p.last_sequence_number for p in bus.partitions_info()]
+            infos = bus.partitions_info()  # one read of the heads per tick
+            heads = [p.last_sequence_number for p in infos]
             behind = {
-                table: projection_lag(bus, tables, table).events_behind
+                table: projection_lag(bus, tables, table, heads=infos).events_behind
                 for table in schemas.READ_MODELS
             }
         if not any(behind.values()):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from cqrs_dagster.eventbus.port import EventBus
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 
-from .delta_io import enqueued_app_id, from_micros, seq_app_id, txn
+from cqrs_dagster.eventbus.port import EventBus, PartitionInfo
+
+from .delta_io import enqueued_app_id, from_micros, scan, seq_app_id, txn
 from .raw_ingest import partition_app_id
 from .schemas import RAW_EVENTS, READ_MODELS
 from .tables import TableStore
@@ -22,6 +26,7 @@ class Lag:
     events_behind: int
     newest_bus_time: datetime | None
     newest_applied_time: datetime | None
+    oldest_unapplied_time: datetime | None = None
 
 
 def read_checkpoints(tables: TableStore) -> dict[str, dict[str, int]]:
@@ -49,37 +54,71 @@ def read_checkpoints(tables: TableStore) -> dict[str, dict[str, int]]:
     return out
 
 
-def projection_lag(bus: EventBus, tables: TableStore, table: str) -> Lag:
-    """Newest enqueued time on the bus vs newest applied by ``table`` (0 s when caught up).
+def _oldest_unread_on_bus(
+    bus: EventBus, raw: DeltaTable | None, heads: Sequence[PartitionInfo]
+) -> datetime | None:
+    """Enqueued time of the oldest bus event raw_events has not ingested (one event per partition)."""
+    times = []
+    for head in heads:
+        checkpoint = txn(raw, partition_app_id(head.partition))
+        if head.last_sequence_number > checkpoint:
+            events = bus.read(head.partition, checkpoint, 1)
+            if events:
+                times.append(events[0].enqueued_time)
+    return min(times, default=None)
 
-    ``events_behind`` = bus events not yet in raw_events + raw events past the table's checkpoint.
+
+def _oldest_unapplied_in_raw(raw: DeltaTable, after_seq: int) -> datetime | None:
+    """Enqueued time of the raw event right after a table's checkpoint (file-pruned read)."""
+    target = after_seq + 1
+    rows = scan(
+        raw,
+        [("ingest_seq", "<=", target), ("ingest_seq", ">=", target)],
+        pc.field("ingest_seq") == target,
+        ["ingest_seq", "enqueued_time"],
+    )
+    if rows.num_rows == 0:
+        return None
+    value: datetime = rows.column("enqueued_time")[0].as_py()
+    return value
+
+
+def projection_lag(
+    bus: EventBus,
+    tables: TableStore,
+    table: str,
+    *,
+    now: datetime | None = None,
+    heads: Sequence[PartitionInfo] | None = None,
+) -> Lag:
+    """How long the oldest event not yet applied by ``table`` has been waiting (0 s when caught up).
+
+    Measured from the bus enqueued time of the oldest unapplied event to ``now``, so the figure
+    keeps growing while a projection is stuck (a stalled sensor or failing run is caught even when
+    no new event arrives). ``events_behind`` = bus events not yet in raw_events + raw events past
+    the table's checkpoint. ``heads`` lets a caller share one read of the bus heads across tables.
     """
+    now = now or datetime.now(UTC)
     raw = tables.open(RAW_EVENTS)
-    heads = bus.partitions_info()
+    heads = list(heads) if heads is not None else bus.partitions_info()
     bus_times = [h.last_enqueued_time for h in heads if h.last_enqueued_time is not None]
     newest_bus = max(bus_times) if bus_times else None
-    behind = sum(
+    bus_behind = sum(
         max(0, h.last_sequence_number - txn(raw, partition_app_id(h.partition))) for h in heads
     )
+    raw_behind = 0
     if table != RAW_EVENTS:
         target = tables.open(table)
-        behind += max(0, txn(raw, seq_app_id(RAW_EVENTS)) - txn(target, seq_app_id(table)))
-        applied_us = txn(target, enqueued_app_id(table))
+        table_seq = txn(target, seq_app_id(table))
+        raw_behind = max(0, txn(raw, seq_app_id(RAW_EVENTS)) - table_seq)
+        applied = from_micros(txn(target, enqueued_app_id(table)))
     else:
-        applied_us = txn(raw, enqueued_app_id(RAW_EVENTS))
-    applied = from_micros(applied_us)
-    if behind == 0 or newest_bus is None:
-        seconds = 0.0
-    elif applied is None:
-        oldest = min(
-            (
-                events[0].enqueued_time
-                for h in heads
-                if (events := bus.read(h.partition, txn(raw, partition_app_id(h.partition)), 1))
-            ),
-            default=newest_bus,
-        )
-        seconds = (newest_bus - oldest).total_seconds()
-    else:
-        seconds = max(0.0, (newest_bus - applied).total_seconds())
-    return Lag(table, seconds, behind, newest_bus, applied)
+        table_seq = -1
+        applied = from_micros(txn(raw, enqueued_app_id(RAW_EVENTS)))
+    oldest: datetime | None = None
+    if raw_behind and raw is not None:
+        oldest = _oldest_unapplied_in_raw(raw, table_seq)
+    if oldest is None and bus_behind:
+        oldest = _oldest_unread_on_bus(bus, raw, heads)
+    seconds = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return Lag(table, seconds, bus_behind + raw_behind, newest_bus, applied, oldest)

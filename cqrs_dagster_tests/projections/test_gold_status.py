@@ -3,11 +3,12 @@ lag in seconds and events, and redriving silver dead letters once they can apply
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.eventbus.port import OutgoingEvent
@@ -75,12 +76,16 @@ def test_lag_in_seconds_and_events(tmp_path: Path) -> None:
     ingest_raw_events(bus, tables, max_events=len(sc.events), run_id="r", clock=fixed_clock)
     project_orders(tables, max_events=10, run_id="r", clock=fixed_clock)
     bus.publish(sc.events[:5])  # five more on the bus, not yet ingested
-    lag = projection_lag(bus, tables, ORDERS)
+    now = datetime.now(UTC) + timedelta(seconds=100)
+    lag = projection_lag(bus, tables, ORDERS, now=now)
     assert lag.events_behind == 5 + (len(sc.events) - 10)
     assert lag.newest_bus_time == max(h.last_enqueued_time for h in bus.partitions_info())
-    assert lag.newest_applied_time is not None
-    assert lag.lag_seconds == (lag.newest_bus_time - lag.newest_applied_time).total_seconds()
-    assert lag.lag_seconds >= 0
+    assert lag.newest_applied_time is not None and lag.oldest_unapplied_time is not None
+    assert lag.newest_applied_time <= lag.oldest_unapplied_time <= lag.newest_bus_time
+    assert lag.lag_seconds == (now - lag.oldest_unapplied_time).total_seconds()
+    # Nothing moves: the lag keeps growing with the clock (a stuck projection is noticed).
+    later = projection_lag(bus, tables, ORDERS, now=now + timedelta(seconds=60))
+    assert later.lag_seconds == pytest.approx(lag.lag_seconds + 60)
     run_all(bus, tables, max_events=1000, run_id="r", clock=fixed_clock)
     caught_up = projection_lag(bus, tables, ORDERS)
     assert (caught_up.events_behind, caught_up.lag_seconds) == (0, 0.0)
