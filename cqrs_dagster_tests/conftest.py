@@ -6,4 +6,5 @@ pytest_plugins = [
     "cqrs_dagster_tests.fixtures.azurite",
     "cqrs_dagster_tests.fixtures.cosmos",
     "cqrs_dagster_tests.fixtures.eventhubs",
+    "cqrs_dagster_tests.fixtures.platform",
 ]

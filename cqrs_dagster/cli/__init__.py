@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules under cqrs_dagster.cli, in help order.
-COMMANDS: tuple[str, ...] = ("api", "relay", "up", "sql")
+COMMANDS: tuple[str, ...] = ("api", "relay", "up", "sql", "demo", "rebuild")
 
 
 def build_parser() -> argparse.ArgumentParser:

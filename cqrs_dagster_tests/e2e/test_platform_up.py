@@ -1,0 +1,141 @@
+"""`cqrs up` end to end over real processes: commands over HTTP, the sensor's run lands them in
+the read models, the query API and `cqrs sql` return them, the lag check passes, and stopping
+leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from cqrs_dagster_tests.fixtures.platform import RunningPlatform
+
+pytestmark = pytest.mark.e2e
+
+
+def post(platform: RunningPlatform, command: dict[str, Any]) -> dict[str, Any]:
+    resp = httpx.post(f"{platform.api}/api/v1/commands", json=command, timeout=10)
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def wait_for(url: str, timeout: float, predicate: Any = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = httpx.get(url, timeout=5)
+        if last.status_code == 200 and (predicate is None or predicate(last.json())):
+            body: dict[str, Any] = last.json()
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not as expected after {timeout}s: {last and last.text}")
+
+
+def test_commands_flow_to_the_query_api_and_sql(platform_up: RunningPlatform) -> None:
+    customer = post(
+        platform_up,
+        {"type": "RegisterCustomer", "name": "Grace Hopper", "email": "grace@example.com"},
+    )
+    order = post(
+        platform_up,
+        {
+            "type": "CreateOrder",
+            "customerId": customer["aggregateId"],
+            "items": [{"sku": "SKU-1", "quantity": 3, "unitPrice": "0.10"}],
+        },
+    )
+    order_id = order["aggregateId"]
+    post(platform_up, {"type": "UpdateOrderStatus", "orderId": order_id, "status": "Paid"})
+
+    row = wait_for(
+        f"{platform_up.api}/api/v1/orders/{order_id}",
+        timeout=180,
+        predicate=lambda b: b.get("status") == "Paid",
+    )
+    assert row["customer_name"] == "Grace Hopper"
+    assert row["total_amount"] == "0.30" and row["item_count"] == 3
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cqrs_dagster.cli",
+            "sql",
+            "--data-dir",
+            str(platform_up.data_dir),
+            "--format",
+            "json",
+            f"SELECT order_id, status, total_amount FROM order_summary WHERE order_id = '{order_id}'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert rows == [{"order_id": order_id, "status": "Paid", "total_amount": "0.30"}]
+
+    status = wait_for(
+        f"{platform_up.api}/api/v1/projections",
+        timeout=60,
+        predicate=lambda b: all(m["lag_events"] == 0 for m in b["items"]),
+    )
+    assert {m["table"] for m in status["items"]} >= {"raw_events", "orders", "order_summary"}
+    assert all(m["lag_seconds"] == 0 for m in status["items"])
+
+
+def test_freshness_lag_checks_pass_in_dagster(platform_up: RunningPlatform) -> None:
+    import dagster as dg
+
+    from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
+
+    home = platform_up.data_dir / "dagster"
+    deadline = time.monotonic() + 120
+    seen: dict[str, bool] = {}
+    while time.monotonic() < deadline:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            keys = [
+                dg.AssetCheckKey(dg.AssetKey(t), f"{t}_freshness_lag")
+                for t in ("raw_events", "orders", "order_summary")
+            ]
+            seen = {
+                k.name: v.outcome == "passed"
+                for k, v in latest_check_evaluations(instance, keys).items()
+            }
+        if len(seen) == 3 and all(seen.values()):
+            break
+        time.sleep(2)
+    assert seen == {
+        "raw_events_freshness_lag": True,
+        "orders_freshness_lag": True,
+        "order_summary_freshness_lag": True,
+    }, platform_up.log_tail()
+
+
+def test_sigterm_stops_every_process(platform_up: RunningPlatform) -> None:
+    platform_up.remember_children()
+    assert len(platform_up.pids_seen) >= 3, "expected the API and dagster dev children"
+    os.kill(platform_up.proc.pid, signal.SIGTERM)
+    platform_up.proc.wait(60)
+    deadline = time.monotonic() + 30
+    alive = set(platform_up.pids_seen)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if _alive(p)}
+        time.sleep(0.5)
+    assert not alive, f"left behind: {alive}\n{platform_up.log_tail()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
