@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Read side.
     projection_batch_size: int = Field(default=50_000, ge=1)
     sensor_interval_seconds: int = Field(default=5, ge=1)
+    # With no new events, the sensor still starts a (no-op) projection run this often, so the
+    # read models' FreshnessPolicy (warn 60 min, fail 120 min) flags a pipeline that cannot run.
+    freshness_heartbeat_minutes: int = Field(default=30, ge=0)
     lag_warn_seconds: float = Field(default=30.0, gt=0)
     lag_error_seconds: float = Field(default=60.0, gt=0)
     delta_root: str | None = None  # default: <data_dir>/delta; abfss://... or az://... on Azure

@@ -7,6 +7,7 @@ pool of size 1 so two runs never write the same Delta table at once.
 """
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -24,7 +25,13 @@ from .resources import PlatformResource
 
 GROUP = "read_models"
 DELTA_WRITER_POOL = "cqrs_delta_writer"
-MAX_BATCHES_PER_RUN = 20  # bounded work per run; the sensor requests another run for the rest
+MAX_BATCHES_PER_RUN = 20
+# Every read model is materialized at least every CQRS_FRESHNESS_HEARTBEAT_MINUTES (default 30) by
+# the event sensor, even with no new events; missing two heartbeats warns, four fails. Event-level
+# staleness is the job of the <read_model>_freshness_lag checks.
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=120), warn_window=timedelta(minutes=60)
+)  # bounded work per run; the sensor requests another run for the rest
 
 
 class GoldConfig(dg.Config):
@@ -98,6 +105,7 @@ def _materialize(
     group_name=GROUP,
     pool=DELTA_WRITER_POOL,
     kinds={"delta"},
+    freshness_policy=FRESHNESS,
 )
 def raw_events(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -122,6 +130,7 @@ def raw_events(
     group_name=GROUP,
     pool=DELTA_WRITER_POOL,
     kinds={"delta"},
+    freshness_policy=FRESHNESS,
 )
 def orders(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -145,6 +154,7 @@ def orders(
     group_name=GROUP,
     pool=DELTA_WRITER_POOL,
     kinds={"delta"},
+    freshness_policy=FRESHNESS,
 )
 def customers(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -165,6 +175,7 @@ def customers(
     group_name=GROUP,
     pool=DELTA_WRITER_POOL,
     kinds={"delta"},
+    freshness_policy=FRESHNESS,
 )
 def order_summary(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -186,6 +197,7 @@ def order_summary(
     group_name=GROUP,
     pool=DELTA_WRITER_POOL,
     kinds={"delta"},
+    freshness_policy=FRESHNESS,
 )
 def daily_order_metrics(
     context: dg.AssetExecutionContext, platform: PlatformResource, config: GoldConfig

@@ -6,6 +6,8 @@ read model is behind and no projection run is in flight, so two runs never write
 tables at once (the assets' shared concurrency pool is the second guard).
 """
 
+import time
+
 import dagster as dg
 
 from cqrs_dagster.projections import schemas
@@ -41,7 +43,18 @@ def _run_key(heads: list[int], behind: dict[str, int], instance: dg.DagsterInsta
     return key
 
 
-def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
+def _heartbeat_due(instance: dg.DagsterInstance, heartbeat_minutes: int) -> bool:
+    """True when no projection run started within the heartbeat period (or none ever did)."""
+    if heartbeat_minutes <= 0:
+        return False
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PROJECTION_JOB), limit=1)
+    if not records:
+        return True
+    age = time.time() - records[0].create_timestamp.timestamp()
+    return age >= heartbeat_minutes * 60
+
+
+def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
         job=project_read_models,
@@ -49,7 +62,8 @@ def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Requests a projection run when a bus partition's head is past the read models' "
-            "checkpoints and no projection run is in flight."
+            "checkpoints and no projection run is in flight; otherwise a heartbeat run every "
+            f"{heartbeat_minutes} min keeps the freshness policies meaningful."
         ),
     )
     def cqrs_events_sensor(
@@ -69,6 +83,11 @@ def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
                 for table in schemas.READ_MODELS
             }
         if not any(behind.values()):
+            if _heartbeat_due(context.instance, heartbeat_minutes):
+                bucket = int(time.time() // (heartbeat_minutes * 60))
+                return dg.RunRequest(
+                    run_key=f"heartbeat={bucket}", tags={"cqrs/reason": "heartbeat"}
+                )
             return dg.SkipReason(f"read models are at the bus heads {heads}")
         key = _run_key(heads, behind, context.instance)
         context.update_cursor(key)
@@ -80,4 +99,10 @@ def build_events_sensor(interval_seconds: int) -> dg.SensorDefinition:
 @dg.definitions
 def sensors() -> dg.Definitions:
     settings = load_settings()
-    return dg.Definitions(sensors=[build_events_sensor(settings.sensor_interval_seconds)])
+    return dg.Definitions(
+        sensors=[
+            build_events_sensor(
+                settings.sensor_interval_seconds, settings.freshness_heartbeat_minutes
+            )
+        ]
+    )

@@ -38,6 +38,11 @@ def test_asset_graph_follows_the_data() -> None:
         node = graph.get(dg.AssetKey(name))
         assert node.group_name == "read_models"
         assert node.description, f"{name} needs a business description"
+        policy = node.freshness_policy
+        assert type(policy).__name__ == "TimeWindowFreshnessPolicy", name
+        assert policy is not None
+        assert policy.fail_window.to_timedelta().total_seconds() == 7200  # type: ignore[attr-defined]
+        assert policy.warn_window.to_timedelta().total_seconds() == 3600  # type: ignore[attr-defined]
 
 
 def test_projection_job_is_in_process_and_sensor_runs_by_default() -> None:

@@ -19,9 +19,28 @@ def tick(instance: dg.DagsterInstance, platform: PlatformResource) -> object:
     return SENSOR(ctx)
 
 
-def test_empty_bus_skips(instance: dg.DagsterInstance, platform: PlatformResource) -> None:
+def recent_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus) -> None:
+    instance.add_run(dg.DagsterRun(job_name=PROJECTION_JOB, run_id="recent-run", status=status))
+
+
+def test_empty_bus_with_a_recent_run_skips(
+    instance: dg.DagsterInstance, platform: PlatformResource
+) -> None:
+    recent_run(instance, dg.DagsterRunStatus.SUCCESS)
     result = tick(instance, platform)
     assert isinstance(result, dg.SkipReason)
+
+
+def test_heartbeat_run_when_no_projection_ran_within_the_period(
+    instance: dg.DagsterInstance, platform: PlatformResource
+) -> None:
+    result = tick(instance, platform)
+    assert isinstance(result, dg.RunRequest)
+    assert result.run_key is not None and result.run_key.startswith("heartbeat=")
+    assert result.tags["cqrs/reason"] == "heartbeat"
+    no_heartbeat = build_events_sensor(5, heartbeat_minutes=0)
+    ctx = dg.build_sensor_context(instance=instance, resources={"platform": platform})
+    assert isinstance(no_heartbeat(ctx), dg.SkipReason)
 
 
 def test_new_events_request_a_run_keyed_by_bus_heads(
@@ -44,6 +63,7 @@ def test_caught_up_read_models_skip(
     bus = make_event_bus(seeded)
     run_all(bus, platform.tables(), max_events=10_000, run_id="test")
     bus.close()
+    recent_run(instance, dg.DagsterRunStatus.SUCCESS)
     result = tick(instance, platform)
     assert isinstance(result, dg.SkipReason)
     assert "at the bus heads" in str(result.skip_message)
