@@ -1,0 +1,50 @@
+"""A reconstructable copy of the projection job whose platform resource can break one read
+model's step: while the marker file ``block_marker`` exists, ``block_table`` resolves to a path
+under a regular FILE, so that step's Delta write fails for real (no patching): the run fails
+mid-way, the steps before it have committed, the ones after it are skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from cqrs_dagster.defs.assets import (
+    customers,
+    daily_order_metrics,
+    order_summary,
+    orders,
+    raw_events,
+)
+from cqrs_dagster.defs.jobs import PROJECTION_JOB, project_read_models
+from cqrs_dagster.defs.resources import PlatformResource
+from cqrs_dagster.projections.tables import TableStore
+
+
+class BreakablePlatform(PlatformResource):
+    """The platform resource plus a test-only fault: one table unwritable while a marker exists."""
+
+    block_marker: str = ""
+    block_table: str = ""
+
+    def tables(self) -> TableStore:
+        store = super().tables()
+        marker = Path(self.block_marker)
+        if self.block_marker and marker.exists():
+            return store.with_overrides({self.block_table: str(marker / self.block_table)})
+        return store
+
+
+def breakable_projection_job() -> dg.JobDefinition:
+    defs = dg.Definitions(
+        assets=[raw_events, orders, customers, order_summary, daily_order_metrics],
+        jobs=[project_read_models],
+        resources={"platform": BreakablePlatform.configure_at_launch()},
+    )
+    return defs.resolve_job_def(PROJECTION_JOB)
+
+
+def run_config(data_dir: Path, marker: Path, table: str) -> dict[str, object]:
+    config = {"data_dir": str(data_dir), "env": "local", "block_marker": str(marker),
+              "block_table": table}  # fmt: skip
+    return {"resources": {"platform": {"config": config}}}
