@@ -110,6 +110,36 @@ class Settings(BaseSettings):
                 f"CQRS_ENV={self.env} needs these settings, which are not set: {', '.join(missing)}"
             )
 
+    def validate_for_env(self, *, read_store: bool = True) -> None:
+        """Fail at start-up, naming EVERY missing setting at once, when the environment needs
+        settings that are not set. ``azure``: Cosmos DB endpoint and key, an Event Hubs connection
+        string or namespace, and (``read_store``: processes that read or write the read models)
+        an explicit Delta root whose storage settings are complete. ``local`` needs nothing."""
+        if self.env != "azure":
+            return
+        missing = [
+            f"CQRS_{n.upper()}" for n in ("cosmos_endpoint", "cosmos_key") if _unset(self, n)
+        ]
+        if _unset(self, "eventhub_connection_string") and _unset(self, "eventhub_namespace"):
+            missing.append("CQRS_EVENTHUB_CONNECTION_STRING (or CQRS_EVENTHUB_NAMESPACE)")
+        if read_store and _unset(self, "delta_root"):
+            missing.append("CQRS_DELTA_ROOT")
+        if missing:
+            raise SettingsError(
+                f"CQRS_ENV=azure needs these settings, which are not set: {', '.join(missing)}"
+            )
+        if read_store:  # the storage options are complete and unambiguous (raises SettingsError)
+            from cqrs_dagster.projections.storage import delta_storage_options
+
+            delta_storage_options(self)
+
+
+def _unset(settings: Settings, name: str) -> bool:
+    value = getattr(settings, name)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is None or str(value).strip() == ""
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (``CQRS_*``), with explicit overrides on top."""

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         settings = load_settings(data_dir=args.data_dir)
+        settings.validate_for_env()
         check_bind(args.host, settings)
         app = build_app(settings, run_relay=not args.no_relay)
     except (SecurityConfigError, SettingsError) as exc:

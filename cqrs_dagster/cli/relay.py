@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         settings = load_settings(data_dir=args.data_dir)
+        settings.validate_for_env(read_store=False)
         store = make_write_store(settings)
     except (SettingsError, ValueError, OSError) as exc:
         print(f"cqrs relay: {exc}", file=sys.stderr)

@@ -19,7 +19,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cqrs_dagster.settings import load_settings
+from pydantic import ValidationError
+
+from cqrs_dagster.settings import SettingsError, load_settings
 
 from .procs import descendants, stop_process_tree
 
@@ -29,7 +31,9 @@ REPO_DAGSTER_YAML = PACKAGE_ROOT.parent / "dagster.yaml"
 
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="run the whole platform locally (API, relay, Dagster)")
-    p.add_argument("--data-dir", default=".cqrs", help="where all data lives (default ./.cqrs)")
+    p.add_argument(
+        "--data-dir", default=None, help="where all data lives (CQRS_DATA_DIR, default ./.cqrs)"
+    )
     p.add_argument("--env", choices=["local", "azure"], default=None, help="adapters (CQRS_ENV)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--api-port", type=int, default=8000)
@@ -67,9 +71,19 @@ def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -
 
 
 def run(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).resolve()
+    try:
+        settings = load_settings(data_dir=args.data_dir, env=args.env)
+        settings.validate_for_env()
+    except SettingsError as exc:
+        print(f"cqrs up: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"CQRS_{str(first['loc'][0]).upper()}" if first["loc"] else "settings"
+        print(f"cqrs up: invalid setting {where}: {first['msg']}", file=sys.stderr)
+        return 2
+    data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=data_dir, env=args.env)
     env = {**os.environ, "CQRS_DATA_DIR": str(data_dir), "CQRS_ENV": settings.env}
     cqrs = [sys.executable, "-m", "cqrs_dagster.cli"]
     procs: list[subprocess.Popen[bytes]] = []
