@@ -5,10 +5,13 @@ DB (cosmosdb-server), the relay publishes them to Event Hubs (the AMQP test serv
 projection job (execute_in_process, PlatformResource(env="azure")) writes the Delta read models to
 Blob storage (Azurite) with their checkpoints, every asset check passes, and the query API of the
 same app serves exact values back. A second run applies nothing and changes no table.
+Also `cqrs up --env azure --no-dagster` as real processes: a command sent to its API is served
+back by its query API after a projection run.
 """
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,13 @@ import cqrs_dagster
 from cqrs_dagster.defs.jobs import PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
-from cqrs_dagster.wiring import make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_write_store
 from cqrs_dagster_tests.e2e.azure_env import serve
-from cqrs_dagster_tests.fixtures.procs import wait_until
+from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -155,3 +159,55 @@ def test_commands_through_cosmos_event_hubs_and_blob_delta_to_the_query_api(
         for name in schemas.READ_MODELS:
             assert after[name].equals(before[name]), f"{name} changed on the second run"
         assert get(client, "/api/v1/orders/o-1") == order_1
+
+
+def test_cqrs_up_env_azure_serves_a_command_back_after_a_projection_run(
+    azure_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cqrs up --env azure --no-dagster` (API + relay processes) on the three local servers."""
+    settings = azure_settings
+    monkeypatch.delenv("CQRS_ENV")  # the flag alone selects the Azure adapters
+    port = free_port()
+    log = tmp_path / "cqrs-up.log"
+    proc = start_group(
+        [sys.executable, "-m", "cqrs_dagster.cli", "up", "--env", "azure", "--no-dagster",
+         "--api-port", str(port)],
+        log,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _healthy(base) or proc.poll() is not None, 90, 0.3)
+        assert proc.poll() is None, log.read_text()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            post(client, {"type": "RegisterCustomer", "customerId": "c-up",
+                          "name": "Katherine Johnson", "email": "kj@example.com"})  # fmt: skip
+            order = post(client, {"type": "CreateOrder", "orderId": "o-up", "customerId": "c-up",
+                                  "items": [{"sku": "SLIDE", "quantity": 4, "unitPrice": "2.50"}]})  # fmt: skip
+            store = make_write_store(settings)
+            try:
+                assert wait_until(lambda: store.pending_events(1) == [], timeout=30, interval=0.2)
+            finally:
+                store.close()
+            bus = make_event_bus(settings)
+            try:
+                run_all(bus, TableStore.from_settings(settings), max_events=100, run_id="up-azure")
+            finally:
+                bus.close()
+            path = f"/api/v1/orders/o-up?consistent_with={order['consistencyToken']}"
+            row = get(client, path)
+        assert (row["customer_name"], row["status"], row["total_amount"], row["item_count"]) == (
+            "Katherine Johnson",
+            "Created",
+            "10.00",
+            4,
+        )
+    finally:
+        stop_group(proc, timeout=30)
+    assert proc.returncode is not None
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/v1/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
