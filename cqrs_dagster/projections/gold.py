@@ -72,9 +72,16 @@ def summary_rows(orders: pa.Table, customers: pa.Table) -> pa.Table:
 
 
 def build_order_summary(
-    tables: TableStore, *, run_id: str, fault: Fault = None, clock: Clock = utc_now
+    tables: TableStore,
+    *,
+    run_id: str,
+    fault: Fault = None,
+    full: bool = False,
+    clock: Clock = utc_now,
 ) -> StepReport:
-    """Bring order_summary up to the raw position both silver tables have reached."""
+    """Bring order_summary up to the raw position both silver tables have reached (or, with
+    ``full``, rewrite it from every silver row: after a redrive changed rows behind the
+    checkpoints)."""
     del clock  # rows carry no run time
     started = time.perf_counter()
     target = tables.ensure(ORDER_SUMMARY)
@@ -83,8 +90,22 @@ def build_order_summary(
     raw = tables.open(RAW_EVENTS)
     orders = tables.open(ORDERS)
     customers = tables.open(CUSTOMERS)
-    if upto <= after or raw is None or orders is None or customers is None:
+    if (upto <= after and not full) or raw is None or orders is None or customers is None:
         return _report(ORDER_SUMMARY, target, started)
+    if full:
+        rows = summary_rows(
+            orders.to_pyarrow_table(), customers.to_pyarrow_table(columns=["customer_id", "name"])
+        )
+        checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
+        hit(fault, "order_summary.before_merge")
+        write_deltalake(
+            target,
+            rows,
+            mode="overwrite",
+            commit_properties=commit_props(checkpoint, run_id, "build_order_summary_full"),
+        )
+        hit(fault, "order_summary.after_merge")
+        return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
     batch = read_raw_range(raw, after, upto)
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
     customer_ids = pc.unique(
