@@ -4,7 +4,8 @@ Covers: local needs no setting; azure names every missing setting in one message
 Event Hubs connection string or namespace, Delta root), the relay does not need the Delta root,
 an incomplete storage configuration is caught up front; ``cqrs up --env azure``, ``cqrs api`` and
 ``cqrs relay`` with CQRS_ENV=azure and nothing else exit 2 at start-up with a one-line message
-naming the missing settings, no traceback, and nothing started or created.
+naming the missing settings, no traceback, and nothing started or created; docs/environments.md
+lists every setting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from cqrs_dagster.settings import Settings, SettingsError
 from cqrs_dagster_tests.e2e.azure_env import without_cqrs_variables
+from cqrs_dagster_tests.fixtures.procs import ROOT
 
 AZURE_FULL = {
     "env": "azure",
@@ -98,3 +100,11 @@ def test_cli_with_only_cqrs_env_azure_fails_at_start_up(
     ]
     assert done.stdout == ""
     assert not data.exists()  # nothing was started or created
+
+
+def test_the_environments_doc_lists_every_setting() -> None:
+    doc = (ROOT / "docs" / "environments.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `") for line in doc.splitlines() if line.startswith("| `CQRS_")
+    }
+    assert rows == {f"CQRS_{name.upper()}" for name in Settings.model_fields}
