@@ -20,6 +20,13 @@ node_modules/.installed: package.json package-lock.json
 
 servers-install: node_modules/.installed
 
+# Debian's Chromium for the UI test (driven by Playwright with executable_path; no browser download).
+browser-install:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
 run: $(STAMP)
 	$(BIN)/cqrs up --data-dir $(DATA_DIR) --api-port $(API_PORT) --ui-port $(UI_PORT)
 
@@ -31,7 +38,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy cqrs_dagster
 
 # The test session starts (and stops) the local servers it needs itself: see cqrs_dagster_tests/servers/.
-pytest: $(STAMP) servers-install
+pytest: $(STAMP) servers-install browser-install
 	$(BIN)/pytest -p no:cacheprovider
 
 test: lint typecheck pytest

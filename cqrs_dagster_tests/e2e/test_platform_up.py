@@ -120,6 +120,52 @@ def test_freshness_lag_checks_pass_in_dagster(platform_up: RunningPlatform) -> N
     }, platform_up.log_tail()
 
 
+def test_ui_shows_graph_checks_automation_and_lag_plots(platform_up: RunningPlatform) -> None:
+    from cqrs_dagster_tests.e2e.ui import ARTIFACTS, browser, dismiss_nux, open_and_capture
+
+    dismiss_nux(platform_up.ui)
+    ui = platform_up.ui
+    with browser() as chrome:
+        page = chrome.new_page(viewport={"width": 1600, "height": 1000})
+        html = open_and_capture(
+            page,
+            f"{ui}/asset-groups",
+            ["raw_events", "orders", "customers", "order_summary", "daily_order_metrics"],
+            "asset-graph.png",
+            90_000,
+        )
+        assert "Join the Dagster community" not in html
+        open_and_capture(
+            page,
+            f"{ui}/assets/orders?view=checks",
+            ["orders_freshness_lag", "orders_unique_keys", "orders_amounts"],
+            "orders-checks.png",
+            90_000,
+        )
+        open_and_capture(
+            page,
+            f"{ui}/automation",
+            ["cqrs_events_sensor", "read_model_freshness_schedule", "table_maintenance_schedule"],
+            "automation.png",
+            90_000,
+        )
+        open_and_capture(
+            page,
+            f"{ui}/assets/raw_events?view=events",
+            ["lag_seconds", "events_applied"],
+            "raw-events-plots.png",
+            90_000,
+        )
+    shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
+    assert {
+        "asset-graph.png",
+        "orders-checks.png",
+        "automation.png",
+        "raw-events-plots.png",
+    } <= set(shots)
+    assert all((ARTIFACTS / s).stat().st_size > 10_000 for s in shots)
+
+
 def test_sigterm_stops_every_process(platform_up: RunningPlatform) -> None:
     platform_up.remember_children()
     assert len(platform_up.pids_seen) >= 3, "expected the API and dagster dev children"
