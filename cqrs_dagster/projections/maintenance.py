@@ -29,7 +29,6 @@ class MaintenanceReport:
     seconds: float
 
 
-
 def maintain_table(tables: TableStore, name: str, retention_hours: int) -> MaintenanceReport | None:
     """Compact, vacuum and checkpoint one table; None when the table does not exist yet."""
     started = time.perf_counter()

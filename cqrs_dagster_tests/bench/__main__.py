@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # name -> module under cqrs_dagster_tests.bench, in run order.
 BENCHMARKS: dict[str, str] = {
     "write_side": "cqrs_dagster_tests.bench.write_side",
+    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",
 }
 
 
