@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -19,11 +20,33 @@ from pydantic import (
 from .money import to_money
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The schema's email pattern: EMAIL_RE's, minus the control characters that Python's ``\s``
+# counts as space and ECMA-262's does not, so both regex dialects accept only what EMAIL_RE does.
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+EMAIL_PATTERN = f"^{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\\.{_EMAIL_CHAR}+$"
 OrderStatus = Literal["Created", "Paid", "Shipped", "Delivered", "Cancelled"]
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# The OpenAPI schema states what the validators below enforce, so schema-valid means accepted.
+Email = Annotated[
+    str, WithJsonSchema({"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN})
+]
+MoneyAmount = Annotated[
+    Decimal,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,2})?$"},
+                {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+            ],
+            "description": "An exact decimal >= 0 below 10^12 with at most 2 places, as a "
+            'string ("12.50") or a whole JSON number (JSON numbers with up to 2 places are '
+            "accepted too).",
+        }
+    ),
+]
 
 
 def _check_email(value: str) -> str:
@@ -46,7 +69,7 @@ class RegisterCustomer(_Command):
     type: Literal["RegisterCustomer"]
     customerId: Id | None = None
     name: Name
-    email: str
+    email: Email
 
     _email = field_validator("email")(_check_email)
 
@@ -54,10 +77,19 @@ class RegisterCustomer(_Command):
 class UpdateCustomer(_Command):
     """Change a customer's name and/or email -> CustomerUpdated."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["name"], "properties": {"name": {"type": "string"}}},
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+            ]
+        }
+    )
+
     type: Literal["UpdateCustomer"]
     customerId: Id
     name: Name | None = None
-    email: str | None = None
+    email: Email | None = None
 
     @field_validator("email")
     @classmethod
@@ -78,7 +110,7 @@ class OrderItem(BaseModel):
 
     sku: Sku
     quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
-    unitPrice: Decimal
+    unitPrice: MoneyAmount
 
     @field_validator("unitPrice", mode="before")
     @classmethod
