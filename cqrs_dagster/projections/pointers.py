@@ -12,7 +12,7 @@ store that never rebuilt anything has no document and keeps its plain ``<root>/<
 Writes are atomic: a local root writes a temporary file and ``os.replace``s it over the
 document (readers see the old or the new document, never a torn one); a remote root (az://,
 abfss://, ...) writes it with ONE object PUT through deltalake's own object store
-(``deltalake.fs.DeltaStorageHandler``: the document is far below the multipart threshold, so
+(``DeltaFileSystemHandler``: the document is far below the multipart threshold, so
 the object store's buffered writer issues a single PUT, which Azure Blob Storage applies
 atomically). Local read-modify-write cycles are serialized with ``flock`` on a side lock file;
 remote ones rely on there being one rebuild per table at a time (the Dagster job runs in the
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from deltalake.fs import DeltaStorageHandler
+from deltalake._internal import DeltaFileSystemHandler
 
 DOCUMENT = "_cqrs_tables.json"
 FORMAT = 1
@@ -43,6 +43,13 @@ def is_local_root(root: str) -> bool:
 
 def local_path(root: str) -> Path:
     return Path(root.removeprefix("file://"))
+
+
+def _remote(root: str, storage_options: dict[str, str] | None) -> DeltaFileSystemHandler:
+    """deltalake's own object store for ``root`` (paths relative to it). The raw handler, not
+    ``deltalake.fs.DeltaStorageHandler`` wrapped in pyarrow: pyarrow 26 hands its writes a
+    Buffer where the handler wants bytes."""
+    return DeltaFileSystemHandler(root.rstrip("/"), storage_options)
 
 
 def empty() -> dict[str, Any]:
@@ -64,10 +71,12 @@ def read(root: str, storage_options: dict[str, str] | None) -> dict[str, Any]:
             return _parse((local_path(root) / DOCUMENT).read_bytes())
         except FileNotFoundError:
             return empty()
-    store = DeltaStorageHandler(root.rstrip("/"), storage_options)
     try:
-        with store.open_input_file(DOCUMENT) as f:
-            return _parse(f.read())
+        f = _remote(root, storage_options).open_input_file(DOCUMENT)
+        try:
+            return _parse(f.read(f.size()))
+        finally:
+            f.close()  # type: ignore[attr-defined]  # the stub omits close()
     except FileNotFoundError:
         return empty()
 
@@ -90,9 +99,9 @@ def write(root: str, storage_options: dict[str, str] | None, doc: dict[str, Any]
                 os.unlink(tmp)
             raise
         return
-    store = DeltaStorageHandler(root.rstrip("/"), storage_options)
-    with store.open_output_stream(DOCUMENT) as f:
-        f.write(body)
+    out = _remote(root, storage_options).open_output_stream(DOCUMENT)
+    out.write(body)
+    out.close()  # type: ignore[attr-defined]  # the single PUT (the stub omits close())
 
 
 @contextlib.contextmanager
@@ -147,6 +156,5 @@ def delete_folder(root: str, storage_options: dict[str, str] | None, relative: s
 
         shutil.rmtree(local_path(root) / relative, ignore_errors=True)
         return
-    store = DeltaStorageHandler(root.rstrip("/"), storage_options)
     with contextlib.suppress(FileNotFoundError):
-        store.delete_dir(relative)
+        _remote(root, storage_options).delete_dir(relative)
