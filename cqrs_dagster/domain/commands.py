@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,12 +27,23 @@ _EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 EMAIL_PATTERN = f"^{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\\.{_EMAIL_CHAR}+$"
 OrderStatus = Literal["Created", "Paid", "Shipped", "Delivered", "Cancelled"]
 
+
+def _utf8(value: str) -> str:
+    """JSON may spell an unpaired UTF-16 surrogate ("\\ud800"), which no UTF-8 store can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
+Utf8 = AfterValidator(_utf8)
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Sku = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), Utf8]
+Sku = Annotated[str, StringConstraints(min_length=1, max_length=64), Utf8]
 # The OpenAPI schema states what the validators below enforce, so schema-valid means accepted.
 Email = Annotated[
-    str, WithJsonSchema({"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN})
+    str, Utf8, WithJsonSchema({"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN})
 ]
 MoneyAmount = Annotated[
     Decimal,
@@ -59,7 +71,7 @@ class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     commandId: Id | None = None
-    correlationId: Annotated[str, StringConstraints(max_length=128)] | None = None
+    correlationId: Annotated[str, StringConstraints(max_length=128), Utf8] | None = None
     expectedVersion: Annotated[int, Field(ge=0, strict=True)] | None = None
 
 
@@ -148,7 +160,7 @@ class CancelOrder(_Command):
 
     type: Literal["CancelOrder"]
     orderId: Id
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=500), Utf8] | None = None
 
 
 Command = Annotated[
