@@ -57,7 +57,8 @@ def applied(result: dg.ExecuteInJobResult, asset: str) -> int:
 
 
 def tick(instance: dg.DagsterInstance, platform: PlatformResource) -> object:
-    return SENSOR(dg.build_sensor_context(instance=instance, resources={"platform": platform}))
+    with dg.build_sensor_context(instance=instance, resources={"platform": platform}) as context:
+        return SENSOR(context)
 
 
 @pytest.mark.parametrize("seed", [41, 42])
