@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from cqrs_dagster.eventbus.port import EventBus
 from cqrs_dagster.projections.tables import TableStore
@@ -24,6 +25,20 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     env: str | None = None
     delta_root: str | None = None
 
+    _shared_bus: EventBus | None = PrivateAttr(default=None)
+    _in_execution: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Within a run or a tick, one bus connection serves every asset and check (an Event Hubs
+        # connection costs seconds); it is closed when the run or tick ends.
+        self._in_execution = True
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shared_bus is not None:
+            self._shared_bus.close()
+            self._shared_bus = None
+        self._in_execution = False
+
     def settings(self) -> Settings:
         return load_settings(data_dir=self.data_dir, env=self.env, delta_root=self.delta_root)
 
@@ -32,6 +47,12 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @contextmanager
     def bus(self) -> Iterator[EventBus]:
+        """The event bus: shared for the whole run or tick, or opened and closed around a call."""
+        if self._in_execution:
+            if self._shared_bus is None:
+                self._shared_bus = make_event_bus(self.settings())
+            yield self._shared_bus
+            return
         bus = make_event_bus(self.settings())
         try:
             yield bus

@@ -1,7 +1,7 @@
 """``python -m cqrs_dagster_tests.bench [NAME ...] [--repetitions N]``: run benchmarks, print medians.
 
-Add a benchmark by writing a module in this package with ``run(repetitions) -> Report`` and
-listing it in ``BENCHMARKS``.
+Add a benchmark by writing a module in this package with ``run(repetitions) -> Report`` (or a
+``main()`` that prints its own medians) and listing it in ``BENCHMARKS``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "write_side": "cqrs_dagster_tests.bench.write_side",
     "end_to_end": "cqrs_dagster_tests.bench.end_to_end",
+    "read_side": "cqrs_dagster_tests.bench.read_side",
+    "rebuild": "cqrs_dagster_tests.bench.rebuild",
 }
 
 
@@ -30,8 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         start = time.perf_counter()
-        report = module.run(args.repetitions)
-        print(report.render())
+        if hasattr(module, "run"):
+            print(module.run(args.repetitions).render())
+        else:  # modules that print their own medians
+            module.main()
         print(f"  [{name}: {time.perf_counter() - start:.0f} s]", flush=True)
     return 0
 

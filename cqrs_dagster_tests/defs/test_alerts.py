@@ -60,15 +60,15 @@ class Ticker:
         self.sensor = defs.resolve_sensor_def(SENSOR_NAME)
 
     def tick(self) -> str:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
             resources={"platform": self.platform},
             definitions=self.defs,
-        )
-        result = self.sensor(context)
-        assert isinstance(result, dg.SkipReason)
-        self.cursor = context.cursor
+        ) as context:
+            result = self.sensor(context)
+            assert isinstance(result, dg.SkipReason)
+            self.cursor = context.cursor
         return result.skip_message or ""
 
 

@@ -73,3 +73,31 @@ def test_dg_check_defs_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "warn" not in done.stderr.lower() or "code_location_name" not in done.stderr
+
+
+def test_schedules_resolve_to_their_jobs_in_utc_and_run_by_default() -> None:
+    defs = load()
+    expected = {
+        "read_model_freshness_schedule": ("check_read_model_freshness", "* * * * *"),
+        "gold_recompute_schedule": ("recompute_gold", "15 2 * * *"),
+        "table_maintenance_schedule": ("maintain_read_models", "45 3 * * *"),
+        "replay_audit_schedule": ("replay_audit", None),
+    }
+    for name, (job_name, cron) in expected.items():
+        schedule = defs.resolve_schedule_def(name)
+        assert schedule.job_name == job_name
+        assert defs.resolve_job_def(job_name) is not None
+        if cron is not None:
+            assert schedule.cron_schedule == cron
+        assert schedule.execution_timezone == "UTC"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        assert schedule.description and "\n" not in schedule.description
+
+
+def test_freshness_check_job_selects_only_checks() -> None:
+    job = load().resolve_job_def("check_read_model_freshness")
+    graph = load().resolve_asset_graph()
+    assert job is not None
+    names = {k.name for k in graph.asset_check_keys}
+    assert "outbox_relay_lag" in names
+    assert not [n for n in job.graph.node_dict if n in {"raw_events", "orders"}]

@@ -15,8 +15,8 @@ SENSOR = build_events_sensor(5)
 
 
 def tick(instance: dg.DagsterInstance, platform: PlatformResource) -> object:
-    ctx = dg.build_sensor_context(instance=instance, resources={"platform": platform})
-    return SENSOR(ctx)
+    with dg.build_sensor_context(instance=instance, resources={"platform": platform}) as ctx:
+        return SENSOR(ctx)
 
 
 def recent_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus) -> None:
@@ -39,8 +39,8 @@ def test_heartbeat_run_when_no_projection_ran_within_the_period(
     assert result.run_key is not None and result.run_key.startswith("heartbeat=")
     assert result.tags["cqrs/reason"] == "heartbeat"
     no_heartbeat = build_events_sensor(5, heartbeat_minutes=0)
-    ctx = dg.build_sensor_context(instance=instance, resources={"platform": platform})
-    assert isinstance(no_heartbeat(ctx), dg.SkipReason)
+    with dg.build_sensor_context(instance=instance, resources={"platform": platform}) as ctx:
+        assert isinstance(no_heartbeat(ctx), dg.SkipReason)
 
 
 def test_new_events_request_a_run_keyed_by_bus_heads(

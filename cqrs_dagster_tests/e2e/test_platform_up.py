@@ -153,9 +153,15 @@ def test_ui_shows_graph_checks_automation_and_lag_plots(platform_up: RunningPlat
             page,
             f"{ui}/assets/raw_events?view=events",
             ["lag_seconds", "events_applied"],
-            "raw-events-plots.png",
+            "raw-events-metadata.png",
             90_000,
         )
+        # The same metadata plotted over materializations (Overview -> Metadata -> Plots).
+        page.goto(f"{ui}/assets/raw_events?view=overview", wait_until="domcontentloaded")
+        page.get_by_role("button", name="Plots").first.click(timeout=60_000)
+        page.get_by_text("lag_seconds").first.wait_for(state="attached", timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "raw-events-plots.png"), full_page=True)
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
     assert {
         "asset-graph.png",
