@@ -6,7 +6,7 @@ so a retried or repeated run never skips or doubles anything. All writers share 
 pool of size 1 so two runs never write the same Delta table at once.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +38,21 @@ class GoldConfig(dg.Config):
     """``full``: recompute every day instead of only the days touched since the checkpoint."""
 
     full: bool = False
+
+
+def read_model(
+    name: str, layer: str, deps: Sequence[dg.AssetsDefinition] = ()
+) -> Callable[[Callable[..., dg.MaterializeResult[None]]], dg.AssetsDefinition]:
+    """The asset decorator every read model shares: group, writer pool, freshness policy."""
+    return dg.asset(
+        name=name,
+        deps=list(deps),
+        tags={"layer": layer},
+        group_name=GROUP,
+        pool=DELTA_WRITER_POOL,
+        kinds={"delta"},
+        freshness_policy=FRESHNESS,
+    )
 
 
 def report_metadata(reports: list[StepReport], bus: EventBus, tables: TableStore) -> dict[str, Any]:
@@ -99,14 +114,7 @@ def _materialize(
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(
-    name=schemas.RAW_EVENTS,
-    tags={"layer": "bronze"},
-    group_name=GROUP,
-    pool=DELTA_WRITER_POOL,
-    kinds={"delta"},
-    freshness_policy=FRESHNESS,
-)
+@read_model(schemas.RAW_EVENTS, "bronze")
 def raw_events(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -123,15 +131,7 @@ def raw_events(
     )
 
 
-@dg.asset(
-    name=schemas.ORDERS,
-    deps=[raw_events],
-    tags={"layer": "silver"},
-    group_name=GROUP,
-    pool=DELTA_WRITER_POOL,
-    kinds={"delta"},
-    freshness_policy=FRESHNESS,
-)
+@read_model(schemas.ORDERS, "silver", deps=[raw_events])
 def orders(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -147,15 +147,7 @@ def orders(
     )
 
 
-@dg.asset(
-    name=schemas.CUSTOMERS,
-    deps=[raw_events],
-    tags={"layer": "silver"},
-    group_name=GROUP,
-    pool=DELTA_WRITER_POOL,
-    kinds={"delta"},
-    freshness_policy=FRESHNESS,
-)
+@read_model(schemas.CUSTOMERS, "silver", deps=[raw_events])
 def customers(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -168,15 +160,7 @@ def customers(
     )
 
 
-@dg.asset(
-    name=schemas.ORDER_SUMMARY,
-    deps=[orders, customers],
-    tags={"layer": "gold"},
-    group_name=GROUP,
-    pool=DELTA_WRITER_POOL,
-    kinds={"delta"},
-    freshness_policy=FRESHNESS,
-)
+@read_model(schemas.ORDER_SUMMARY, "gold", deps=[orders, customers])
 def order_summary(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult[None]:
@@ -190,15 +174,7 @@ def order_summary(
     )
 
 
-@dg.asset(
-    name=schemas.DAILY_ORDER_METRICS,
-    deps=[orders],
-    tags={"layer": "gold"},
-    group_name=GROUP,
-    pool=DELTA_WRITER_POOL,
-    kinds={"delta"},
-    freshness_policy=FRESHNESS,
-)
+@read_model(schemas.DAILY_ORDER_METRICS, "gold", deps=[orders])
 def daily_order_metrics(
     context: dg.AssetExecutionContext, platform: PlatformResource, config: GoldConfig
 ) -> dg.MaterializeResult[None]:
