@@ -12,9 +12,26 @@ REPLAY_AUDITS = [
     dg.AssetCheckKey(dg.AssetKey(t), f"{t}_replay_audit") for t in ("orders", "customers")
 ]
 
+# Non-blocking audits that scan whole tables: run every 10 minutes by the check-only
+# ``check_read_model_quality`` job, so a projection run's cost does not grow with the tables and
+# its latency stays low. Blocking checks (unique eventIds, envelope schema, unique keys, exact
+# totals) and the freshness-lag checks stay in every projection run.
+QUALITY_AUDITS = [
+    dg.AssetCheckKey(dg.AssetKey(table), name)
+    for table, name in (
+        ("raw_events", "raw_events_version_sequences"),
+        ("raw_events", "dead_letter_events_unresolved"),
+        ("orders", "orders_reconcile_raw_events"),
+        ("order_summary", "order_summary_unique_keys"),
+        ("daily_order_metrics", "daily_order_metrics_match_orders"),
+    )
+]
+
 project_read_models = dg.define_asset_job(
     PROJECTION_JOB,
-    selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.checks(*REPLAY_AUDITS),
+    selection=dg.AssetSelection.groups(GROUP)
+    - dg.AssetSelection.checks(*REPLAY_AUDITS)
+    - dg.AssetSelection.checks(*QUALITY_AUDITS),
     executor_def=dg.in_process_executor,
     tags={WRITER_TAG: "projection"},
     description="Apply new bus events to every read model: raw_events -> silver -> gold.",

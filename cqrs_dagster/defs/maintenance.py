@@ -6,7 +6,7 @@ from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.maintenance import maintain_all
 
 from .assets import DELTA_WRITER_POOL, GROUP
-from .jobs import WRITER_TAG
+from .jobs import QUALITY_AUDITS, WRITER_TAG
 from .resources import PlatformResource
 
 
@@ -50,6 +50,13 @@ check_read_model_freshness = dg.define_asset_job(
     ),
     executor_def=dg.in_process_executor,
     description="Freshness-lag checks of every read model and the outbox relay lag, materializing nothing.",
+)
+
+check_read_model_quality = dg.define_asset_job(
+    "check_read_model_quality",
+    selection=dg.AssetSelection.checks(*QUALITY_AUDITS),
+    executor_def=dg.in_process_executor,
+    description="Whole-table audits: version sequences, reconciliation, gold vs recompute, dead letters.",
 )
 
 recompute_gold = dg.define_asset_job(

@@ -2,7 +2,12 @@
 
 import dagster as dg
 
-from .maintenance import check_read_model_freshness, maintain_read_models, recompute_gold
+from .maintenance import (
+    check_read_model_freshness,
+    check_read_model_quality,
+    maintain_read_models,
+    recompute_gold,
+)
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
@@ -13,6 +18,15 @@ read_model_freshness_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=RUNNING,
     description="Every minute: freshness-lag checks, so a stuck sensor or dead relay is caught.",
+)
+
+read_model_quality_schedule = dg.ScheduleDefinition(
+    name="read_model_quality_schedule",
+    job=check_read_model_quality,
+    cron_schedule="*/10 * * * *",
+    execution_timezone="UTC",
+    default_status=RUNNING,
+    description="Every 10 minutes: whole-table audits (sequences, reconciliation, gold, dead letters).",
 )
 
 gold_recompute_schedule = dg.ScheduleDefinition(

@@ -80,6 +80,7 @@ def test_schedules_resolve_to_their_jobs_in_utc_and_run_by_default() -> None:
     expected = {
         "read_model_freshness_schedule": ("check_read_model_freshness", "* * * * *"),
         "gold_recompute_schedule": ("recompute_gold", "15 2 * * *"),
+        "read_model_quality_schedule": ("check_read_model_quality", "*/10 * * * *"),
         "table_maintenance_schedule": ("maintain_read_models", "45 3 * * *"),
         "replay_audit_schedule": ("replay_audit", None),
     }
@@ -101,3 +102,21 @@ def test_freshness_check_job_selects_only_checks() -> None:
     names = {k.name for k in graph.asset_check_keys}
     assert "outbox_relay_lag" in names
     assert not [n for n in job.graph.node_dict if n in {"raw_events", "orders"}]
+
+
+def test_projection_runs_keep_blocking_checks_and_leave_audits_to_the_schedule() -> None:
+    defs = load()
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def(PROJECTION_JOB)
+    in_run = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert {
+        "raw_events_unique_event_ids",
+        "raw_events_envelope_schema",
+        "orders_unique_keys",
+        "orders_amounts",
+        "customers_unique_keys",
+        "orders_freshness_lag",
+    } <= in_run
+    audits = {"raw_events_version_sequences", "orders_reconcile_raw_events", "orders_replay_audit"}
+    assert not in_run & audits
+    assert audits <= {k.name for k in graph.asset_check_keys}
