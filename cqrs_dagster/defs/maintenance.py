@@ -4,6 +4,7 @@ import dagster as dg
 
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.maintenance import maintain_all
+from cqrs_dagster.projections.rebuild import drop_retired
 
 from .assets import DELTA_WRITER_POOL, GROUP
 from .jobs import QUALITY_AUDITS, WRITER_TAG
@@ -12,11 +13,20 @@ from .resources import PlatformResource
 
 @dg.op(
     pool=DELTA_WRITER_POOL,
-    description="Compact, vacuum and checkpoint every Delta table (contents unchanged).",
+    description=(
+        "Compact, vacuum and checkpoint every Delta table (contents unchanged); drop physical "
+        "tables retired by a rebuild longer ago than the vacuum retention."
+    ),
 )
 def maintain_delta_tables(context: dg.OpExecutionContext, platform: PlatformResource) -> None:
     settings = platform.settings()
-    for report in maintain_all(platform.tables(), settings.vacuum_retention_hours):
+    tables = platform.tables()
+    # Physical tables a blue/green rebuild retired stay for rollback as long as vacuum keeps old
+    # file versions; after that they are deleted.
+    dropped = drop_retired(tables, older_than_hours=settings.vacuum_retention_hours)
+    if dropped:
+        context.log.info("dropped retired physical tables: %s", ", ".join(dropped))
+    for report in maintain_all(tables, settings.vacuum_retention_hours):
         context.log_event(
             dg.AssetObservation(
                 asset_key=dg.AssetKey(report.table),
