@@ -5,7 +5,6 @@ partitions keep the tests short), and the HTTP app served by uvicorn in a thread
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +17,9 @@ from fastapi import FastAPI
 from cqrs_dagster.settings import Settings, load_settings
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 from cqrs_dagster_tests.fixtures.cosmos import CosmosServer
-from cqrs_dagster_tests.fixtures.eventhubs import EventHubsServer
+from cqrs_dagster_tests.fixtures.eventhubs import EventHubsServer, running_eventhubs_server
 from cqrs_dagster_tests.fixtures.procs import (
     free_port,
-    start_group,
-    stop_group,
-    wait_for_port,
     wait_until,
 )
 
@@ -33,16 +29,10 @@ E2E_PARTITIONS = 2
 @pytest.fixture(scope="session")
 def eventhubs_2p(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventHubsServer]:
     """The Event Hubs test server, every hub with 2 partitions (the session one has 4)."""
-    port = free_port()
-    log: Path = tmp_path_factory.mktemp("eventhubs-2p") / "server.log"
-    args = [sys.executable, "-m", "cqrs_dagster_tests.eventhubs_server", "--port", str(port),
-            "--partitions", str(E2E_PARTITIONS)]  # fmt: skip
-    proc = start_group(args, log)
-    try:
-        wait_for_port(port, timeout=30, proc=proc)
-        yield EventHubsServer(port, E2E_PARTITIONS)
-    finally:
-        stop_group(proc)
+    with running_eventhubs_server(
+        tmp_path_factory.mktemp("eventhubs-2p"), E2E_PARTITIONS
+    ) as server:
+        yield server
 
 
 def azure_variables(
