@@ -7,24 +7,26 @@ through binary floating point. Every error is problem+json and changes nothing.
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.responses import Response
 
-from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES, parse_command
-from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
-from cqrs_dagster.web.problems import ProblemError, field_errors, problem_responses
+from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES
+from cqrs_dagster.web.problems import ProblemError, problem_responses
 from cqrs_dagster.web.security import AUTH_RESPONSES, Principal, require_role
 
+from .execution import (
+    JSON_MEDIA_TYPE,
+    MAX_BODY_BYTES,
+    apply_command,
+    check_media_type,
+    decode_json,
+    result_status_and_body,
+    too_large,
+)
 from .handler import CommandHandler
-
-MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
-JSON_MEDIA_TYPE = "application/json"
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
@@ -47,55 +49,26 @@ def openapi_components() -> dict[str, Any]:
     return {"Command": schema, **defs}
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 async def read_json_body(request: Request) -> Any:
-    """The request body decoded as JSON (numbers as Decimal / int), at most 1 MiB."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
-        raise ProblemError(
-            415, "unsupported-media-type", "send the command as Content-Type: application/json"
-        )
+    """The request body decoded as JSON (numbers as Decimal / int), at most 1 MiB.
+
+    The size is checked on Content-Length and while streaming, before the body is buffered whole.
+    """
+    check_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ProblemError(400, "malformed-request", "Content-Length is not a number")
         if int(declared) > MAX_BODY_BYTES:
-            raise _too_large()
+            raise too_large()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _too_large()
+            raise too_large()
         chunks.append(chunk)
-    try:
-        return json.loads(
-            b"".join(chunks),
-            parse_float=Decimal,
-            parse_int=int,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, RecursionError) as exc:
-        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; keep the detail short.
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise ProblemError(
-            400, "malformed-request", f"the body is not valid JSON: {reason}"
-        ) from exc
-
-
-def _too_large() -> ProblemError:
-    return ProblemError(
-        413, "payload-too-large", f"the body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"
-    )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)  # money stays an exact decimal string
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return decode_json(b"".join(chunks))
 
 
 _DESCRIPTION = f"""
@@ -144,22 +117,6 @@ def post_command(
     principal: Annotated[Principal, Depends(require_role("writer"))],
     raw: Annotated[Any, Depends(read_json_body)],
 ) -> Response:
-    try:
-        command = parse_command(raw)
-    except ValidationError as exc:
-        errors = field_errors(
-            exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
-        )
-        raise ProblemError(422, "validation", "the command is not valid", errors=errors) from exc
     handler: CommandHandler = request.app.state.command_handler
-    try:
-        result = handler.handle(command, user_id=principal.id)
-    except AggregateNotFound as exc:
-        raise ProblemError(404, exc.code, exc.detail) from exc
-    except DomainError as exc:  # InvalidTransition, AlreadyExists, VersionConflict, ...
-        raise ProblemError(409, exc.code, exc.detail) from exc
-    return Response(
-        orjson.dumps(result.body, default=_json_default),
-        status_code=200 if result.replayed else 201,
-        media_type=JSON_MEDIA_TYPE,
-    )
+    status, body = result_status_and_body(apply_command(raw, handler, user_id=principal.id))
+    return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE)

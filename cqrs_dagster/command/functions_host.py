@@ -12,28 +12,27 @@ declares the triggers.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any, NoReturn
 
 import azure.functions as func
 import orjson
-from pydantic import ValidationError
 
-from cqrs_dagster.domain.commands import COMMAND_TYPES, parse_command
-from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
 from cqrs_dagster.settings import Settings, load_settings
-from cqrs_dagster.web.problems import PROBLEM_MEDIA_TYPE, ProblemError, field_errors, problem_body
+from cqrs_dagster.web.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
 from cqrs_dagster.web.security import API_KEY_HEADER, ApiSecurity
 
+from .execution import (
+    JSON_MEDIA_TYPE,
+    apply_command,
+    check_media_type,
+    decode_json,
+    result_status_and_body,
+)
 from .handler import CommandHandler
 from .relay import OutboxRelay
 
-MAX_BODY_BYTES = 1024 * 1024  # 1 MiB, as the FastAPI route
-JSON_MEDIA_TYPE = "application/json"
 RELAY_MAX_ROUNDS = 100  # per timer tick: bounded, the next tick continues
 
 Outcome = tuple[int, dict[str, str], bytes]
@@ -41,39 +40,9 @@ Outcome = tuple[int, dict[str, str], bytes]
 log = logging.getLogger(__name__)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)  # money stays an exact decimal string
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def problem(exc: ProblemError) -> Outcome:
     body = orjson.dumps(problem_body(exc.status, exc.slug, exc.detail, exc.errors))
     return exc.status, {"Content-Type": PROBLEM_MEDIA_TYPE, **exc.headers}, body
-
-
-def decode_body(body: bytes, content_type: str | None) -> Any:
-    """The body as JSON (numbers as Decimal / int), or a ProblemError (415, 413, 400)."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
-        raise ProblemError(
-            415, "unsupported-media-type", "send the command as Content-Type: application/json"
-        )
-    if len(body) > MAX_BODY_BYTES:
-        raise ProblemError(
-            413, "payload-too-large", f"the body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"
-        )
-    try:
-        return json.loads(body, parse_float=Decimal, parse_int=int, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise ProblemError(
-            400, "malformed-request", f"the body is not valid JSON: {reason}"
-        ) from exc
 
 
 def execute_command(
@@ -85,30 +54,12 @@ def execute_command(
 ) -> Outcome:
     """Validate and apply one command: ``(status, headers, body)``, problem+json on error."""
     try:
-        raw = decode_body(body, content_type)
-        try:
-            command = parse_command(raw)
-        except ValidationError as exc:
-            errors = field_errors(
-                exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
-            )
-            raise ProblemError(
-                422, "validation", "the command is not valid", errors=errors
-            ) from exc
-        try:
-            result = handler.handle(command, user_id=user_id)
-        except AggregateNotFound as exc:
-            raise ProblemError(404, exc.code, exc.detail) from exc
-        except DomainError as exc:
-            raise ProblemError(409, exc.code, exc.detail) from exc
+        check_media_type(content_type)
+        result = apply_command(decode_json(body), handler, user_id=user_id)
     except ProblemError as exc:
         return problem(exc)
-    status = 200 if result.replayed else 201
-    return (
-        status,
-        {"Content-Type": JSON_MEDIA_TYPE},
-        orjson.dumps(result.body, default=_json_default),
-    )
+    status, payload = result_status_and_body(result)
+    return status, {"Content-Type": JSON_MEDIA_TYPE}, payload
 
 
 class FunctionsHost:

@@ -22,8 +22,8 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from cqrs_dagster import function_app
+from cqrs_dagster.command.execution import MAX_BODY_BYTES
 from cqrs_dagster.command.functions_host import (
-    MAX_BODY_BYTES,
     FunctionsHost,
     default_host,
     execute_command,

@@ -1,0 +1,85 @@
+"""Framework-free command execution shared by the HTTP hosts (FastAPI route, Azure Functions).
+
+Decoding: ``application/json`` only, at most 1 MiB, JSON numbers as :class:`~decimal.Decimal` so
+money never passes through binary floating point. Applying: pydantic validation (422 with field
+paths), domain errors (404 / 409). Every failure is a :class:`ProblemError` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, NoReturn
+
+import orjson
+from pydantic import ValidationError
+
+from cqrs_dagster.domain.commands import COMMAND_TYPES, parse_command
+from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
+from cqrs_dagster.web.problems import ProblemError, field_errors
+
+from .handler import CommandHandler, CommandResult
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+JSON_MEDIA_TYPE = "application/json"
+
+
+def check_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
+        raise ProblemError(
+            415, "unsupported-media-type", "send the command as Content-Type: application/json"
+        )
+
+
+def too_large() -> ProblemError:
+    return ProblemError(
+        413, "payload-too-large", f"the body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"
+    )
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(body: bytes) -> Any:
+    """The body as JSON with numbers as Decimal / int; 413 over 1 MiB, 400 when malformed."""
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large()
+    try:
+        return json.loads(body, parse_float=Decimal, parse_int=int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; keep the detail short.
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise ProblemError(
+            400, "malformed-request", f"the body is not valid JSON: {reason}"
+        ) from exc
+
+
+def apply_command(raw: Any, handler: CommandHandler, *, user_id: str) -> CommandResult:
+    """Validate a decoded body as a command and apply it (422 / 404 / 409 as ProblemError)."""
+    try:
+        command = parse_command(raw)
+    except ValidationError as exc:
+        errors = field_errors(
+            exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
+        )
+        raise ProblemError(422, "validation", "the command is not valid", errors=errors) from exc
+    try:
+        return handler.handle(command, user_id=user_id)
+    except AggregateNotFound as exc:
+        raise ProblemError(404, exc.code, exc.detail) from exc
+    except DomainError as exc:  # InvalidTransition, AlreadyExists, VersionConflict, ...
+        raise ProblemError(409, exc.code, exc.detail) from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays an exact decimal string
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def result_status_and_body(result: CommandResult) -> tuple[int, bytes]:
+    """201 for an applied command, 200 for a replayed commandId; the body as JSON bytes."""
+    return (200 if result.replayed else 201), orjson.dumps(result.body, default=_json_default)
