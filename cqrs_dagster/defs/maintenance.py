@@ -7,7 +7,7 @@ from cqrs_dagster.projections.maintenance import maintain_all
 from cqrs_dagster.projections.rebuild import drop_retired
 
 from .assets import DELTA_WRITER_POOL, GROUP
-from .jobs import QUALITY_AUDITS, WRITER_TAG
+from .jobs import QUALITY_AUDITS, WHOLE_TABLE_RERUNS, WRITER_TAG
 from .resources import PlatformResource
 
 
@@ -64,9 +64,12 @@ check_read_model_freshness = dg.define_asset_job(
 
 check_read_model_quality = dg.define_asset_job(
     "check_read_model_quality",
-    selection=dg.AssetSelection.checks(*QUALITY_AUDITS),
+    selection=dg.AssetSelection.checks(*QUALITY_AUDITS, *WHOLE_TABLE_RERUNS),
     executor_def=dg.in_process_executor,
-    description="Whole-table audits: version sequences, reconciliation, gold vs recompute, dead letters.",
+    description=(
+        "Whole-table audits: version sequences, reconciliation, gold vs recompute, dead letters, "
+        "and the in-run raw_events checks over the whole table."
+    ),
 )
 
 recompute_gold = dg.define_asset_job(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow.compute as pc
+
 from cqrs_dagster.domain.events import (
     CUSTOMER,
     CUSTOMER_REGISTERED,
@@ -21,6 +23,7 @@ from cqrs_dagster.projections.tables import TableStore
 
 from .engine import connect
 from .outcome import FIRST_FEW, CheckOutcome
+from .scope import RunScope, raw_rows, raw_rows_on_dates
 
 AGGREGATE_OF = {
     CUSTOMER_REGISTERED: CUSTOMER,
@@ -28,6 +31,16 @@ AGGREGATE_OF = {
     ORDER_CREATED: ORDER,
     ORDER_UPDATED: ORDER,
 }
+ENVELOPE_COLUMNS = (
+    "event_id",
+    "aggregate_id",
+    "event_type",
+    "aggregate_type",
+    "version",
+    "schema_version",
+    "event_timestamp",
+    "data",
+)
 ITEMS_JSON = '[{"sku": "VARCHAR", "quantity": "BIGINT", "unitPrice": "DECIMAL(18,2)"}]'
 
 
@@ -35,18 +48,40 @@ def _ids(rows: list[tuple[Any, ...]]) -> list[str]:
     return [str(r[0]) for r in rows[:FIRST_FEW]]
 
 
-def unique_event_ids(tables: TableStore) -> CheckOutcome:
-    """No eventId appears twice in raw_events."""
-    con = connect(tables, (schemas.RAW_EVENTS,))
+def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> CheckOutcome:
+    """No eventId appears twice in raw_events.
+
+    With a run's ``scope``: no eventId the run appended appears twice among the rows of its
+    event dates (a duplicate always shares its original's event_date), so the cost follows the
+    batch, not the table.
+    """
+    if scope is None:
+        con = connect(tables, (schemas.RAW_EVENTS,))
+        source = "raw_events"
+    else:
+        new = raw_rows(tables, scope, ["event_id", "event_date"])
+        dates = pc.unique(new.column("event_date")).to_pylist()
+        con = connect(
+            tables,
+            (),
+            {"new_rows": new, "same_dates": raw_rows_on_dates(tables, dates, ["event_id"])},
+        )
+        source = "same_dates WHERE event_id IN (SELECT event_id FROM new_rows)"
     rows = con.execute(
-        "SELECT event_id, count(*) AS n FROM raw_events GROUP BY event_id HAVING n > 1 "
+        f"SELECT event_id, count(*) AS n FROM {source} GROUP BY event_id HAVING n > 1 "
         "ORDER BY event_id LIMIT 1000"
     ).fetchall()
-    total = con.execute("SELECT count(*) FROM raw_events").fetchone()
+    checked = con.execute(
+        "SELECT count(*) FROM " + ("raw_events" if scope is None else "new_rows")
+    ).fetchone()
     return CheckOutcome(
         passed=not rows,
         summary=f"{len(rows)} duplicated eventId(s)" if rows else "every eventId is unique",
-        figures={"duplicate_event_ids": len(rows), "events": int(total[0]) if total else 0},
+        figures={
+            "duplicate_event_ids": len(rows),
+            "events_checked": int(checked[0]) if checked else 0,
+            "scope": "whole table" if scope is None else "this run's rows",
+        },
         offending=_ids(rows),
     )
 
@@ -75,9 +110,15 @@ def version_sequences(tables: TableStore) -> CheckOutcome:
     )
 
 
-def envelope_schema(tables: TableStore) -> CheckOutcome:
-    """Every envelope is well formed: ids present, known type on the right aggregate, JSON data."""
-    con = connect(tables, (schemas.RAW_EVENTS,))
+def envelope_schema(tables: TableStore, scope: RunScope | None = None) -> CheckOutcome:
+    """Every envelope is well formed: ids present, known type on the right aggregate, JSON data.
+
+    With a run's ``scope`` only the rows that run appended are read.
+    """
+    if scope is None:
+        con = connect(tables, (schemas.RAW_EVENTS,))
+    else:
+        con = connect(tables, (), {"raw_events": raw_rows(tables, scope, list(ENVELOPE_COLUMNS))})
     known = ", ".join(f"('{t}', '{a}')" for t, a in AGGREGATE_OF.items())
     rows = con.execute(
         f"""

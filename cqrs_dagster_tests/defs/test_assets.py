@@ -62,6 +62,9 @@ def test_projection_job_builds_every_read_model(
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} >= {f"{m}_freshness_lag" for m in schemas.READ_MODELS}
     assert all(c.passed for c in checks)
+    unique = next(c for c in checks if c.check_name == "raw_events_unique_event_ids")
+    assert unique.metadata["scope"].value == "this run's rows"
+    assert unique.metadata["events_checked"].value == 3 + 6 + 3
 
 
 def test_second_materialization_is_a_no_op(

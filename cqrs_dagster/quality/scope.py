@@ -1,0 +1,79 @@
+"""What one projection run committed to raw_events, so in-run checks read only that.
+
+Every projection commit carries ``cqrs.run_id`` in its Delta commit info; the ingest_seq
+checkpoint before the run's first commit and after its last bound the rows the run appended.
+A blocking check inside a projection run then costs what the run's batch costs, not what the
+whole table costs; scheduled audits still read everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.delta_io import scan, seq_app_id, txn
+from cqrs_dagster.projections.tables import TableStore
+
+HISTORY_DEPTH = 500  # commits searched for the run's own
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """raw_events rows with ``after_seq < ingest_seq <= upto_seq``."""
+
+    after_seq: int
+    upto_seq: int
+
+
+def raw_scope_of_run(tables: TableStore, run_id: str) -> RunScope | None:
+    """The ingest_seq range ``run_id`` appended to raw_events; None if it committed nothing."""
+    table = tables.open(schemas.RAW_EVENTS)
+    if table is None:
+        return None
+    versions = [
+        int(h["version"])
+        for h in table.history(HISTORY_DEPTH)
+        if h.get("cqrs.run_id") == run_id and "version" in h
+    ]
+    if not versions:
+        return None
+    app = seq_app_id(schemas.RAW_EVENTS)
+    before = DeltaTable(
+        tables.uri(schemas.RAW_EVENTS),
+        version=min(versions) - 1,
+        storage_options=tables.storage_options,
+    )
+    after = DeltaTable(
+        tables.uri(schemas.RAW_EVENTS),
+        version=max(versions),
+        storage_options=tables.storage_options,
+    )
+    return RunScope(after_seq=txn(before, app), upto_seq=txn(after, app))
+
+
+def raw_rows(tables: TableStore, scope: RunScope, columns: list[str]) -> pa.Table:
+    """The raw_events rows of a scope (files pruned on ingest_seq statistics)."""
+    table = tables.open(schemas.RAW_EVENTS)
+    wanted = sorted({*columns, "ingest_seq"})
+    if table is None:
+        return schemas.RAW_EVENTS_SCHEMA.empty_table().select(wanted)
+    lo, hi = scope.after_seq, scope.upto_seq
+    return scan(
+        table,
+        [("ingest_seq", ">", lo), ("ingest_seq", "<=", hi)],
+        (pc.field("ingest_seq") > lo) & (pc.field("ingest_seq") <= hi),
+        wanted,
+    )
+
+
+def raw_rows_on_dates(tables: TableStore, dates: list[object], columns: list[str]) -> pa.Table:
+    """Every raw_events row of the given event_date partitions (partition-pruned)."""
+    table = tables.open(schemas.RAW_EVENTS)
+    wanted = sorted({*columns, "event_date"})
+    if table is None or not dates:
+        return schemas.RAW_EVENTS_SCHEMA.empty_table().select(wanted)
+    return scan(table, [("event_date", "in", dates)], None, wanted)

@@ -1,0 +1,92 @@
+"""In-run raw_events checks read only what their run appended: the run's ingest_seq range comes
+from the Delta commit info, a duplicate is still found against its event date, and rows outside
+the scope are left to the whole-table audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import CommitProperties, Transaction, write_deltalake
+
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.quality import rules
+from cqrs_dagster.quality.scope import RunScope, raw_scope_of_run
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster_tests.defs.seed import run_commands, seed_commands
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Settings, TableStore]:
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=2, orders_per_customer=2)  # 2 + 4 + 2 = 8 events
+    tables = TableStore.from_settings(settings)
+    bus = make_event_bus(settings)
+    run_all(bus, tables, max_events=10_000, run_id="run-1")
+    run_commands(settings, [{"type": "UpdateCustomer", "customerId": "cust-0", "name": "Z"}])
+    run_all(bus, tables, max_events=10_000, run_id="run-2")
+    bus.close()
+    return settings, tables
+
+
+def raw_rows(tables: TableStore) -> list[dict[str, object]]:
+    table = tables.open(schemas.RAW_EVENTS)
+    assert table is not None
+    return sorted(table.to_pyarrow_table().to_pylist(), key=lambda r: int(str(r["ingest_seq"])))
+
+
+def append_as_run(tables: TableStore, rows: list[dict[str, object]], run_id: str) -> None:
+    """Append crafted rows the way a projection run commits (run id + checkpoint)."""
+    last = max(int(str(r["ingest_seq"])) for r in rows)
+    write_deltalake(
+        tables.uri(schemas.RAW_EVENTS),
+        pa.Table.from_pylist(rows, schema=schemas.RAW_EVENTS_SCHEMA),
+        mode="append",
+        partition_by=["event_date"],
+        commit_properties=CommitProperties(
+            custom_metadata={"cqrs.run_id": run_id},
+            app_transactions=[Transaction("raw_events/ingest_seq", last)],
+        ),
+    )
+
+
+def test_scope_is_the_ingest_seq_range_a_run_appended(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    _, tables = two_runs
+    assert raw_scope_of_run(tables, "run-1") == RunScope(-1, 7)
+    assert raw_scope_of_run(tables, "run-2") == RunScope(7, 8)
+    assert raw_scope_of_run(tables, "never-ran") is None
+
+
+def test_scoped_unique_ids_finds_a_duplicate_the_run_appended(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    _, tables = two_runs
+    original = raw_rows(tables)[0]
+    append_as_run(tables, [{**original, "ingest_seq": 9}], "run-3")
+    scope = raw_scope_of_run(tables, "run-3")
+    assert scope == RunScope(8, 9)
+    outcome = rules.unique_event_ids(tables, scope)
+    assert not outcome.passed and outcome.offending == [original["event_id"]]
+    assert outcome.figures["events_checked"] == 1
+    # run-2's own rows hold no duplicate: its scoped check passes.
+    assert rules.unique_event_ids(tables, raw_scope_of_run(tables, "run-2")).passed
+
+
+def test_scoped_envelope_check_reads_only_the_run_rows(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    _, tables = two_runs
+    template = raw_rows(tables)[0]
+    bad = {**template, "event_id": "bad-type", "event_type": "Exploded", "ingest_seq": 9}
+    append_as_run(tables, [bad], "run-3")
+    assert not rules.envelope_schema(tables, raw_scope_of_run(tables, "run-3")).passed
+    # A run that appended only good rows passes; the whole-table audit still sees the bad one.
+    assert rules.envelope_schema(tables, raw_scope_of_run(tables, "run-2")).passed
+    whole = rules.envelope_schema(tables)
+    assert not whole.passed and whole.offending == ["bad-type"]
