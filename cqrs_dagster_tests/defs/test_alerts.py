@@ -28,6 +28,7 @@ from cqrs_dagster.defs.checks import build_freshness_lag_check
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.schemas import READ_MODELS
+from cqrs_dagster.projections.status import projection_lag
 from cqrs_dagster.settings import Settings
 from cqrs_dagster_tests.alerts.receiver import Receiver, running_receiver
 from cqrs_dagster_tests.defs.seed import run_commands
@@ -135,6 +136,47 @@ def test_stale_read_model_gives_one_warn_one_error_one_recovery(
     assert bodies[2]["metadata"]["lag_seconds"] == 0.0
     assert bodies[2]["title"].startswith("RECOVERED: asset check orders_freshness_lag on orders")
     assert webhook.attempts() == 3
+
+
+def test_lag_growing_with_the_clock_goes_warn_then_error_then_recovers(
+    settings: Settings, platform: PlatformResource, instance: dg.DagsterInstance, webhook: Receiver
+) -> None:
+    """One set of thresholds (WARN > 1 s, ERROR > 8 s) and a projection that simply stops: the
+    oldest unapplied event keeps ageing, so the same check first WARNs, later ERRORs, and passes
+    once the projection catches up: exactly three alerts at the receiver."""
+    run_commands(settings, [customer(1), customer(2)])
+    defs = lag_defs(platform, warn=1.0, error=8.0)
+    job = defs.resolve_job_def("lag_check")
+    sensor = Ticker(defs, instance, platform)
+
+    def lag() -> float:
+        with platform.bus() as bus:
+            return projection_lag(bus, platform.tables(), "orders").lag_seconds
+
+    deadline = time.monotonic() + 30
+    while lag() <= 1.0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.execute_in_process(instance=instance).success  # lag between 1 s and 8 s
+    sensor.tick()
+    while lag() <= 8.0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.execute_in_process(instance=instance).success  # now above 8 s
+    sensor.tick()
+    with platform.bus() as bus:
+        run_all(bus, platform.tables(), max_events=1_000, run_id="catch-up")
+    assert job.execute_in_process(instance=instance).success
+    sensor.tick()
+    sensor.tick()
+
+    bodies = webhook.delivered()
+    assert levels(bodies) == [
+        ("WARN", None, LAG_SOURCE),
+        ("ERROR", "WARN", LAG_SOURCE),
+        ("OK", "ERROR", LAG_SOURCE),
+    ]
+    assert 1.0 < bodies[0]["metadata"]["lag_seconds"] <= 8.0
+    assert bodies[1]["metadata"]["lag_seconds"] > 8.0
+    assert bodies[2]["metadata"]["lag_seconds"] == 0.0
 
 
 def test_freshness_state_changes_are_alerted_once_each(
