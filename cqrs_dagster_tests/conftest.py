@@ -3,6 +3,7 @@ server on a free 127.0.0.1 port once per session and stop it (process group) at 
 
 pytest_plugins = [
     "cqrs_dagster_tests.fixtures.local",
+    "cqrs_dagster_tests.fixtures.api",
     "cqrs_dagster_tests.fixtures.azurite",
     "cqrs_dagster_tests.fixtures.cosmos",
     "cqrs_dagster_tests.fixtures.eventhubs",

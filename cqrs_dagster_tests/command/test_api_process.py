@@ -10,63 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from cqrs_dagster.domain.events import EventEnvelope
-from cqrs_dagster.eventbus.local import LocalEventBus
-from cqrs_dagster.settings import Settings
+from cqrs_dagster_tests.fixtures.api import ApiProcess, bus_events
 from cqrs_dagster_tests.fixtures.procs import (
-    ROOT,
-    free_port,
-    start_group,
-    stop_group,
-    wait_for_port,
     wait_until,
 )
-
-CQRS = str(ROOT / ".venv" / "bin" / "cqrs")
-
-
-@dataclass
-class ApiProcess:
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    data_dir: Path
-    log: Path
-
-
-@pytest.fixture
-def api_process(tmp_path: Path) -> Iterator[ApiProcess]:
-    port = free_port()
-    data_dir = tmp_path / "data"
-    log = tmp_path / "api.log"
-    env = {"CQRS_ENV": "local", "CQRS_API_KEYS": "", "CQRS_RELAY_INTERVAL_SECONDS": "0.05"}
-    args = [CQRS, "api", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
-    proc = start_group(args, log, env)
-    try:
-        wait_for_port(port, timeout=60, proc=proc)
-        yield ApiProcess(proc, f"http://127.0.0.1:{port}", data_dir, log)
-    finally:
-        stop_group(proc)
-
-
-def bus_events(data_dir: Path) -> list[EventEnvelope]:
-    settings = Settings(env="local", data_dir=data_dir)
-    bus = LocalEventBus(settings.bus_db_path, partition_count=settings.bus_partitions)
-    try:
-        return [
-            EventEnvelope.from_json(received.body)
-            for p in range(bus.partition_count)
-            for received in bus.read(p, -1, 10_000)
-        ]
-    finally:
-        bus.close()
 
 
 def test_commands_over_http_reach_the_bus_and_sigterm_stops_cleanly(
