@@ -4,7 +4,7 @@ import dagster as dg
 
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.maintenance import maintain_all
-from cqrs_dagster.projections.rebuild import drop_retired
+from cqrs_dagster.projections.retired import drop_retired
 
 from .assets import DELTA_WRITER_POOL, GROUP
 from .jobs import QUALITY_AUDITS, WHOLE_TABLE_RERUNS, WRITER_TAG

@@ -21,12 +21,8 @@ from cqrs_dagster.eventbus.port import OutgoingEvent
 from cqrs_dagster.projections import pointers
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
-from cqrs_dagster.projections.rebuild import (
-    drop_retired,
-    rebuild,
-    replay_audit,
-    rollback,
-)
+from cqrs_dagster.projections.rebuild import rebuild, replay_audit
+from cqrs_dagster.projections.retired import drop_retired, rollback
 from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.schemas import (
     CUSTOMERS,

@@ -10,7 +10,8 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from cqrs_dagster.projections import pointers
-from cqrs_dagster.projections.rebuild import drop_retired, rebuild, rollback
+from cqrs_dagster.projections.rebuild import rebuild
+from cqrs_dagster.projections.retired import drop_retired, rollback
 from cqrs_dagster.projections.schemas import ORDERS
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
