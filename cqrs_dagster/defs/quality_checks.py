@@ -10,6 +10,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.outcome import CheckOutcome
@@ -56,11 +57,7 @@ def run_scope(tables: TableStore, job_name: str, run_id: str) -> RunScope | None
         return None
     scope = raw_scope_of_run(tables, run_id)
     if scope is None:
-        raw = tables.open(schemas.RAW_EVENTS)
-        checkpoint = -1
-        if raw is not None:
-            value = raw.transaction_version(f"{schemas.RAW_EVENTS}/ingest_seq")
-            checkpoint = -1 if value is None else int(value)
+        checkpoint = txn(tables.open(schemas.RAW_EVENTS), seq_app_id(schemas.RAW_EVENTS))
         scope = RunScope(checkpoint, checkpoint)
     return scope
 
@@ -82,11 +79,7 @@ def build_scoped_check(
 
 
 def _orders_reconcile(tables: TableStore) -> CheckOutcome:
-    orders = tables.open(schemas.ORDERS)
-    checkpoint = -1
-    if orders is not None:
-        value = orders.transaction_version(f"{schemas.ORDERS}/ingest_seq")
-        checkpoint = -1 if value is None else int(value)
+    checkpoint = txn(tables.open(schemas.ORDERS), seq_app_id(schemas.ORDERS))
     return rules.orders_reconcile(tables, checkpoint)
 
 

@@ -15,6 +15,7 @@ from cqrs_dagster.projections.rebuild import REBUILDABLE, describe, rebuild, rep
 from .assets import DELTA_WRITER_POOL
 from .jobs import WRITER_TAG
 from .resources import PlatformResource
+from .schedules import utc_schedule
 
 AUDITED = (schemas.ORDERS, schemas.CUSTOMERS)
 AUDIT_SCRATCH = "_audit"  # under the Delta root; each audit deletes its own folder
@@ -126,11 +127,9 @@ replay_audit_job = dg.define_asset_job(
     description="Replay raw_events into scratch tables and compare with the live silver tables.",
 )
 
-replay_audit_schedule = dg.ScheduleDefinition(
-    name="replay_audit_schedule",
-    job=replay_audit_job,
-    cron_schedule="30 4 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily 04:30 UTC: replay audit of orders and customers against raw_events.",
+replay_audit_schedule = utc_schedule(
+    "replay_audit_schedule",
+    replay_audit_job,
+    "30 4 * * *",
+    "Daily 04:30 UTC: replay audit of orders and customers against raw_events.",
 )

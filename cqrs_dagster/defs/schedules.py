@@ -1,6 +1,15 @@
 """Schedules (all UTC, RUNNING by default): freshness checks, gold recompute, maintenance."""
 
+from __future__ import annotations  # no decorated Dagster functions here
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 from .maintenance import (
     check_read_model_freshness,
@@ -9,40 +18,48 @@ from .maintenance import (
     recompute_gold,
 )
 
-RUNNING = dg.DefaultScheduleStatus.RUNNING
 
-read_model_freshness_schedule = dg.ScheduleDefinition(
-    name="read_model_freshness_schedule",
-    job=check_read_model_freshness,
-    cron_schedule="* * * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-    description="Every minute: freshness-lag checks, so a stuck sensor or dead relay is caught.",
+def utc_schedule(
+    name: str,
+    job: UnresolvedAssetJobDefinition | dg.JobDefinition,
+    cron: str,
+    description: str,
+) -> dg.ScheduleDefinition:
+    """A schedule in UTC, RUNNING by default, with a one-line description."""
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+
+
+read_model_freshness_schedule = utc_schedule(
+    "read_model_freshness_schedule",
+    check_read_model_freshness,
+    "* * * * *",
+    "Every minute: freshness-lag checks, so a stuck sensor or dead relay is caught.",
 )
 
-read_model_quality_schedule = dg.ScheduleDefinition(
-    name="read_model_quality_schedule",
-    job=check_read_model_quality,
-    cron_schedule="*/10 * * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-    description="Every 10 minutes: whole-table audits (sequences, reconciliation, gold, dead letters).",
+read_model_quality_schedule = utc_schedule(
+    "read_model_quality_schedule",
+    check_read_model_quality,
+    "*/10 * * * *",
+    "Every 10 minutes: whole-table audits (sequences, reconciliation, gold, dead letters).",
 )
 
-gold_recompute_schedule = dg.ScheduleDefinition(
-    name="gold_recompute_schedule",
-    job=recompute_gold,
-    cron_schedule="15 2 * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-    description="Daily 02:15 UTC: recompute order_summary and daily_order_metrics from silver.",
+gold_recompute_schedule = utc_schedule(
+    "gold_recompute_schedule",
+    recompute_gold,
+    "15 2 * * *",
+    "Daily 02:15 UTC: recompute order_summary and daily_order_metrics from silver.",
 )
 
-table_maintenance_schedule = dg.ScheduleDefinition(
-    name="table_maintenance_schedule",
-    job=maintain_read_models,
-    cron_schedule="45 3 * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-    description="Daily 03:45 UTC: compact, vacuum and checkpoint every Delta table.",
+table_maintenance_schedule = utc_schedule(
+    "table_maintenance_schedule",
+    maintain_read_models,
+    "45 3 * * *",
+    "Daily 03:45 UTC: compact, vacuum and checkpoint every Delta table.",
 )

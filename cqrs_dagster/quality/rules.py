@@ -48,6 +48,23 @@ def _ids(rows: list[tuple[Any, ...]]) -> list[str]:
     return [str(r[0]) for r in rows[:FIRST_FEW]]
 
 
+def _offending_rows(
+    found: list[tuple[Any, ...]],
+    count_figure: str,
+    failing: str,
+    passing: str,
+    /,
+    **figures: int | float | str,
+) -> CheckOutcome:
+    """Passed when no row offends; ``failing`` is formatted with ``n``, the offending count."""
+    return CheckOutcome(
+        passed=not found,
+        summary=failing.format(n=len(found)) if found else passing,
+        figures={count_figure: len(found), **figures},
+        offending=_ids(found),
+    )
+
+
 def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> CheckOutcome:
     """No eventId appears twice in raw_events.
 
@@ -74,15 +91,13 @@ def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> Check
     checked = con.execute(
         "SELECT count(*) FROM " + ("raw_events" if scope is None else "new_rows")
     ).fetchone()
-    return CheckOutcome(
-        passed=not rows,
-        summary=f"{len(rows)} duplicated eventId(s)" if rows else "every eventId is unique",
-        figures={
-            "duplicate_event_ids": len(rows),
-            "events_checked": int(checked[0]) if checked else 0,
-            "scope": "whole table" if scope is None else "this run's rows",
-        },
-        offending=_ids(rows),
+    return _offending_rows(
+        rows,
+        "duplicate_event_ids",
+        "{n} duplicated eventId(s)",
+        "every eventId is unique",
+        events_checked=int(checked[0]) if checked else 0,
+        scope="whole table" if scope is None else "this run's rows",
     )
 
 
@@ -98,15 +113,11 @@ def version_sequences(tables: TableStore) -> CheckOutcome:
         ORDER BY aggregate_id LIMIT 1000
         """
     ).fetchall()
-    return CheckOutcome(
-        passed=not rows,
-        summary=(
-            f"{len(rows)} aggregate(s) with a gap or repeat in their versions"
-            if rows
-            else "every aggregate's versions run 1..n"
-        ),
-        figures={"broken_aggregates": len(rows)},
-        offending=_ids(rows),
+    return _offending_rows(
+        rows,
+        "broken_aggregates",
+        "{n} aggregate(s) with a gap or repeat in their versions",
+        "every aggregate's versions run 1..n",
     )
 
 
@@ -132,11 +143,8 @@ def envelope_schema(tables: TableStore, scope: RunScope | None = None) -> CheckO
         ORDER BY 1 LIMIT 1000
         """
     ).fetchall()
-    return CheckOutcome(
-        passed=not rows,
-        summary=f"{len(rows)} malformed envelope(s)" if rows else "every envelope is well formed",
-        figures={"malformed_envelopes": len(rows)},
-        offending=_ids(rows),
+    return _offending_rows(
+        rows, "malformed_envelopes", "{n} malformed envelope(s)", "every envelope is well formed"
     )
 
 
@@ -148,15 +156,16 @@ def unique_keys(tables: TableStore, table: str, key: str) -> CheckOutcome:
         f"ORDER BY 1 LIMIT 1000"
     ).fetchall()
     count = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return CheckOutcome(
-        passed=not rows,
-        summary=f"{len(rows)} duplicated {key}(s)" if rows else f"{key} is unique",
-        figures={"duplicate_keys": len(rows), "rows": int(count[0]) if count else 0},
-        offending=_ids(rows),
+    return _offending_rows(
+        rows,
+        "duplicate_keys",
+        "{n} duplicated " + key + "(s)",
+        f"{key} is unique",
+        rows=int(count[0]) if count else 0,
     )
 
 
-def order_amounts(tables: TableStore, table: str = schemas.ORDERS) -> CheckOutcome:
+def order_amounts(tables: TableStore) -> CheckOutcome:
     """total_amount >= 0 and equal to the exact sum of quantity x unitPrice of the items."""
     con = connect(tables, (schemas.ORDERS,))
     rows = con.execute(
@@ -179,16 +188,11 @@ def order_amounts(tables: TableStore, table: str = schemas.ORDERS) -> CheckOutco
         ORDER BY 1 LIMIT 1000
         """
     ).fetchall()
-    del table
-    return CheckOutcome(
-        passed=not rows,
-        summary=(
-            f"{len(rows)} order(s) whose total is negative or differs from its items"
-            if rows
-            else "every total_amount is >= 0 and equals its items' sum"
-        ),
-        figures={"bad_totals": len(rows)},
-        offending=_ids(rows),
+    return _offending_rows(
+        rows,
+        "bad_totals",
+        "{n} order(s) whose total is negative or differs from its items",
+        "every total_amount is >= 0 and equals its items' sum",
     )
 
 
@@ -259,13 +263,9 @@ def daily_metrics_match(tables: TableStore) -> CheckOutcome:
         ORDER BY 1 LIMIT 1000
         """
     ).fetchall()
-    return CheckOutcome(
-        passed=not rows,
-        summary=(
-            f"{len(rows)} day(s) differ from a recomputation from orders"
-            if rows
-            else "daily_order_metrics equals a recomputation from orders"
-        ),
-        figures={"mismatched_days": len(rows)},
-        offending=_ids(rows),
+    return _offending_rows(
+        rows,
+        "mismatched_days",
+        "{n} day(s) differ from a recomputation from orders",
+        "daily_order_metrics equals a recomputation from orders",
     )
