@@ -90,9 +90,7 @@ class FunctionsHost:
         try:
             presented = headers.get(API_KEY_HEADER) or _bearer(headers.get("Authorization"))
             client = headers.get("X-Forwarded-For", "unknown").split(",")[0].strip()
-            principal = self.security.authenticate(presented, client)
-            self.security.authorize(principal, "writer")
-            self.security.throttle(principal)
+            principal = self.security.admit(presented, client, "writer")
         except ProblemError as exc:
             return _response(problem(exc))
         outcome = execute_command(
@@ -105,14 +103,7 @@ class FunctionsHost:
 
     def run_relay(self) -> int:
         """Publish pending outbox events (at most ``RELAY_MAX_ROUNDS`` batches); how many."""
-        relay = self.relay()
-        total = 0
-        for _ in range(RELAY_MAX_ROUNDS):
-            published = relay.run_once()
-            total += published
-            if published == 0:
-                break
-        return total
+        return self.relay().drain(RELAY_MAX_ROUNDS)
 
     def close(self) -> None:
         with self._bus_lock:

@@ -57,9 +57,10 @@ class CommandHandler:
 
     def handle(self, command: Command, *, user_id: str = "anonymous") -> CommandResult:
         """Apply one command. Raises DomainError subclasses; writes nothing when it raises."""
+        # Only a client-chosen commandId can have been processed before: a fresh uuid7 cannot.
+        client_id = command.commandId is not None
         command_id = command.commandId or uuid7()
-        previous = self.store.command_result(command_id)
-        if previous is not None:
+        if client_id and (previous := self.store.command_result(command_id)) is not None:
             return CommandResult(previous, replayed=True)
         ctx = CommandContext(
             command_id=command_id,
@@ -81,7 +82,7 @@ class CommandHandler:
         except DomainError:
             # A retry whose lookup ran just before its original committed decides against the
             # changed aggregate and fails: if the command id is recorded now, replay it instead.
-            raced = self.store.command_result(command_id)
+            raced = self.store.command_result(command_id) if client_id else None
             if raced is None:
                 raise
             return CommandResult(raced, replayed=True)

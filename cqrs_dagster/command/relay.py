@@ -52,11 +52,12 @@ class OutboxRelay:
         self.published_total += len(events)
         return len(events)
 
-    def drain(self) -> int:
-        """Publish until nothing is pending; the number published."""
-        total = 0
-        while n := self.run_once():
+    def drain(self, max_rounds: int | None = None) -> int:
+        """Publish until nothing is pending (or ``max_rounds`` batches); the number published."""
+        total = rounds = 0
+        while (max_rounds is None or rounds < max_rounds) and (n := self.run_once()):
             total += n
+            rounds += 1
         return total
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:

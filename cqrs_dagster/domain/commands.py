@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from .money import to_money
+from .money import CENT, to_money
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The schema's email pattern: EMAIL_RE's, minus the control characters that Python's ``\s``
@@ -131,7 +131,7 @@ class OrderItem(BaseModel):
         if price < 0:
             raise ValueError("unitPrice must be >= 0")
         exponent = price.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -2 and price != price.quantize(Decimal("0.01")):
+        if isinstance(exponent, int) and exponent < -2 and price != price.quantize(CENT):
             raise ValueError("unitPrice has more than 2 decimal places")
         if price >= Decimal("1e12"):
             raise ValueError("unitPrice is too large")

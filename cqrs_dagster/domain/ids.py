@@ -17,8 +17,3 @@ def uuid7(now_ms: int | None = None) -> str:
     value |= 0b10 << 62  # RFC 4122 variant
     value |= rand & ((1 << 62) - 1)  # rand_b (62 bits)
     return str(uuid.UUID(int=value))
-
-
-def uuid7_time_ms(value: str) -> int:
-    """The millisecond timestamp embedded in a UUIDv7 string."""
-    return uuid.UUID(value).int >> 80

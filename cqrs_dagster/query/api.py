@@ -20,12 +20,13 @@ import binascii
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from cqrs_dagster.domain.commands import OrderStatus
 from cqrs_dagster.domain.events import parse_utc, utc_iso
 from cqrs_dagster.eventbus.port import EventBus
 from cqrs_dagster.projections.schemas import (
@@ -44,7 +45,6 @@ from . import consistency
 from .rows import json_rows, json_value
 from .views import ReadModels
 
-OrderStatus = Literal["Created", "Paid", "Shipped", "Delivered", "Cancelled"]
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 NOT_YET_CONSISTENT = "not-yet-consistent"

@@ -88,7 +88,6 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
     app.include_router(command_api.router)

@@ -196,6 +196,13 @@ class ApiSecurity:
                 headers={"Retry-After": str(retry_after)},
             )
 
+    def admit(self, presented: str | None, client: str, role: Role) -> Principal:
+        """Authenticate, authorize for ``role`` and rate-limit one request (401/403/429)."""
+        principal = self.authenticate(presented, client)
+        self.authorize(principal, role)
+        self.throttle(principal)
+        return principal
+
 
 def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(
@@ -218,10 +225,7 @@ def require_role(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
         security: ApiSecurity = request.app.state.security
         client = request.client.host if request.client else "unknown"
         presented = api_key or (bearer.credentials if bearer else None)
-        principal = security.authenticate(presented, client)
-        security.authorize(principal, role)
-        security.throttle(principal)
-        return principal
+        return security.admit(presented, client, role)
 
     dependency.__name__ = f"require_{role}"
     return dependency
