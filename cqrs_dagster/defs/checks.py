@@ -1,4 +1,5 @@
-"""Asset checks. ``<read_model>_freshness_lag``: newest event on the bus vs newest event applied.
+"""Lag checks. ``<read_model>_freshness_lag``: how long the oldest bus event the read model has
+not applied yet has been waiting; ``outbox_relay_lag``: the same for committed, unpublished events.
 
 WARN above ``CQRS_LAG_WARN_SECONDS`` (30 s), ERROR above ``CQRS_LAG_ERROR_SECONDS`` (60 s, the
 reference's threshold). Lag is measured in seconds and in events behind, both reported as metadata.
@@ -27,12 +28,20 @@ def freshness_verdict(
     return True, dg.AssetCheckSeverity.WARN
 
 
+def freshness_check_key(table: str) -> dg.AssetCheckKey:
+    """The key of a read model's ``<read_model>_freshness_lag`` check."""
+    return dg.AssetCheckKey(dg.AssetKey(table), f"{table}_freshness_lag")
+
+
+OUTBOX_RELAY_LAG = dg.AssetCheckKey(dg.AssetKey(schemas.RAW_EVENTS), "outbox_relay_lag")
+
+
 def build_freshness_lag_check(
     table: str, warn_seconds: float, error_seconds: float
 ) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=dg.AssetKey(table),
-        name=f"{table}_freshness_lag",
+        name=freshness_check_key(table).name,
         description=(
             f"Projection lag of {table}: WARN above {warn_seconds:g} s, ERROR above "
             f"{error_seconds:g} s behind the newest event on the bus."
@@ -60,7 +69,7 @@ def build_freshness_lag_check(
 
 @dg.asset_check(
     asset=dg.AssetKey(schemas.RAW_EVENTS),
-    name="outbox_relay_lag",
+    name=OUTBOX_RELAY_LAG.name,
     description=(
         "Age of the oldest committed event the outbox relay has not yet published: catches a "
         "dead relay, which the bus-side lag cannot see. Same WARN / ERROR thresholds."

@@ -6,7 +6,8 @@ from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.maintenance import maintain_all
 from cqrs_dagster.projections.retired import drop_retired
 
-from .assets import DELTA_WRITER_POOL, GROUP
+from .assets import DELTA_WRITER_POOL
+from .checks import OUTBOX_RELAY_LAG, freshness_check_key
 from .jobs import QUALITY_AUDITS, WHOLE_TABLE_RERUNS, WRITER_TAG
 from .resources import PlatformResource
 
@@ -56,7 +57,7 @@ def maintain_read_models() -> None:
 check_read_model_freshness = dg.define_asset_job(
     "check_read_model_freshness",
     selection=dg.AssetSelection.checks(
-        *[dg.AssetCheckKey(dg.AssetKey(t), f"{t}_freshness_lag") for t in schemas.READ_MODELS]
+        *[freshness_check_key(t) for t in schemas.READ_MODELS], OUTBOX_RELAY_LAG
     ),
     executor_def=dg.in_process_executor,
     description="Freshness-lag checks of every read model and the outbox relay lag, materializing nothing.",
@@ -80,5 +81,3 @@ recompute_gold = dg.define_asset_job(
     config={"ops": {schemas.DAILY_ORDER_METRICS: {"config": {"full": True}}}},
     description="Recompute the gold tables from the silver tables (daily_order_metrics in full).",
 )
-
-del GROUP

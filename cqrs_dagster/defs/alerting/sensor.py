@@ -19,6 +19,7 @@ from cqrs_dagster.alerts.delivery import AlertState, deliver_in_order
 from cqrs_dagster.alerts.model import Level, Observation, transitions
 from cqrs_dagster.projections import schemas
 
+from ..checks import freshness_check_key
 from ..resources import PlatformResource
 from .dagster_state import (
     CheckEvaluationView,
@@ -37,7 +38,7 @@ READ_MODEL_KEYS = [dg.AssetKey(t) for t in schemas.READ_MODELS]
 def watched_check_keys(repository_def: dg.RepositoryDefinition | None) -> list[dg.AssetCheckKey]:
     """Every asset check on a read model: the conventional ``<read_model>_freshness_lag`` ones
     plus whatever checks the code location defines on the read models."""
-    keys = {dg.AssetCheckKey(k, f"{k.path[-1]}_freshness_lag") for k in READ_MODEL_KEYS}
+    keys = {freshness_check_key(k.path[-1]) for k in READ_MODEL_KEYS}
     if repository_def is not None:
         keys.update(repository_def.asset_checks_defs_by_key)
         for assets_def in set(repository_def.assets_defs_by_key.values()):
