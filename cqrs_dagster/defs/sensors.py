@@ -10,8 +10,7 @@ import time
 
 import dagster as dg
 
-from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.status import projection_lag
+from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
 from .jobs import PROJECTION_JOB, project_read_models
@@ -78,10 +77,7 @@ def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> d
         with platform.bus() as bus:
             infos = bus.partitions_info()  # one read of the heads per tick
             heads = [p.last_sequence_number for p in infos]
-            behind = {
-                table: projection_lag(bus, tables, table, heads=infos).events_behind
-                for table in schemas.READ_MODELS
-            }
+        behind = events_behind(tables, infos)
         if not any(behind.values()):
             if _heartbeat_due(context.instance, heartbeat_minutes):
                 bucket = int(time.time() // (heartbeat_minutes * 60))

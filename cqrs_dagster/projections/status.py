@@ -83,6 +83,33 @@ def _oldest_unapplied_in_raw(raw: DeltaTable, after_seq: int) -> datetime | None
     return value
 
 
+def _bus_behind(raw: DeltaTable | None, heads: Sequence[PartitionInfo]) -> int:
+    """Bus events raw_events has not ingested yet."""
+    return sum(
+        max(0, h.last_sequence_number - txn(raw, partition_app_id(h.partition))) for h in heads
+    )
+
+
+def _raw_behind(raw: DeltaTable | None, target: DeltaTable | None, table: str) -> int:
+    """raw_events rows past ``table``'s checkpoint (0 for raw_events itself)."""
+    if table == RAW_EVENTS:
+        return 0
+    return max(0, txn(raw, seq_app_id(RAW_EVENTS)) - txn(target, seq_app_id(table)))
+
+
+def events_behind(
+    tables: TableStore, heads: Sequence[PartitionInfo], names: Sequence[str] = READ_MODELS
+) -> dict[str, int]:
+    """Events each read model has still to apply, from the bus heads and the checkpoints only
+    (no event is read): what the sensor needs on every tick."""
+    raw = tables.open(RAW_EVENTS)
+    bus_behind = _bus_behind(raw, heads)
+    return {
+        name: bus_behind + _raw_behind(raw, raw if name == RAW_EVENTS else tables.open(name), name)
+        for name in names
+    }
+
+
 def projection_lag(
     bus: EventBus,
     tables: TableStore,
@@ -103,18 +130,11 @@ def projection_lag(
     heads = list(heads) if heads is not None else bus.partitions_info()
     bus_times = [h.last_enqueued_time for h in heads if h.last_enqueued_time is not None]
     newest_bus = max(bus_times) if bus_times else None
-    bus_behind = sum(
-        max(0, h.last_sequence_number - txn(raw, partition_app_id(h.partition))) for h in heads
-    )
-    raw_behind = 0
-    if table != RAW_EVENTS:
-        target = tables.open(table)
-        table_seq = txn(target, seq_app_id(table))
-        raw_behind = max(0, txn(raw, seq_app_id(RAW_EVENTS)) - table_seq)
-        applied = from_micros(txn(target, enqueued_app_id(table)))
-    else:
-        table_seq = -1
-        applied = from_micros(txn(raw, enqueued_app_id(RAW_EVENTS)))
+    bus_behind = _bus_behind(raw, heads)
+    target = raw if table == RAW_EVENTS else tables.open(table)
+    raw_behind = _raw_behind(raw, target, table)
+    table_seq = txn(target, seq_app_id(table)) if table != RAW_EVENTS else -1
+    applied = from_micros(txn(target, enqueued_app_id(table)))
     oldest: datetime | None = None
     if raw_behind and raw is not None:
         oldest = _oldest_unapplied_in_raw(raw, table_seq)

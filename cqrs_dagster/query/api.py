@@ -279,8 +279,9 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         try:
             checkpoints = read_checkpoints(tables)
             items = []
+            heads = bus.partitions_info()  # one read of the bus heads for every table
             for name in READ_MODELS:
-                lag = projection_lag(bus, tables, name)
+                lag = projection_lag(bus, tables, name, heads=heads)
                 items.append(
                     {
                         "table": name,

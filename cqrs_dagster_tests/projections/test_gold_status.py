@@ -18,7 +18,7 @@ from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.schemas import DAILY_ORDER_METRICS, ORDER_SUMMARY, ORDERS
 from cqrs_dagster.projections.silver import project_orders
-from cqrs_dagster.projections.status import projection_lag
+from cqrs_dagster.projections.status import events_behind, projection_lag
 
 from .scenario import build, fixed_clock, new_bus, new_tables, snapshot
 
@@ -79,6 +79,8 @@ def test_lag_in_seconds_and_events(tmp_path: Path) -> None:
     now = datetime.now(UTC) + timedelta(seconds=100)
     lag = projection_lag(bus, tables, ORDERS, now=now)
     assert lag.events_behind == 5 + (len(sc.events) - 10)
+    counts = events_behind(tables, bus.partitions_info())
+    assert counts[ORDERS] == lag.events_behind and counts["raw_events"] == 5
     assert lag.newest_bus_time == max(h.last_enqueued_time for h in bus.partitions_info())
     assert lag.newest_applied_time is not None and lag.oldest_unapplied_time is not None
     assert lag.newest_applied_time <= lag.oldest_unapplied_time <= lag.newest_bus_time
