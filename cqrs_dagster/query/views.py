@@ -86,7 +86,8 @@ class ReadModels:
         self.names = tuple(names)
         self._lock = threading.RLock()
         self._open: dict[str, DeltaTable] = {}
-        self._registered: dict[str, int | None] = {}
+        self._open_uri: dict[str, str] = {}  # the physical table each open DeltaTable reads
+        self._registered: dict[str, tuple[str, int] | None] = {}
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
         self.refresh()
@@ -106,19 +107,23 @@ class ReadModels:
             for name in self.names if names is None else names:
                 table = self._load(name)
                 version = None if table is None else table.version()
-                if name not in self._registered or self._registered[name] != version:
+                snapshot = None if table is None else (self._open_uri[name], int(table.version()))
+                if name not in self._registered or self._registered[name] != snapshot:
                     data: Any = SCHEMAS[name].empty_table() if table is None else _dataset(table)
                     self._con.register(REGISTERED_PREFIX + name, data)
-                    self._registered[name] = version
+                    self._registered[name] = snapshot
                 versions[name] = version
             return versions
 
     def _load(self, name: str) -> DeltaTable | None:
+        """The table's latest version; reopened when a rebuild switched it to a new physical table."""
+        uri = self.tables.uri(name)
         table = self._open.get(name)
-        if table is None:
+        if table is None or self._open_uri.get(name) != uri:
             table = self.tables.open(name)
             if table is not None:
                 self._open[name] = table
+                self._open_uri[name] = uri
             return table
         table.update_incremental()
         return table
