@@ -22,7 +22,6 @@ from cqrs_dagster.domain.events import CUSTOMER_REGISTERED, CUSTOMER_UPDATED, OR
 from cqrs_dagster.domain.money import CENT
 
 from .delta_io import (
-    Clock,
     Fault,
     commit_checkpoints_only,
     commit_props,
@@ -34,7 +33,6 @@ from .delta_io import (
     scan,
     seq_app_id,
     txn,
-    utc_now,
 )
 from .orders import EVENT_TYPES as ORDER_EVENTS
 from .report import StepReport
@@ -77,12 +75,10 @@ def build_order_summary(
     run_id: str,
     fault: Fault = None,
     full: bool = False,
-    clock: Clock = utc_now,
 ) -> StepReport:
     """Bring order_summary up to the raw position both silver tables have reached (or, with
     ``full``, rewrite it from every silver row: after a redrive changed rows behind the
     checkpoints)."""
-    del clock  # rows carry no run time
     started = time.perf_counter()
     target = tables.ensure(ORDER_SUMMARY)
     after = txn(target, seq_app_id(ORDER_SUMMARY))
@@ -184,10 +180,8 @@ def build_daily_order_metrics(
     run_id: str,
     fault: Fault = None,
     full: bool = False,
-    clock: Clock = utc_now,
 ) -> StepReport:
     """Recompute the days created since the checkpoint (or every day with ``full``)."""
-    del clock
     started = time.perf_counter()
     target = tables.ensure(DAILY_ORDER_METRICS)
     after = -1 if full else txn(target, seq_app_id(DAILY_ORDER_METRICS))

@@ -37,16 +37,13 @@ def maintain_table(tables: TableStore, name: str, retention_hours: int) -> Maint
         return None
     before = len(table.file_uris())
     compacted = table.optimize.compact()
-    table = tables.open(name)
-    assert table is not None
     vacuumed = table.vacuum(
         retention_hours=retention_hours,
         dry_run=False,
         enforce_retention_duration=False,
     )
     table.create_checkpoint()
-    table = tables.open(name)
-    assert table is not None
+    table.update_incremental()
     return MaintenanceReport(
         table=name,
         files_before=before,

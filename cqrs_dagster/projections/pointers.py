@@ -33,12 +33,10 @@ from typing import Any
 import orjson
 from deltalake._internal import DeltaFileSystemHandler
 
+from .storage import is_local_root
+
 DOCUMENT = "_cqrs_tables.json"
 FORMAT = 1
-
-
-def is_local_root(root: str) -> bool:
-    return "://" not in root or root.startswith("file://")
 
 
 def local_path(root: str) -> Path:

@@ -49,6 +49,6 @@ def run_all(
                     break
         if raw.events_read == 0 or total >= max_events:
             break
-    reports.append(build_order_summary(tables, run_id=run_id, fault=fault, clock=clock))
-    reports.append(build_daily_order_metrics(tables, run_id=run_id, fault=fault, clock=clock))
+    reports.append(build_order_summary(tables, run_id=run_id, fault=fault))
+    reports.append(build_daily_order_metrics(tables, run_id=run_id, fault=fault))
     return reports

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from . import pointers
 from .schemas import ORDERS, RAW_EVENTS, SCHEMAS
+from .storage import delta_storage_options, is_local_root
 
 if TYPE_CHECKING:
     from cqrs_dagster.settings import Settings
@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 # Partition columns per table (absent: unpartitioned). raw_events by the event's own UTC date (a
 # republished duplicate shares it); orders by creation day (recent orders -> few files to rewrite).
 PARTITION_BY: dict[str, list[str]] = {RAW_EVENTS: ["event_date"], ORDERS: ["created_day"]}
-
-
-def _is_local(root: str) -> bool:
-    return "://" not in root or root.startswith("file://")
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,6 @@ class TableStore:
     def from_settings(cls, settings: Settings) -> TableStore:
         """Tables under ``settings.delta_root_uri``; remote roots get the Azure storage options."""
         root = settings.delta_root_uri
-        if settings.env == "local" and _is_local(root):
+        if settings.env == "local" and is_local_root(root):
             return cls(root=root)
-        storage = importlib.import_module("cqrs_dagster.projections.storage")
-        options: dict[str, str] | None = storage.delta_storage_options(settings)
-        return cls(root=root, storage_options=options)
+        return cls(root=root, storage_options=delta_storage_options(settings))
