@@ -98,6 +98,20 @@ def scan(
     return data if exact is None else data.filter(exact)
 
 
+def read_raw_range(
+    raw: DeltaTable, after: int, upto: int, columns: list[str] | None = None
+) -> pa.Table:
+    """raw_events rows with ``after < ingest_seq <= upto``, in ingest order (files pruned by stats)."""
+    wanted = None if columns is None else sorted({*columns, "ingest_seq"})
+    data = scan(
+        raw,
+        [("ingest_seq", ">", after), ("ingest_seq", "<=", upto)],
+        (pc.field("ingest_seq") > after) & (pc.field("ingest_seq") <= upto),
+        wanted,
+    )
+    return data.sort_by("ingest_seq")
+
+
 def row_count(table: DeltaTable) -> int:
     """Rows in the table's current version, from the log's file statistics (no data read)."""
     actions = pa.table(table.get_add_actions(flatten=True))

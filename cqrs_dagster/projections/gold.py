@@ -29,6 +29,7 @@ from .delta_io import (
     from_micros,
     hit,
     isin,
+    read_raw_range,
     row_count,
     scan,
     seq_app_id,
@@ -45,7 +46,6 @@ from .schemas import (
     ORDERS,
     RAW_EVENTS,
 )
-from .silver import read_raw_range
 from .tables import TableStore
 
 SUMMARY_COLUMNS = ORDER_SUMMARY_SCHEMA.names

@@ -32,6 +32,7 @@ from .delta_io import (
     from_micros,
     hit,
     isin,
+    read_raw_range,
     row_count,
     scan,
     seq_app_id,
@@ -79,16 +80,6 @@ def envelope_from_raw(row: Mapping[str, Any]) -> EventEnvelope:
         metadata=orjson.loads(row["metadata"] or "{}"),
         schema_version=int(row["schema_version"]),
     )
-
-
-def read_raw_range(raw: DeltaTable, after: int, upto: int) -> pa.Table:
-    """raw_events rows with ``after < ingest_seq <= upto``, in ingest order (files pruned by stats)."""
-    data = scan(
-        raw,
-        [("ingest_seq", ">", after), ("ingest_seq", "<=", upto)],
-        (pc.field("ingest_seq") > after) & (pc.field("ingest_seq") <= upto),
-    )
-    return data.sort_by("ingest_seq")
 
 
 def current_rows(target: DeltaTable, spec: SilverSpec, keys: Sequence[str]) -> dict[str, Row]:

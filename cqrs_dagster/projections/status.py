@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from cqrs_dagster.eventbus.port import EventBus, PartitionInfo
 
-from .delta_io import enqueued_app_id, from_micros, scan, seq_app_id, txn
+from .delta_io import enqueued_app_id, from_micros, read_raw_range, seq_app_id, txn
 from .raw_ingest import partition_app_id
 from .schemas import RAW_EVENTS, READ_MODELS
 from .tables import TableStore
@@ -70,13 +69,7 @@ def _oldest_unread_on_bus(
 
 def _oldest_unapplied_in_raw(raw: DeltaTable, after_seq: int) -> datetime | None:
     """Enqueued time of the raw event right after a table's checkpoint (file-pruned read)."""
-    target = after_seq + 1
-    rows = scan(
-        raw,
-        [("ingest_seq", "<=", target), ("ingest_seq", ">=", target)],
-        pc.field("ingest_seq") == target,
-        ["ingest_seq", "enqueued_time"],
-    )
+    rows = read_raw_range(raw, after_seq, after_seq + 1, ["enqueued_time"])
     if rows.num_rows == 0:
         return None
     value: datetime = rows.column("enqueued_time")[0].as_py()

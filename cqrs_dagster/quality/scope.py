@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.delta_io import scan, seq_app_id, txn
+from cqrs_dagster.projections.delta_io import read_raw_range, scan, seq_app_id, txn
 from cqrs_dagster.projections.tables import TableStore
 
 HISTORY_DEPTH = 500  # commits searched for the run's own
@@ -58,16 +57,9 @@ def raw_scope_of_run(tables: TableStore, run_id: str) -> RunScope | None:
 def raw_rows(tables: TableStore, scope: RunScope, columns: list[str]) -> pa.Table:
     """The raw_events rows of a scope (files pruned on ingest_seq statistics)."""
     table = tables.open(schemas.RAW_EVENTS)
-    wanted = sorted({*columns, "ingest_seq"})
     if table is None:
-        return schemas.RAW_EVENTS_SCHEMA.empty_table().select(wanted)
-    lo, hi = scope.after_seq, scope.upto_seq
-    return scan(
-        table,
-        [("ingest_seq", ">", lo), ("ingest_seq", "<=", hi)],
-        (pc.field("ingest_seq") > lo) & (pc.field("ingest_seq") <= hi),
-        wanted,
-    )
+        return schemas.RAW_EVENTS_SCHEMA.empty_table().select(sorted({*columns, "ingest_seq"}))
+    return read_raw_range(table, scope.after_seq, scope.upto_seq, columns)
 
 
 def raw_rows_on_dates(tables: TableStore, dates: list[object], columns: list[str]) -> pa.Table:
