@@ -11,7 +11,7 @@ UI_PORT ?= 3000
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,bench]'
 	touch $(STAMP)
 
 node_modules/.installed: package.json package-lock.json
