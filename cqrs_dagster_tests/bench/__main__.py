@@ -1,7 +1,10 @@
 """``python -m cqrs_dagster_tests.bench [NAME ...] [--repetitions N]``: run benchmarks, print medians.
 
-Add a benchmark by writing a module in this package with ``run(repetitions) -> Report`` (or a
-``main()`` that prints its own medians) and listing it in ``BENCHMARKS``.
+Writes ``bench/results/<name>.json`` and its plots for each benchmark run. Quick sizes by default;
+``BENCH_FULL=1`` for the sizes the targets are stated for.
+
+Add a benchmark by writing a module in this package with ``run(repetitions) -> Report`` and
+listing it in ``BENCHMARKS``.
 """
 
 from __future__ import annotations
@@ -12,30 +15,40 @@ import sys
 import time
 from collections.abc import Sequence
 
+from . import full_mode
+from .results import write
+
 # name -> module under cqrs_dagster_tests.bench, in run order.
 BENCHMARKS: dict[str, str] = {
     "write_side": "cqrs_dagster_tests.bench.write_side",
-    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",
     "read_side": "cqrs_dagster_tests.bench.read_side",
     "rebuild": "cqrs_dagster_tests.bench.rebuild",
+    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cqrs_dagster_tests.bench")
     parser.add_argument("names", nargs="*", help=f"some of {', '.join(BENCHMARKS)} (default: all)")
-    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=None, help="default: 3 (5 full)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    repetitions = args.repetitions or (5 if full_mode() else 3)
+    mode = "BENCH_FULL=1 " if full_mode() else ""
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         start = time.perf_counter()
-        if hasattr(module, "run"):
-            print(module.run(args.repetitions).render())
-        else:  # modules that print their own medians
-            module.main()
+        report = module.run(repetitions)
+        if not report.command:
+            report.command = (
+                f"{mode}.venv/bin/python -m cqrs_dagster_tests.bench {name} "
+                f"--repetitions {repetitions}"
+            )
+        print(report.render(), flush=True)
+        for path in write(name, report):
+            print(f"  wrote {path}")
         print(f"  [{name}: {time.perf_counter() - start:.0f} s]", flush=True)
     return 0
 
