@@ -11,8 +11,7 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -20,43 +19,16 @@ import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from cqrs_dagster.domain.ids import uuid7
-from cqrs_dagster.projections.schemas import ORDERS_SCHEMA, RAW_EVENTS_SCHEMA
+from cqrs_dagster.projections.schemas import RAW_EVENTS_SCHEMA
 from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.tables import TableStore
+
+from .datasets import END, build_orders
 
 ROWS = 1_000_000
 DAYS = 100
 BATCH = 10_000
 REPS = 3
-END = datetime(2026, 11, 26, tzinfo=UTC)
-
-
-def _orders(tables: TableStore) -> list[tuple[str, datetime]]:
-    per_day = ROWS // DAYS
-    ids: list[tuple[str, datetime]] = []
-    for d in range(DAYS):
-        day0 = END - timedelta(days=DAYS - d)
-        times = [day0 + timedelta(seconds=i * 86_400 / per_day) for i in range(per_day)]
-        oids = [uuid7(int(t.timestamp() * 1000)) for t in times]
-        ids.extend(zip(oids, times, strict=True))
-        table = pa.table(
-            {
-                "order_id": oids,
-                "customer_id": [f"c{i % 5000}" for i in range(per_day)],
-                "status": ["Created"] * per_day,
-                "total_amount": [Decimal("19.99")] * per_day,
-                "item_count": [1] * per_day,
-                "items": ['[{"sku":"a","quantity":1,"unitPrice":"19.99"}]'] * per_day,
-                "created_date": times,
-                "updated_date": times,
-                "version": [1] * per_day,
-                "last_event_id": oids,
-                "created_day": [day0.date()] * per_day,
-            },
-            schema=ORDERS_SCHEMA,
-        )
-        write_deltalake(tables.uri("orders"), table, mode="append", partition_by=["created_day"])
-    return ids
 
 
 def _raw(tables: TableStore, recent: list[tuple[str, datetime]]) -> None:
@@ -120,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-read-") as tmp:
         tables = TableStore(root=str(Path(tmp) / "delta"))
         t0 = time.perf_counter()
-        ids = _orders(tables)
+        ids = build_orders(tables, ROWS, DAYS)
         recent = ids[-(BATCH * REPS) :]  # updates go to the newest orders
         _raw(tables, recent)
         setup = time.perf_counter() - t0
