@@ -1,0 +1,44 @@
+"""The benchmark harness and the peer stay runnable: `make bench` is not part of `make test`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+from cqrs_dagster_tests.bench import Measurement, Ratio, Report, Series, Target
+from cqrs_dagster_tests.bench.peer import command_rate, projection_rate
+from cqrs_dagster_tests.bench.results import write
+
+
+def test_target_and_ratio_verdicts_land_in_the_json_and_plot(tmp_path: Path) -> None:
+    report = Report(
+        "demo",
+        measurements=[
+            Measurement("ours", "commands/s", [10.0, 30.0, 20.0], Target(">=", 15), key="a"),
+            Measurement("peer", "commands/s", [4.0, 6.0, 5.0]),
+            Measurement("p99", "ms", [60.0], Target("<=", 50), key="b"),
+        ],
+        ratios=[Ratio("ours", "peer", Target(">=", 4), key="a")],
+        series=[Series("lat", "latency", "t", "ms", {"run": [(0.0, 1.0), (1.0, 2.0)]})],
+    )
+    paths = write("demo", report, tmp_path)
+    body = json.loads((tmp_path / "demo.json").read_text())
+    ours, _peer, p99 = body["measurements"]
+    assert (ours["median"], ours["met"], p99["met"]) == (20.0, True, False)
+    assert body["ratios"][0]["value"] == 4.0 and body["ratios"][0]["met"] is True
+    assert body["machine"]["cpus"] >= 1
+    png = tmp_path / "demo-lat.png"
+    assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "MISSED" in report.render() and "MET" in report.render()
+
+
+def test_peer_creates_and_projects_every_order(tmp_path: Path) -> None:
+    assert command_rate(tmp_path / "commands", 20) > 0
+    assert projection_rate(tmp_path / "projection", 30) > 0
+    # projection_rate raises unless its view counted all 30 orders; check the file it left too.
+    with sqlite3.connect(tmp_path / "projection" / "peer-view.sqlite") as conn:
+        (count,) = conn.execute("SELECT SUM(order_count) FROM order_summary").fetchone()
+        totals = [Decimal(t) for (t,) in conn.execute("SELECT total_amount FROM order_summary")]
+    assert count == 30 and sum(totals) == Decimal("21.10") * 30
