@@ -43,8 +43,11 @@ pytest: $(STAMP) servers-install browser-install
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# Quick sizes by default (a few minutes); BENCH_FULL=1 for the sizes the targets are stated for.
+# Writes bench/results/ and the table in BENCHMARKS.md.
+bench: $(STAMP) servers-install
 	$(BIN)/python -m cqrs_dagster_tests.bench
+	$(BIN)/python -m cqrs_dagster_tests.bench.summary
 
 clean:
 	rm -rf $(VENV) node_modules .cqrs .pytest_cache .mypy_cache .ruff_cache

@@ -20,10 +20,12 @@ from .results import write
 
 # name -> module under cqrs_dagster_tests.bench, in run order.
 BENCHMARKS: dict[str, str] = {
-    "write_side": "cqrs_dagster_tests.bench.write_side",
-    "read_side": "cqrs_dagster_tests.bench.read_side",
+    "write_side": "cqrs_dagster_tests.bench.write_side",  # (a), (b)
+    "catch_up": "cqrs_dagster_tests.bench.catch_up",  # (c), (f)
+    "read_side": "cqrs_dagster_tests.bench.read_side",  # (d), (f)
     "rebuild": "cqrs_dagster_tests.bench.rebuild",
-    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",
+    "query": "cqrs_dagster_tests.bench.query",  # (g)
+    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",  # (e), (f)
 }
 
 

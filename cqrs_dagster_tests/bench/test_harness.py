@@ -7,7 +7,7 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-from cqrs_dagster_tests.bench import Measurement, Ratio, Report, Series, Target
+from cqrs_dagster_tests.bench import Measurement, Ratio, Report, Series, Target, summary
 from cqrs_dagster_tests.bench.peer import command_rate, projection_rate
 from cqrs_dagster_tests.bench.results import write
 
@@ -42,3 +42,19 @@ def test_peer_creates_and_projects_every_order(tmp_path: Path) -> None:
         (count,) = conn.execute("SELECT SUM(order_count) FROM order_summary").fetchone()
         totals = [Decimal(t) for (t,) in conn.execute("SELECT total_amount FROM order_summary")]
     assert count == 30 and sum(totals) == Decimal("21.10") * 30
+
+
+def test_summary_rewrites_only_the_marked_table(tmp_path: Path) -> None:
+    report = Report(
+        "demo",
+        measurements=[Measurement("p99", "ms", [60.0, 40.0, 70.0], Target("<=", 50), key="b")],
+        command="make bench",
+    )
+    write("write_side", report, tmp_path)
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"intro\n{summary.START}\nold table\n{summary.END}\noutro\n")
+    summary.update(doc, summary.table(summary.load(tmp_path)))
+    text = doc.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "| b | write_side | p99 | 60 ms | 40-70 | <= 50 | **missed** |" in text
+    assert "`write_side`: `make bench`" in text
