@@ -1,8 +1,13 @@
-"""The command API: ``POST /api/v1/commands`` -> CommandHandler -> 201 with the new state.
+"""The command API: ``POST /api/v1/commands`` -> group commit -> 201 with the new state.
 
 The body is read and decoded here, not by FastAPI, so that (1) its size is capped before it is
 buffered whole and (2) JSON numbers are decoded as :class:`~decimal.Decimal` and money never passes
 through binary floating point. Every error is problem+json and changes nothing.
+
+The endpoint is ``async``: it validates on the event loop and awaits the app's
+:class:`~cqrs_dagster.command.group_commit.GroupCommitter`, which answers once the commit that
+holds the command is durable. Many concurrent requests thus share one fsync, and no thread-pool
+thread is parked per request.
 """
 
 from __future__ import annotations
@@ -14,19 +19,21 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES
+from cqrs_dagster.domain.errors import DomainError
 from cqrs_dagster.web.problems import ProblemError, problem_responses
 from cqrs_dagster.web.security import AUTH_RESPONSES, Principal, require_role
 
 from .execution import (
     JSON_MEDIA_TYPE,
     MAX_BODY_BYTES,
-    apply_command,
     check_media_type,
     decode_json,
+    domain_problem,
     result_status_and_body,
     too_large,
+    validate_command,
 )
-from .handler import CommandHandler
+from .group_commit import CommitterClosed, GroupCommitter
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
@@ -112,11 +119,18 @@ Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPE
         }
     },
 )
-def post_command(
+async def post_command(
     request: Request,
     principal: Annotated[Principal, Depends(require_role("writer"))],
     raw: Annotated[Any, Depends(read_json_body)],
 ) -> Response:
-    handler: CommandHandler = request.app.state.command_handler
-    status, body = result_status_and_body(apply_command(raw, handler, user_id=principal.id))
+    command = validate_command(raw)
+    committer: GroupCommitter = request.app.state.committer
+    try:
+        result = await committer.execute(command, principal.id)
+    except DomainError as exc:
+        raise domain_problem(exc) from exc
+    except CommitterClosed as exc:
+        raise ProblemError(503, "unavailable", "the command API is shutting down") from exc
+    status, body = result_status_and_body(result)
     return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE)

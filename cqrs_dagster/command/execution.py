@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import orjson
 from pydantic import ValidationError
 
-from cqrs_dagster.domain.commands import COMMAND_TYPES, parse_command
+from cqrs_dagster.domain.commands import COMMAND_TYPES, Command, parse_command
 from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
 from cqrs_dagster.web.problems import ProblemError, field_errors
 
@@ -57,21 +57,31 @@ def decode_json(body: bytes) -> Any:
         ) from exc
 
 
-def apply_command(raw: Any, handler: CommandHandler, *, user_id: str) -> CommandResult:
-    """Validate a decoded body as a command and apply it (422 / 404 / 409 as ProblemError)."""
+def validate_command(raw: Any) -> Command:
+    """A decoded body as a command; 422 ProblemError with field paths when it is not one."""
     try:
-        command = parse_command(raw)
+        return parse_command(raw)
     except ValidationError as exc:
         errors = field_errors(
             exc.errors(include_url=False, include_input=False), tags=COMMAND_TYPES
         )
         raise ProblemError(422, "validation", "the command is not valid", errors=errors) from exc
+
+
+def domain_problem(exc: DomainError) -> ProblemError:
+    """404 for an unknown aggregate, 409 for every other domain error."""
+    if isinstance(exc, AggregateNotFound):
+        return ProblemError(404, exc.code, exc.detail)
+    return ProblemError(409, exc.code, exc.detail)  # InvalidTransition, AlreadyExists, ...
+
+
+def apply_command(raw: Any, handler: CommandHandler, *, user_id: str) -> CommandResult:
+    """Validate a decoded body as a command and apply it (422 / 404 / 409 as ProblemError)."""
+    command = validate_command(raw)
     try:
         return handler.handle(command, user_id=user_id)
-    except AggregateNotFound as exc:
-        raise ProblemError(404, exc.code, exc.detail) from exc
-    except DomainError as exc:  # InvalidTransition, AlreadyExists, VersionConflict, ...
-        raise ProblemError(409, exc.code, exc.detail) from exc
+    except DomainError as exc:
+        raise domain_problem(exc) from exc
 
 
 def _json_default(value: Any) -> Any:

@@ -1,8 +1,20 @@
-"""The command handler: load the aggregate, decide, save state + events atomically."""
+"""The command handler: load the aggregate, decide, save state + events atomically.
+
+Two paths with the same outcomes per command:
+
+- :meth:`CommandHandler.handle`: one command, one atomic write (one durable commit).
+- :meth:`CommandHandler.handle_batch`: many commands decided one after another inside ONE
+  :meth:`WriteStore.batch` (group commit). Each command loads through the batch, so it sees the
+  writes of the commands before it; a command that fails (domain rule, version conflict) gets its
+  own error and writes nothing while the others commit; a replayed commandId (stored, or earlier
+  in the same batch) returns the recorded result. The batch's results are valid only once the
+  batch has committed: :class:`~cqrs_dagster.command.group_commit.GroupCommitter` acknowledges
+  callers after that.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +33,9 @@ from cqrs_dagster.domain.errors import DomainError, DuplicateCommand, VersionCon
 from cqrs_dagster.domain.events import CUSTOMER, ORDER
 from cqrs_dagster.domain.ids import uuid7
 
-from .writestore.port import StoredAggregate, WriteStore
+from .writestore.port import AggregateKey, StoredAggregate, WriteBatch, WriteStore
+
+Loader = Callable[[str, str], StoredAggregate | None]
 
 
 @dataclass(frozen=True)
@@ -104,29 +118,93 @@ class CommandHandler:
             return CommandResult(raced, replayed=True)
         return CommandResult(body)
 
-    def _load(self, aggregate_type: str, aggregate_id: str | None) -> dict[str, Any] | None:
-        if aggregate_id is None:
-            return None
-        stored = self.store.load(aggregate_type, aggregate_id)
-        return None if stored is None else stored.state
+    def handle_batch(
+        self, commands: Sequence[tuple[Command, str]]
+    ) -> list[CommandResult | DomainError]:
+        """Apply ``(command, user_id)`` pairs in order inside ONE write batch (group commit).
 
-    def _decide(self, command: Command, ctx: CommandContext) -> Decision:
+        Returns one outcome per command: its result, or the DomainError it raised (it wrote
+        nothing). Any other exception (the store failed, the commit failed) propagates: then
+        none of the batch's writes is durable and every caller must get an error.
+        """
+        outcomes: list[CommandResult | DomainError] = []
+        with self.store.batch() as batch:
+            batch.prefetch(*_batch_keys(commands))
+            for command, user_id in commands:
+                try:
+                    outcomes.append(self._apply(command, user_id, batch))
+                except DomainError as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def _apply(self, command: Command, user_id: str, batch: WriteBatch) -> CommandResult:
+        """One command of a batch: :meth:`handle`'s steps, reading and writing through ``batch``."""
+        client_id = command.commandId is not None
+        if command.commandId is None:
+            command_id = uuid7()
+            batch.assume_new(command_id)
+        else:
+            command_id = command.commandId
+            if (previous := batch.command_result(command_id)) is not None:
+                return CommandResult(previous, replayed=True)
+        ctx = CommandContext(
+            command_id=command_id,
+            correlation_id=command.correlationId or command_id,
+            now=self.clock(),
+            user_id=user_id,
+            source=self.source,
+        )
+        try:
+            decision = self._decide(command, ctx, batch.load)
+            if (
+                command.expectedVersion is not None
+                and command.expectedVersion != decision.expected_version
+            ):
+                raise VersionConflict(
+                    f"{decision.aggregate_type} {decision.aggregate_id} is at version "
+                    f"{decision.expected_version}, command expected {command.expectedVersion}"
+                )
+            body = self._result_body(decision)
+            batch.save(
+                StoredAggregate(
+                    decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
+                ),
+                decision.expected_version,
+                decision.events,
+                command_id,
+                body,
+            )
+        except DomainError:
+            raced = batch.recheck_command_result(command_id) if client_id else None
+            if raced is None:
+                raise
+            return CommandResult(raced, replayed=True)
+        return CommandResult(body)
+
+    def _decide(
+        self, command: Command, ctx: CommandContext, load: Loader | None = None
+    ) -> Decision:
+        get = self.store.load if load is None else load
+
+        def state(aggregate_type: str, aggregate_id: str | None) -> dict[str, Any] | None:
+            if aggregate_id is None:
+                return None
+            stored = get(aggregate_type, aggregate_id)
+            return None if stored is None else stored.state
+
         match command:
             case RegisterCustomer():
-                return customer.register(command, self._load(CUSTOMER, command.customerId), ctx)
+                return customer.register(command, state(CUSTOMER, command.customerId), ctx)
             case UpdateCustomer():
-                return customer.update(command, self._load(CUSTOMER, command.customerId), ctx)
+                return customer.update(command, state(CUSTOMER, command.customerId), ctx)
             case CreateOrder():
                 return order.create(
-                    command,
-                    self._load(ORDER, command.orderId),
-                    self._load(CUSTOMER, command.customerId),
-                    ctx,
+                    command, state(ORDER, command.orderId), state(CUSTOMER, command.customerId), ctx
                 )
             case UpdateOrderStatus():
-                return order.update_status(command, self._load(ORDER, command.orderId), ctx)
+                return order.update_status(command, state(ORDER, command.orderId), ctx)
             case CancelOrder():
-                return order.cancel(command, self._load(ORDER, command.orderId), ctx)
+                return order.cancel(command, state(ORDER, command.orderId), ctx)
         raise TypeError(f"unhandled command {type(command).__name__}")  # pragma: no cover
 
     @staticmethod
@@ -141,3 +219,23 @@ class CommandHandler:
                 decision.aggregate_type, decision.aggregate_id, decision.version
             ),
         }
+
+
+def _batch_keys(commands: Sequence[tuple[Command, str]]) -> tuple[list[AggregateKey], list[str]]:
+    """The aggregates a batch's commands read and their client command ids (for one prefetch)."""
+    keys: list[AggregateKey] = []
+    ids: list[str] = []
+    for command, _ in commands:
+        if command.commandId is not None:
+            ids.append(command.commandId)
+        match command:
+            case RegisterCustomer() | UpdateCustomer():
+                if command.customerId is not None:
+                    keys.append((CUSTOMER, command.customerId))
+            case CreateOrder():
+                keys.append((CUSTOMER, command.customerId))
+                if command.orderId is not None:
+                    keys.append((ORDER, command.orderId))
+            case UpdateOrderStatus() | CancelOrder():
+                keys.append((ORDER, command.orderId))
+    return keys, ids

@@ -39,9 +39,27 @@ class EnvelopeError(ValueError):
     """A message body is not a valid event envelope."""
 
 
+_last_iso: tuple[datetime | None, str] = (None, "")
+
+
 def utc_iso(ts: datetime) -> str:
-    """UTC ISO-8601 with microseconds and a ``Z`` suffix."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC ISO-8601 with microseconds and a ``Z`` suffix.
+
+    Hot on the write path (a command's timestamp is rendered for its state and each event), so
+    the last rendering is remembered (one command renders one ``now`` several times) and
+    ``isoformat`` replaces the slower ``strftime`` for four-digit years.
+    """
+    global _last_iso
+    last_ts, last = _last_iso
+    if ts is last_ts:
+        return last
+    utc = ts.astimezone(UTC)
+    if utc.year < 1000:  # isoformat pads the year to 4 digits, strftime("%Y") does not
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        text = utc.isoformat(timespec="microseconds")[:-6] + "Z"
+    _last_iso = (ts, text)
+    return text
 
 
 def parse_utc(value: str) -> datetime:

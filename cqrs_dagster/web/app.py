@@ -1,8 +1,10 @@
 """The HTTP application: command API (and query API), health, OpenAPI, outbox relay thread.
 
 ``build_app(settings)`` is the command host's composition: on startup its lifespan opens the write
-store and the bus that ``settings`` selects and starts the :class:`OutboxRelay` in a background
-thread; on shutdown it stops and joins the thread, then closes the adapters.
+store and the bus that ``settings`` selects, starts the :class:`GroupCommitter` (the one writer
+thread that applies HTTP commands in group commits) and the :class:`OutboxRelay` in a background
+thread; on shutdown it finishes the queued commands, stops and joins the threads, then closes the
+adapters.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse, Response
 
 from cqrs_dagster.command import api as command_api
+from cqrs_dagster.command.group_commit import GroupCommitter
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.query.api import build_query_router
@@ -55,6 +58,9 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         app.state.store = store
         app.state.bus = bus
         app.state.command_handler = CommandHandler(store)
+        # Every HTTP command goes through one writer thread that group-commits (see group_commit).
+        committer = GroupCommitter(app.state.command_handler)
+        app.state.committer = committer
         stop = threading.Event()
         thread: threading.Thread | None = None
         if run_relay:
@@ -71,6 +77,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            committer.close()
             stop.set()
             if thread is not None:
                 thread.join(RELAY_JOIN_TIMEOUT_SECONDS)

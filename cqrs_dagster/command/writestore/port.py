@@ -1,9 +1,21 @@
-"""The WriteStore port: aggregate state plus its outbox, written in one atomic write."""
+"""The WriteStore port: aggregate state plus its outbox, written in one atomic write.
+
+Group commit goes through :meth:`WriteStore.batch`: a :class:`WriteBatch` loads aggregates and
+command results and takes saves, each checked like :meth:`WriteStore.save` (version, command id)
+against the store AND the batch's earlier saves, so commands decided one after another in a batch
+see each other's writes. A save that fails its check raises for that save alone and writes nothing.
+
+The default batch (used by the Cosmos store) passes every save straight to ``save()``: each is its
+own atomic write and nothing is gained but correctness. An adapter overrides :meth:`batch` to make
+the whole batch ONE durable commit (SQLite: one ``BEGIN IMMEDIATE`` .. ``COMMIT``); the saves of a
+batch are durable once its ``with`` block exits normally, and none is if it raises.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +30,101 @@ class StoredAggregate:
     aggregate_id: str
     version: int
     state: dict[str, Any]
+
+
+AggregateKey = tuple[str, str]  # (aggregate_type, aggregate_id)
+
+
+class WriteBatch:
+    """Loads and saves of one group commit; the default passes each save to ``store.save()``.
+
+    Reads are cached for the batch and updated by its own saves (the in-batch overlay). After a
+    failed save the cached entries it touched are dropped, so a later command in the batch reads
+    the store afresh instead of building on a write that did not happen.
+    """
+
+    def __init__(self, store: WriteStore) -> None:
+        self.store = store
+        self._aggregates: dict[AggregateKey, StoredAggregate | None] = {}
+        self._results: dict[str, dict[str, Any] | None] = {}
+
+    def prefetch(self, keys: Iterable[AggregateKey], command_ids: Iterable[str]) -> None:
+        """Warm the cache for the batch's aggregates and client command ids (one query each)."""
+        want_keys = [k for k in dict.fromkeys(keys) if k not in self._aggregates]
+        want_ids = [c for c in dict.fromkeys(command_ids) if c not in self._results]
+        if want_keys:
+            self._aggregates.update(self._fetch_aggregates(want_keys))
+        if want_ids:
+            self._results.update(self._fetch_results(want_ids))
+
+    def load(self, aggregate_type: str, aggregate_id: str) -> StoredAggregate | None:
+        key = (aggregate_type, aggregate_id)
+        if key not in self._aggregates:
+            self._aggregates.update(self._fetch_aggregates([key]))
+        return self._aggregates[key]
+
+    def command_result(self, command_id: str) -> dict[str, Any] | None:
+        if command_id not in self._results:
+            self._results.update(self._fetch_results([command_id]))
+        return self._results[command_id]
+
+    def assume_new(self, command_id: str) -> None:
+        """The caller made ``command_id`` itself (a fresh uuid7): skip looking it up.
+
+        The store's own duplicate check at write time still applies.
+        """
+        self._results.setdefault(command_id, None)
+
+    def recheck_command_result(self, command_id: str) -> dict[str, Any] | None:
+        """The command's result after a failed decision or save (a retry that raced its original).
+
+        The default asks the store again; a batch that holds the write lock knows already.
+        """
+        self._results.pop(command_id, None)
+        return self.command_result(command_id)
+
+    def save(
+        self,
+        aggregate: StoredAggregate,
+        expected_version: int,
+        events: Sequence[EventEnvelope],
+        command_id: str,
+        result: Mapping[str, Any],
+    ) -> None:
+        """Like :meth:`WriteStore.save`, seen by the batch's later loads; raises for this save only."""
+        key = (aggregate.aggregate_type, aggregate.aggregate_id)
+        try:
+            self._write(aggregate, expected_version, events, command_id, result)
+        except BaseException:
+            self._forget(key, command_id)
+            raise
+        self._aggregates[key] = aggregate
+        self._results[command_id] = dict(result)
+
+    # -- what an adapter overrides --------------------------------------------------------------
+
+    def _forget(self, key: AggregateKey, command_id: str) -> None:
+        """After a failed save: drop what it touched from the cache (the store may have moved)."""
+        self._aggregates.pop(key, None)
+        self._results.pop(command_id, None)
+
+    def _fetch_aggregates(
+        self, keys: Sequence[AggregateKey]
+    ) -> dict[AggregateKey, StoredAggregate | None]:
+        return {key: self.store.load(*key) for key in keys}
+
+    def _fetch_results(self, command_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return {cid: self.store.command_result(cid) for cid in command_ids}
+
+    def _write(
+        self,
+        aggregate: StoredAggregate,
+        expected_version: int,
+        events: Sequence[EventEnvelope],
+        command_id: str,
+        result: Mapping[str, Any],
+    ) -> None:
+        self.store.save(aggregate, expected_version, events, command_id, result)
 
 
 class WriteStore(ABC):
@@ -54,6 +161,14 @@ class WriteStore(ABC):
     @abstractmethod
     def mark_published(self, events: Sequence[EventEnvelope]) -> None:
         """Mark events published (idempotent: marking twice is harmless)."""
+
+    @contextmanager
+    def batch(self) -> Iterator[WriteBatch]:
+        """A group commit: saves through the batch are durable once the block exits normally.
+
+        The default makes each save its own atomic write (see :class:`WriteBatch`).
+        """
+        yield WriteBatch(self)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -8,6 +8,15 @@ Durability trade-off (``synchronous``):
   crash, but the last commits before a power loss / OS crash may be lost, which would break
   invariant 1 (an acknowledged command is durable). Measured here: ~26,800 commits/s.
 
+Group commit (:meth:`SqliteWriteStore.batch`): ONE ``BEGIN IMMEDIATE`` .. ``COMMIT`` for many
+commands, so one fsync covers them all (the bare commit rate, ~6,000/s on this disk at FULL, no
+longer caps commands/s). The batch holds the write lock from its first read, so its reads (one
+``IN`` query per aggregate type and one for command ids) and its in-memory overlay of earlier
+saves are authoritative: every version and command-id check is decided in Python, a failing save
+buffers nothing, and the good ones are written at the end with ``executemany`` (an upsert for
+the aggregates, inserts for command ids and outbox rows, in save order so the outbox keeps commit
+order and version order per aggregate).
+
 Threads: FastAPI runs sync endpoints in a thread pool and the outbox relay runs in another thread,
 so the store keeps ONE CONNECTION PER THREAD (created on first use, all closed by :meth:`close`).
 With WAL, readers on their own connections never wait for the writer, and writers serialize on
@@ -32,7 +41,7 @@ import orjson
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import EventEnvelope, utc_iso
 
-from .port import StoredAggregate, WriteStore
+from .port import AggregateKey, StoredAggregate, WriteBatch, WriteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -60,6 +69,16 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 BUSY_TIMEOUT_SECONDS = 30.0
+IN_CHUNK = 500  # ids per IN (...) query, far below SQLite's bound-parameter limit
+_UPSERT_AGGREGATE = (
+    "INSERT INTO aggregates (aggregate_type, aggregate_id, version, state) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (aggregate_type, aggregate_id)"
+    " DO UPDATE SET version = excluded.version, state = excluded.state"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, body)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -111,10 +130,20 @@ class SqliteWriteStore(WriteStore):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT can leave the transaction open
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[WriteBatch]:
+        """One transaction for the whole batch: its saves commit (one fsync) when the block exits."""
+        conn = self._conn()
+        with self._transaction(conn):
+            batch = _SqliteBatch(self, conn)
+            yield batch
+            batch.flush()
 
     def close(self) -> None:
         """Close every connection this store opened (call once no thread is using it)."""
@@ -223,3 +252,92 @@ class SqliteWriteStore(WriteStore):
                 "UPDATE outbox SET published_at = ? WHERE event_id = ? AND published_at IS NULL",
                 [(now, e.event_id) for e in events],
             )
+
+
+class _SqliteBatch(WriteBatch):
+    """Reads inside the batch's transaction; saves checked in Python, written by :meth:`flush`."""
+
+    def __init__(self, store: SqliteWriteStore, conn: sqlite3.Connection) -> None:
+        super().__init__(store)
+        self._conn = conn
+        self._command_rows: list[tuple[str, str]] = []
+        self._aggregate_rows: list[tuple[str, str, int, str]] = []
+        self._outbox_rows: list[tuple[str, str, str, int, str]] = []
+
+    def _fetch_aggregates(
+        self, keys: Sequence[AggregateKey]
+    ) -> dict[AggregateKey, StoredAggregate | None]:
+        found: dict[AggregateKey, StoredAggregate | None] = dict.fromkeys(keys)
+        by_type: dict[str, list[str]] = {}
+        for aggregate_type, aggregate_id in keys:
+            by_type.setdefault(aggregate_type, []).append(aggregate_id)
+        for aggregate_type, ids in by_type.items():
+            for start in range(0, len(ids), IN_CHUNK):
+                chunk = ids[start : start + IN_CHUNK]
+                rows = self._conn.execute(
+                    "SELECT aggregate_id, version, state FROM aggregates"
+                    f" WHERE aggregate_type = ? AND aggregate_id IN ({','.join('?' * len(chunk))})",
+                    (aggregate_type, *chunk),
+                )
+                for aggregate_id, version, state in rows:
+                    found[(aggregate_type, aggregate_id)] = StoredAggregate(
+                        aggregate_type, aggregate_id, int(version), orjson.loads(state)
+                    )
+        return found
+
+    def _fetch_results(self, command_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(command_ids)
+        for start in range(0, len(command_ids), IN_CHUNK):
+            chunk = command_ids[start : start + IN_CHUNK]
+            rows = self._conn.execute(
+                "SELECT command_id, result FROM commands"
+                f" WHERE command_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for command_id, result in rows:
+                found[command_id] = orjson.loads(result)
+        return found
+
+    def _forget(self, key: AggregateKey, command_id: str) -> None:
+        """Nothing to forget: under the write lock the cache is the truth, and a failed save
+        buffered nothing."""
+
+    def recheck_command_result(self, command_id: str) -> dict[str, Any] | None:
+        return self.command_result(command_id)
+
+    def _write(
+        self,
+        aggregate: StoredAggregate,
+        expected_version: int,
+        events: Sequence[EventEnvelope],
+        command_id: str,
+        result: Mapping[str, Any],
+    ) -> None:
+        if self.command_result(command_id) is not None:
+            raise DuplicateCommand(f"command {command_id} was already processed")
+        key = (aggregate.aggregate_type, aggregate.aggregate_id)
+        stored = self.load(*key)
+        current = 0 if stored is None else stored.version
+        if current != expected_version:
+            raise VersionConflict(
+                f"{key[0]} {key[1]} is at version {current}, expected {expected_version}"
+            )
+        # Serialize everything before buffering anything: a value that is not JSON fails alone.
+        command_row = (command_id, _dumps(dict(result)))
+        aggregate_row = (*key, aggregate.version, _dumps(aggregate.state))
+        outbox_rows = [
+            (e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.to_json().decode())
+            for e in events
+        ]
+        self._command_rows.append(command_row)
+        self._aggregate_rows.append(aggregate_row)
+        self._outbox_rows.extend(outbox_rows)
+
+    def flush(self) -> None:
+        """Write every buffered save (inside the batch's transaction, before its COMMIT)."""
+        if self._command_rows:
+            self._conn.executemany(
+                "INSERT INTO commands (command_id, result) VALUES (?, ?)", self._command_rows
+            )
+            self._conn.executemany(_UPSERT_AGGREGATE, self._aggregate_rows)
+            self._conn.executemany(_INSERT_OUTBOX, self._outbox_rows)
