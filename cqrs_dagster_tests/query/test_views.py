@@ -10,16 +10,19 @@ unparsable SQL; file access from a SELECT is blocked and the configuration canno
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
+from cqrs_dagster.projections.tables import PARTITION_BY
 from cqrs_dagster.query.views import (
     NotReadOnly,
     QueryError,
     ReadModels,
     check_read_only,
+    parquet_select,
     view_sql,
 )
 from cqrs_dagster_tests.query.conftest import Platform
@@ -58,6 +61,18 @@ def test_views_exist_empty_before_tables(platform: Platform) -> None:
             got = models.query(f"SELECT * FROM {name}")
             assert got.num_rows == 0
             assert got.column_names == SCHEMAS[name].names
+
+
+def test_tables_created_empty_read_empty(platform: Platform) -> None:
+    """A table that exists with no data files yet (the pyarrow path reads it)."""
+    for name in READ_MODELS:
+        platform.tables.ensure(name)
+    with ReadModels(platform.tables) as models:
+        for name in READ_MODELS:
+            got = models.execute(f"SELECT * FROM {name}")
+            assert got.num_rows == 0
+            assert got.column_names == SCHEMAS[name].names
+            assert not models.reads_parquet(name)
 
 
 def test_new_commits_are_seen_by_the_next_query(platform: Platform) -> None:
@@ -194,3 +209,81 @@ def test_open_views_follow_a_blue_green_switch(platform: Platform) -> None:
         assert platform.tables.physical("customers") != old
         rows = models.query("SELECT customer_id FROM customers ORDER BY 1").to_pylist()
         assert rows == [{"customer_id": "k0"}, {"customer_id": "k1"}, {"customer_id": "k2"}]
+
+
+@pytest.mark.parametrize("name", READ_MODELS)
+def test_package_sql_reads_what_the_view_reads(seeded: Platform, name: str) -> None:
+    """execute() (the API's own SQL) reads local unpartitioned tables with DuckDB's Parquet
+    reader over the snapshot's files: same rows, same column types as the caller's view."""
+    with ReadModels(seeded.tables) as models:
+        caller = models.query(f"SELECT * FROM {name}")
+        own = models.execute(f"SELECT * FROM {name}")
+        partitioned = name in PARTITION_BY
+        assert models.reads_parquet(name) is not partitioned
+    assert own.schema == caller.schema
+    assert _sorted(own, SORT_KEYS[name]) == _sorted(caller, SORT_KEYS[name])
+
+
+def test_parquet_path_reads_new_commits_and_switches(platform: Platform) -> None:
+    """The Parquet path follows MERGEs (new files replace old ones) and a blue/green switch."""
+    from deltalake import DeltaTable
+
+    from cqrs_dagster.projections.rebuild import rebuild
+
+    def names(models: ReadModels) -> list[tuple[str, str]]:
+        models.refresh(["customers"])
+        rows = models.execute("SELECT customer_id, name FROM customers ORDER BY 1").to_pylist()
+        return [(r["customer_id"], r["name"]) for r in rows]
+
+    for n in range(3):
+        platform.send(
+            {"type": "RegisterCustomer", "customerId": f"k{n}", "name": f"K{n}", "email": "k@x.io"}
+        )
+    platform.project()
+    with ReadModels(platform.tables) as models:
+        assert models.reads_parquet("customers")
+        assert names(models) == [("k0", "K0"), ("k1", "K1"), ("k2", "K2")]
+        platform.send({"type": "UpdateCustomer", "customerId": "k1", "name": "K1 renamed"})
+        platform.project()
+        assert names(models) == [("k0", "K0"), ("k1", "K1 renamed"), ("k2", "K2")]
+        DeltaTable(platform.tables.uri("customers")).delete("customer_id = 'k2'")
+        assert names(models) == [("k0", "K0"), ("k1", "K1 renamed")]
+        rebuild(platform.tables, "customers", run_id="switch", force=True)
+        assert names(models) == [("k0", "K0"), ("k1", "K1 renamed"), ("k2", "K2")]
+        assert models.reads_parquet("customers")
+
+
+def test_parquet_path_quotes_file_paths(tmp_path: Path) -> None:
+    """A data folder with quotes in its name still reads (paths are SQL literals in the view)."""
+    from cqrs_dagster.settings import Settings
+
+    p = Platform(Settings(env="local", data_dir=tmp_path / 'it\'s "data"'))
+    try:
+        p.send({"type": "RegisterCustomer", "customerId": "q1", "name": "Q", "email": "q@x.io"})
+        p.project()
+        with ReadModels(p.tables) as models:
+            assert models.reads_parquet("customers")
+            got = models.execute("SELECT customer_id FROM customers WHERE customer_id = ?", ["q1"])
+        assert got.to_pylist() == [{"customer_id": "q1"}]
+    finally:
+        p.close()
+
+
+def test_tables_the_parquet_path_cannot_read_exactly_fall_back(seeded: Platform) -> None:
+    """Partitioned tables (values in the log) and newer reader protocols get no Parquet SELECT."""
+    from deltalake import DeltaTable
+
+    orders = seeded.tables.open("orders")
+    summary = seeded.tables.open("order_summary")
+    assert orders is not None and summary is not None
+    assert parquet_select(orders) is None
+    select = parquet_select(summary)
+    assert select is not None and "read_parquet" in select
+
+    class NewerProtocol(DeltaTable):
+        def protocol(self) -> Any:
+            from deltalake.table import ProtocolVersions
+
+            return ProtocolVersions(3, 7, ["deletionVectors"], ["deletionVectors"])
+
+    assert parquet_select(NewerProtocol(seeded.tables.uri("order_summary"))) is None
