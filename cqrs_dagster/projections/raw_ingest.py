@@ -10,11 +10,12 @@ dead_letter_events first; the checkpoint still moves past them.
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from cqrs_dagster.domain.events import EVENT_TYPES, EnvelopeError, EventEnvelope
@@ -22,6 +23,7 @@ from cqrs_dagster.domain.upcasting import upcast
 from cqrs_dagster.eventbus.port import EventBus, ReceivedEvent
 
 from .dead_letters import DeadLetter, write_dead_letters
+from .decode import decode_bodies
 from .delta_io import (
     Clock,
     Fault,
@@ -29,7 +31,6 @@ from .delta_io import (
     enqueued_app_id,
     from_micros,
     hit,
-    isin,
     row_count,
     scan,
     seq_app_id,
@@ -38,7 +39,7 @@ from .delta_io import (
     utc_now,
 )
 from .report import StepReport
-from .schemas import RAW_EVENTS, RAW_EVENTS_SCHEMA
+from .schemas import RAW_EVENTS, RAW_EVENTS_SCHEMA, TS
 from .tables import PARTITION_BY, TableStore
 
 STAGE = RAW_EVENTS
@@ -86,17 +87,23 @@ def read_batch(bus: EventBus, after: dict[int, int], max_events: int) -> list[Re
     return [e for p in sorted(got) for e in got[p]]
 
 
-def _existing_ids(table: DeltaTable, ids: list[str], dates: set[date]) -> set[str]:
-    """Event ids of ``ids`` already in raw_events, reading only the given date partitions."""
-    if not ids or not dates:
-        return set()
+def _existing_ids(table: DeltaTable, rows: pa.Table) -> pa.Array:
+    """Event ids of ``rows`` already in raw_events, reading only the date partitions of the rows
+    and, within them, the files whose event_id range overlaps the batch's (time-ordered ids)."""
+    if rows.num_rows == 0:
+        return pa.array([], pa.string())
+    ids = rows["event_id"]
+    dates = pc.unique(rows["event_date"]).to_pylist()
     found = scan(
         table,
-        [("event_date", "in", [d.isoformat() for d in sorted(dates)])],
-        isin("event_id", ids),
+        [
+            ("event_date", "in", [d.isoformat() for d in sorted(dates)]),
+            ("event_id", ">=", pc.min(ids).as_py()),
+            ("event_id", "<=", pc.max(ids).as_py()),
+        ],
         columns=["event_id"],
     )
-    return set(found.column("event_id").to_pylist())
+    return pc.filter(found["event_id"], pc.is_in(found["event_id"], ids))
 
 
 def _row(event: EventEnvelope, msg: ReceivedEvent, now: Any, seq: int) -> dict[str, Any]:
@@ -142,6 +149,57 @@ def _dead_letter(msg: ReceivedEvent, reason: str) -> DeadLetter:
     )
 
 
+def _decoded(messages: list[ReceivedEvent], now: datetime) -> tuple[pa.Table, list[DeadLetter]]:
+    """raw_events rows (without ``ingest_seq``) of the decodable messages, in bus order, and the
+    dead letters of the others. Canonical envelopes are decoded vectorized; the rest (old schema
+    versions, odd shapes, poison) one by one by :func:`parse_body`."""
+    decoded = decode_bodies([m.body for m in messages])
+    fast = decoded.filter(decoded["fast"]).drop_columns(["fast"])
+    letters: list[DeadLetter] = []
+    slow: list[dict[str, Any]] = []
+    for i in decoded.filter(pc.invert(decoded["fast"]))["i"].to_pylist():
+        msg = messages[i]
+        try:
+            event = parse_body(msg.body)
+        except EnvelopeError as exc:
+            letters.append(_dead_letter(msg, str(exc)))
+            continue
+        slow.append({"i": i, **_row(event, msg, now, 0)})
+    rows = fast
+    if slow:
+        names = fast.schema.names
+        slow_table = pa.Table.from_pylist(slow, schema=_with_index(RAW_EVENTS_SCHEMA))
+        rows = pa.concat_tables([fast, slow_table.select(names).cast(fast.schema)])
+        rows = rows.sort_by("i")
+    index = rows["i"]
+    position = pa.table(
+        {
+            "partition": pa.array([m.partition for m in messages], pa.int32()),
+            "sequence_number": pa.array([m.sequence_number for m in messages], pa.int64()),
+            "offset": pa.array([m.offset for m in messages], pa.int64()),
+            "enqueued_time": pa.array([m.enqueued_time for m in messages], TS),
+        }
+    ).take(index)
+    for name in position.schema.names:
+        rows = rows.append_column(name, position[name])
+    rows = rows.append_column("ingested_at", pa.array([now] * rows.num_rows, TS))
+    return rows, letters
+
+
+def _with_index(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field("i", pa.int64()), *schema])
+
+
+def _first_of_each_id(rows: pa.Table) -> pa.Table:
+    """Keep the first row (bus order) of each event id."""
+    if rows.num_rows == 0:
+        return rows
+    first = rows.group_by("event_id", use_threads=False).aggregate([("i", "min")])
+    if first.num_rows == rows.num_rows:
+        return rows
+    return rows.filter(pc.is_in(rows["i"], first["i_min"]))
+
+
 def ingest_raw_events(
     bus: EventBus,
     tables: TableStore,
@@ -160,34 +218,21 @@ def ingest_raw_events(
     newest_us = txn(table, enqueued_app_id(RAW_EVENTS))
     messages = read_batch(bus, after, max_events)
 
-    parsed: list[tuple[EventEnvelope, ReceivedEvent]] = []
-    letters: list[DeadLetter] = []
-    seen: set[str] = set()
-    in_batch_dupes = 0
-    for msg in messages:
-        try:
-            event = parse_body(msg.body)
-        except EnvelopeError as exc:
-            letters.append(_dead_letter(msg, str(exc)))
-            continue
-        if event.event_id in seen:
-            in_batch_dupes += 1
-            continue
-        seen.add(event.event_id)
-        parsed.append((event, msg))
-    existing = _existing_ids(
-        table, [e.event_id for e, _ in parsed], {e.timestamp.date() for e, _ in parsed}
-    )
-    fresh = [(e, m) for e, m in parsed if e.event_id not in existing]
-
     now = clock()
-    rows = [_row(e, m, now, last_seq + 1 + i) for i, (e, m) in enumerate(fresh)]
+    decoded, letters = _decoded(messages, now)
+    unique = _first_of_each_id(decoded)
+    existing = _existing_ids(table, unique)
+    fresh = unique.filter(pc.invert(pc.is_in(unique["event_id"], existing)))
+    fresh = fresh.append_column(
+        "ingest_seq", pa.array(range(last_seq + 1, last_seq + 1 + fresh.num_rows), pa.int64())
+    ).select(RAW_EVENTS_SCHEMA.names)
     checkpoint = {partition_app_id(p): after[p] for p in partitions}
     for msg in messages:
         checkpoint[partition_app_id(msg.partition)] = msg.sequence_number
-    if rows:
-        last_seq += len(rows)
-        newest_us = max(newest_us, max(to_micros(m.enqueued_time) for _, m in fresh))
+    if fresh.num_rows:
+        last_seq += fresh.num_rows
+        newest = pc.max(fresh["enqueued_time"]).as_py()
+        newest_us = max(newest_us, to_micros(newest))
     checkpoint[seq_app_id(RAW_EVENTS)] = last_seq
     checkpoint[enqueued_app_id(RAW_EVENTS)] = newest_us
 
@@ -198,7 +243,7 @@ def ingest_raw_events(
     if messages:
         write_deltalake(
             table,
-            pa.Table.from_pylist(rows, schema=RAW_EVENTS_SCHEMA),
+            fresh.cast(RAW_EVENTS_SCHEMA),
             mode="append",
             partition_by=PARTITION_BY[RAW_EVENTS],
             commit_properties=commit_props(checkpoint, run_id, "ingest_raw_events"),
@@ -209,10 +254,10 @@ def ingest_raw_events(
     return StepReport(
         table=RAW_EVENTS,
         events_read=len(messages),
-        events_applied=len(rows),
-        duplicates_skipped=in_batch_dupes + len(parsed) - len(fresh),
+        events_applied=fresh.num_rows,
+        duplicates_skipped=decoded.num_rows - fresh.num_rows,
         dead_lettered=len(letters),
-        rows_written=len(rows),
+        rows_written=fresh.num_rows,
         checkpoint=checkpoint,
         delta_version=version,
         row_count=row_count(table),

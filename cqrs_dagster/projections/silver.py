@@ -46,6 +46,7 @@ from .orders import fold_orders
 from .report import StepReport
 from .schemas import CUSTOMERS, ORDERS, RAW_EVENTS, SCHEMAS
 from .tables import TableStore
+from .vectorized import FastFold, fast_fold_customers, fast_fold_orders
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,16 @@ class SilverSpec:
     event_types: frozenset[str]
     fold: Callable[[Mapping[str, Row], Sequence[EventEnvelope]], FoldResult]
     partition: str | None = None
+    fast_fold: FastFold | None = None
 
 
 SPECS: dict[str, SilverSpec] = {
-    ORDERS: SilverSpec(ORDERS, "order_id", ORDER_EVENTS, fold_orders, "created_day"),
-    CUSTOMERS: SilverSpec(CUSTOMERS, "customer_id", CUSTOMER_EVENTS, fold_customers),
+    ORDERS: SilverSpec(
+        ORDERS, "order_id", ORDER_EVENTS, fold_orders, "created_day", fast_fold_orders
+    ),
+    CUSTOMERS: SilverSpec(
+        CUSTOMERS, "customer_id", CUSTOMER_EVENTS, fold_customers, None, fast_fold_customers
+    ),
 }
 
 
@@ -82,34 +88,65 @@ def envelope_from_raw(row: Mapping[str, Any]) -> EventEnvelope:
     )
 
 
-def current_rows(target: DeltaTable, spec: SilverSpec, keys: Sequence[str]) -> dict[str, Row]:
-    """The table's rows for ``keys``."""
+def current_table(target: DeltaTable, spec: SilverSpec, keys: Sequence[str]) -> pa.Table:
+    """The table's rows for ``keys`` (Arrow)."""
     if not keys:
-        return {}
+        return SCHEMAS[spec.table].empty_table()
     # Prune files on the keys' min/max (time-ordered ids keep recent keys in few files); a
     # 10k-value IN list makes the log replay itself slow.
     prune = [(spec.key, ">=", min(keys)), (spec.key, "<=", max(keys))]
-    found = scan(target, prune, isin(spec.key, keys))
-    return {r[spec.key]: r for r in found.to_pylist()}
+    return scan(target, prune, isin(spec.key, keys))
+
+
+def current_rows(target: DeltaTable, spec: SilverSpec, keys: Sequence[str]) -> dict[str, Row]:
+    """The table's rows for ``keys``."""
+    return {r[spec.key]: r for r in current_table(target, spec, keys).to_pylist()}
+
+
+def fold_batch(
+    spec: SilverSpec, mine: pa.Table, current: pa.Table
+) -> tuple[list[pa.Table], FoldResult, list[Row]]:
+    """Fold a batch of raw rows: clean keys vectorized, the others through the Python fold.
+
+    Returns the vectorized rows, the Python fold's result and the raw rows it folded.
+    """
+    fast: list[pa.Table] = []
+    fast_applied = 0
+    slow = mine
+    if spec.fast_fold is not None and mine.num_rows:
+        rows, fast_applied, others = spec.fast_fold(mine, current)
+        fast.append(rows)
+        slow = mine.filter(pc.is_in(mine["aggregate_id"], others))
+        current = current.filter(pc.is_in(current[spec.key], others))
+    raw_rows = slow.to_pylist()
+    result = spec.fold(
+        {r[spec.key]: r for r in current.to_pylist()}, [envelope_from_raw(r) for r in raw_rows]
+    )
+    merged = FoldResult(result.rows, result.applied + fast_applied, result.skipped, result.errors)
+    return fast, merged, raw_rows
 
 
 def merge_rows(
     target: DeltaTable,
     spec: SilverSpec,
-    rows: Sequence[Row],
+    rows: Sequence[Row] | pa.Table,
     checkpoint: Mapping[str, int],
     run_id: str,
     operation: str,
 ) -> None:
     """MERGE rows on the key (newer version wins) with ``checkpoint`` in the same commit."""
-    if not rows:
+    source = (
+        rows
+        if isinstance(rows, pa.Table)
+        else pa.Table.from_pylist(list(rows), schema=SCHEMAS[spec.table])
+    )
+    if source.num_rows == 0:
         if checkpoint:
             commit_checkpoints_only(target, spec.table, checkpoint, run_id, operation)
         return
-    source = pa.Table.from_pylist(list(rows), schema=SCHEMAS[spec.table])
     predicate = f"t.{spec.key} = s.{spec.key}"
     if spec.partition is not None:
-        days = sorted({r[spec.partition] for r in rows})
+        days = sorted(pc.unique(source[spec.partition]).to_pylist())
         listed = ", ".join(f"'{d.isoformat()}'" for d in days if isinstance(d, date))
         predicate += (
             f" AND t.{spec.partition} = s.{spec.partition} AND t.{spec.partition} IN ({listed})"
@@ -156,10 +193,8 @@ def project(
     if batch.num_rows:
         newest_us = max(newest_us, to_micros(pc.max(batch["enqueued_time"]).as_py()))
     mine = batch.filter(pc.is_in(batch["event_type"], pa.array(sorted(spec.event_types))))
-    raw_rows = mine.to_pylist()
-    events = [envelope_from_raw(r) for r in raw_rows]
-    keys = list(dict.fromkeys(e.aggregate_id for e in events))
-    result = spec.fold(current_rows(target, spec, keys), events)
+    keys = pc.unique(mine["aggregate_id"]).to_pylist()
+    fast, result, raw_rows = fold_batch(spec, mine, current_table(target, spec, keys))
 
     where = {r["event_id"]: r for r in raw_rows}
     letters = [
@@ -178,9 +213,10 @@ def project(
     write_dead_letters(tables, letters, run_id=run_id, clock=clock)
     checkpoint = {seq_app_id(spec.table): upto, enqueued_app_id(spec.table): newest_us}
     hit(fault, f"{spec.table}.before_merge")
-    merge_rows(
-        target, spec, list(result.rows.values()), checkpoint, run_id, f"project_{spec.table}"
+    rows = pa.concat_tables(
+        [*fast, pa.Table.from_pylist(list(result.rows.values()), schema=SCHEMAS[spec.table])]
     )
+    merge_rows(target, spec, rows, checkpoint, run_id, f"project_{spec.table}")
     hit(fault, f"{spec.table}.after_merge")
     return _report(
         spec.table,
@@ -188,11 +224,11 @@ def project(
         upto,
         newest_us,
         started,
-        events_read=len(events),
+        events_read=mine.num_rows,
         applied=result.applied,
         skipped=result.skipped,
         dead=len(letters),
-        written=len(result.rows),
+        written=rows.num_rows,
     )
 
 
