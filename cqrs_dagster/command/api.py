@@ -12,16 +12,25 @@ thread is parked per request.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES
 from cqrs_dagster.domain.errors import DomainError
-from cqrs_dagster.web.problems import ProblemError, problem_responses
-from cqrs_dagster.web.security import AUTH_RESPONSES, Principal, require_role
+from cqrs_dagster.web.problems import ProblemError, problem_response, problem_responses
+from cqrs_dagster.web.security import (
+    AUTH_RESPONSES,
+    ApiSecurity,
+    Principal,
+    presented_key,
+    require_role,
+)
 
 from .execution import (
     JSON_MEDIA_TYPE,
@@ -36,6 +45,7 @@ from .execution import (
 from .group_commit import CommitterClosed, GroupCommitter
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
+COMMANDS_PATH = "/api/v1/commands"
 
 
 class CommandAccepted(BaseModel):
@@ -61,21 +71,38 @@ async def read_json_body(request: Request) -> Any:
 
     The size is checked on Content-Length and while streaming, before the body is buffered whole.
     """
-    check_media_type(request.headers.get("content-type"))
-    declared = request.headers.get("content-length")
+    return await _read_json(request.headers, request.stream())
+
+
+async def _read_json(headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -> Any:
+    check_media_type(headers.get("content-type"))
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ProblemError(400, "malformed-request", "Content-Length is not a number")
         if int(declared) > MAX_BODY_BYTES:
             raise too_large()
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise too_large()
-        chunks.append(chunk)
-    return decode_json(b"".join(chunks))
+        parts.append(chunk)
+    return decode_json(b"".join(parts))
+
+
+async def _execute(state: Any, raw: Any, user_id: str) -> tuple[int, bytes]:
+    """Validate, apply through the group commit, and render: (status, JSON body)."""
+    command = validate_command(raw)
+    committer: GroupCommitter = state.committer
+    try:
+        result = await committer.execute(command, user_id)
+    except DomainError as exc:
+        raise domain_problem(exc) from exc
+    except CommitterClosed as exc:
+        raise ProblemError(503, "unavailable", "the command API is shutting down") from exc
+    return result_status_and_body(result)
 
 
 _DESCRIPTION = f"""
@@ -97,7 +124,7 @@ Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPE
 
 
 @router.post(
-    "/commands",
+    COMMANDS_PATH.removeprefix("/api/v1"),
     status_code=201,
     response_model=None,
     summary="Send a command",
@@ -124,13 +151,68 @@ async def post_command(
     principal: Annotated[Principal, Depends(require_role("writer"))],
     raw: Annotated[Any, Depends(read_json_body)],
 ) -> Response:
-    command = validate_command(raw)
-    committer: GroupCommitter = request.app.state.committer
-    try:
-        result = await committer.execute(command, principal.id)
-    except DomainError as exc:
-        raise domain_problem(exc) from exc
-    except CommitterClosed as exc:
-        raise ProblemError(503, "unavailable", "the command API is shutting down") from exc
-    status, body = result_status_and_body(result)
+    status, body = await _execute(request.app.state, raw, principal.id)
     return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
+class CommandFastPath:
+    """ASGI middleware serving ``POST /api/v1/commands`` without FastAPI's per-request machinery.
+
+    Same behaviour as :func:`post_command` (which stays the documented route, and the fallback
+    when this middleware is not installed): authenticate, authorize ``writer`` and rate-limit
+    first (401/403/429), then the body checks (415/413/400), validation (422), the group commit
+    (404/409), all errors as problem+json. It skips the routing, dependency solving and
+    exception-middleware layers, which cost more CPU per command than deciding the command.
+    Unexpected errors propagate to the app's error middleware (500 problem), as for any route.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != COMMANDS_PATH:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        headers = Headers(scope=scope)
+        client = scope.get("client")
+        try:
+            security: ApiSecurity = state.security
+            principal = security.admit(
+                presented_key(headers), client[0] if client else "unknown", "writer"
+            )
+            raw = await _read_json(headers, _body_chunks(receive))
+            status, body = await _execute(state, raw, principal.id)
+        except ProblemError as exc:
+            response = problem_response(
+                exc.status, exc.slug, exc.detail, errors=exc.errors, headers=exc.headers
+            )
+            await response(scope, receive, send)
+            return
+        except _Disconnected:
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return

@@ -97,6 +97,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     )
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
+    app.add_middleware(command_api.CommandFastPath)
     app.include_router(command_api.router)
     app.include_router(build_query_router(settings))
     app.add_api_route(

@@ -210,6 +210,25 @@ def _unauthorized(detail: str) -> ProblemError:
     )
 
 
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: ``X-API-Key``, else an ``Authorization: Bearer`` token.
+
+    The same reading as the FastAPI security schemes below (``APIKeyHeader``, ``HTTPBearer``
+    with ``auto_error=False``), for hosts that serve a route without FastAPI's dependencies.
+    """
+    api_key = headers.get(API_KEY_HEADER)
+    if api_key:
+        return api_key
+    authorization = headers.get("Authorization")
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if not scheme or not credentials or scheme.lower() != "bearer":
+        return None
+    return credentials
+
+
 def require_role(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A FastAPI dependency: the caller's :class:`Principal`, if its key has ``role`` or above.
 

@@ -280,3 +280,52 @@ class WriteStoreContract:
         assert store.pending_events(10) == []
         later = commit(store, "a", 2)
         assert store.pending_events(10) == list(later)
+
+    # -- group commit (WriteStore.batch) --------------------------------------------------------
+
+    def test_batch_saves_are_durable_after_the_block_and_keep_commit_order(
+        self, store: WriteStore
+    ) -> None:
+        a1, a2, b1 = make_event("a", 1), make_event("a", 2), make_event("b", 1)
+        with store.batch() as batch:
+            batch.prefetch([(ORDER, "a"), (ORDER, "b")], ["k1"])
+            assert batch.load(ORDER, "a") is None
+            batch.save(StoredAggregate(ORDER, "a", 1, {"v": 1}), 0, (a1,), "k1", {"n": 1})
+            batch.save(StoredAggregate(ORDER, "b", 1, {"v": 1}), 0, (b1,), "k2", {"n": 2})
+            # Later commands of the batch see its earlier saves.
+            seen = batch.load(ORDER, "a")
+            assert seen is not None and seen.version == 1 and seen.state == {"v": 1}
+            assert batch.command_result("k1") == {"n": 1}
+            batch.save(StoredAggregate(ORDER, "a", 2, {"v": 2}), 1, (a2,), "k3", {"n": 3})
+        stored = store.load(ORDER, "a")
+        assert stored is not None and stored.version == 2 and stored.state == {"v": 2}
+        assert store.command_result("k3") == {"n": 3}
+        assert store.pending_events(10) == [a1, b1, a2]
+
+    def test_batch_failing_save_writes_nothing_and_the_others_commit(
+        self, store: WriteStore
+    ) -> None:
+        commit(store, "x", 0)
+        good1, good2 = make_event("g1", 1), make_event("g2", 1)
+        with store.batch() as batch:
+            batch.save(StoredAggregate(ORDER, "g1", 1, {}), 0, (good1,), "k-g1", {"ok": 1})
+            with pytest.raises(VersionConflict):  # x is at version 1
+                batch.save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-x", {})
+            with pytest.raises(DuplicateCommand):  # k-g1 was saved earlier in this batch
+                batch.save(
+                    StoredAggregate(ORDER, "g3", 1, {}), 0, (make_event("g3", 1),), "k-g1", {}
+                )
+            batch.save(StoredAggregate(ORDER, "g2", 1, {}), 0, (good2,), "k-g2", {"ok": 2})
+        assert store.command_result("k-x") is None and store.load(ORDER, "g3") is None
+        assert store.command_result("k-g1") == {"ok": 1}
+        stored = store.load(ORDER, "x")
+        assert stored is not None and stored.version == 1
+        assert [e.aggregate_id for e in store.pending_events(10)] == ["x", "g1", "g2"]
+
+    def test_batch_duplicate_of_a_stored_command_id_wins_over_a_version_conflict(
+        self, store: WriteStore
+    ) -> None:
+        commit(store, "x", 0, command_id="k-stored")
+        with store.batch() as batch, pytest.raises(DuplicateCommand):
+            batch.save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-stored", {})
+        assert len(store.pending_events(10)) == 1
