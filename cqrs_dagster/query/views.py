@@ -10,8 +10,8 @@ Tables are re-read on every :meth:`ReadModels.refresh` (``update_incremental``: 
 entries), so each query sees the newest commit.
 
 This package's own SQL (:meth:`ReadModels.execute`: the query API's lookups, read-your-writes
-checks) runs on a second, unlocked connection where a local, unpartitioned table with a plain
-protocol is read by DuckDB's own Parquet reader over exactly the snapshot's files: it prunes files
+checks) runs on a second, unlocked connection where a local table with a plain protocol (and
+date or integer partition columns) is read by DuckDB's own Parquet reader over exactly the snapshot's files: it prunes files
 and row groups on their statistics and decodes the other columns only for matching rows, so a
 lookup by id in 5M rows reads one row group's id column (milliseconds) where the pyarrow dataset
 scan decodes every row (about 1 s). Every other table is read through its pyarrow dataset there too.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -107,49 +108,82 @@ def _quoted(text: str, quote: str = "'") -> str:
     return quote + text.replace(quote, quote * 2) + quote
 
 
-def _local_files(table: DeltaTable) -> list[str] | None:
-    """The snapshot's data files as local paths (None for a remote table or remote files).
+# Partition column types whose value DuckDB reads back exactly from a ``col=value`` folder.
+_HIVE_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER", pa.int64(): "BIGINT"}
+
+
+def _local_root(table: DeltaTable) -> str | None:
+    uri = table.table_uri
+    if uri.startswith("file://"):
+        return url2pathname(unquote(urlparse(uri).path))
+    return None if "://" in uri else uri
+
+
+def _partition_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _local_files(table: DeltaTable, partition_columns: Sequence[str]) -> list[str] | None:
+    """The snapshot's data files as local paths; None for a remote table, remote files, or a
+    partitioned file whose ``col=value`` folders are not exactly its partition values in the log.
 
     The log's paths are percent-encoded and relative to the table root (``file_uris()`` leaves
     them encoded, which a folder named ``it's data`` shows).
     """
-    uri = table.table_uri
-    if uri.startswith("file://"):
-        root = url2pathname(unquote(urlparse(uri).path))
-    elif "://" in uri:
+    root = _local_root(table)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if root is None or actions.num_rows == 0:
         return None
-    else:
-        root = uri
-    actions = pa.table(table.get_add_actions())
-    if actions.num_rows == 0:
-        return None
-    paths = actions.column("path").to_pylist()
+    paths = [unquote(p) for p in actions.column("path").to_pylist()]
     if any("://" in p for p in paths):
         return None
-    return [os.path.join(root, unquote(p)) for p in paths]
+    values = [actions.column(f"partition.{c}").to_pylist() for c in partition_columns]
+    for n, path in enumerate(paths):
+        folders = path.split("/")[:-1]
+        expected = []
+        for column, column_values in zip(partition_columns, values, strict=True):
+            if column_values[n] is None:
+                return None  # a null partition value has no exact folder form
+            expected.append(f"{column}={_partition_text(column_values[n])}")
+        if folders != expected:
+            return None
+    return [os.path.join(root, p) for p in paths]
 
 
 def parquet_select(table: DeltaTable) -> str | None:
     """A SELECT reading the table's current files with DuckDB's Parquet reader, typed as the
     pyarrow dataset is; None where that would not be exactly the Delta snapshot or cannot read it.
 
-    Exact only for reader protocol 1 (no deletion vectors, no column mapping) and no partition
-    columns (Delta keeps partition values in the log, not in the files); local files only.
+    Exact for reader protocol 1 (no deletion vectors, no column mapping) on local files. Delta
+    keeps partition values in the log, not in the files: DuckDB reads them from the ``col=value``
+    folders (hive partitioning), so partition columns must be dates or integers and every file's
+    folders must match its logged values.
     """
-    if table.protocol().min_reader_version != 1 or table.metadata().partition_columns:
+    if table.protocol().min_reader_version != 1:
         return None
-    files = _local_files(table)
+    schema = pa.schema(table.schema().to_arrow())
+    partition_columns = list(table.metadata().partition_columns)
+    hive = []
+    for column in partition_columns:
+        hive_type = _HIVE_TYPES.get(schema.field(column).type)
+        if hive_type is None:
+            return None
+        hive.append(f"{_quoted(column)}: {hive_type}")
+    files = _local_files(table, partition_columns)
     if not files:
         return None
     columns = []
-    for f in pa.schema(table.schema().to_arrow()):
+    for f in schema:
         duck = _duck_type(f.type)
         if duck is None:
             return None
         name = _quoted(f.name, '"')
         columns.append(f"CAST({name} AS {duck}) AS {name}")
+    options = "union_by_name = true, hive_partitioning = " + (
+        f"true, hive_types = {{{', '.join(hive)}}}" if hive else "false"
+    )
     listed = ", ".join(_quoted(f) for f in files)
-    return f"SELECT {', '.join(columns)} FROM read_parquet([{listed}], union_by_name = true)"
+    return f"SELECT {', '.join(columns)} FROM read_parquet([{listed}], {options})"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -213,13 +213,13 @@ def test_open_views_follow_a_blue_green_switch(platform: Platform) -> None:
 
 @pytest.mark.parametrize("name", READ_MODELS)
 def test_package_sql_reads_what_the_view_reads(seeded: Platform, name: str) -> None:
-    """execute() (the API's own SQL) reads local unpartitioned tables with DuckDB's Parquet
-    reader over the snapshot's files: same rows, same column types as the caller's view."""
+    """execute() (the API's own SQL) reads local tables with DuckDB's Parquet reader over the
+    snapshot's files (partition values from the folders): same rows and column types as the
+    caller's view."""
     with ReadModels(seeded.tables) as models:
         caller = models.query(f"SELECT * FROM {name}")
         own = models.execute(f"SELECT * FROM {name}")
-        partitioned = name in PARTITION_BY
-        assert models.reads_parquet(name) is not partitioned
+        assert models.reads_parquet(name)
     assert own.schema == caller.schema
     assert _sorted(own, SORT_KEYS[name]) == _sorted(caller, SORT_KEYS[name])
 
@@ -269,16 +269,17 @@ def test_parquet_path_quotes_file_paths(tmp_path: Path) -> None:
         p.close()
 
 
-def test_tables_the_parquet_path_cannot_read_exactly_fall_back(seeded: Platform) -> None:
-    """Partitioned tables (values in the log) and newer reader protocols get no Parquet SELECT."""
-    from deltalake import DeltaTable
+def test_tables_the_parquet_path_cannot_read_exactly_fall_back(
+    seeded: Platform, tmp_path: Path
+) -> None:
+    """No Parquet SELECT for newer reader protocols, string or null partition values; the
+    date-partitioned tables read the partition column from their folders."""
+    from deltalake import DeltaTable, write_deltalake
 
     orders = seeded.tables.open("orders")
-    summary = seeded.tables.open("order_summary")
-    assert orders is not None and summary is not None
-    assert parquet_select(orders) is None
-    select = parquet_select(summary)
-    assert select is not None and "read_parquet" in select
+    assert orders is not None and PARTITION_BY["orders"] == ["created_day"]
+    select = parquet_select(orders)
+    assert select is not None and "hive_types = {'created_day': DATE}" in select
 
     class NewerProtocol(DeltaTable):
         def protocol(self) -> Any:
@@ -287,3 +288,21 @@ def test_tables_the_parquet_path_cannot_read_exactly_fall_back(seeded: Platform)
             return ProtocolVersions(3, 7, ["deletionVectors"], ["deletionVectors"])
 
     assert parquet_select(NewerProtocol(seeded.tables.uri("order_summary"))) is None
+
+    by_text = str(tmp_path / "by_text")
+    write_deltalake(by_text, pa.table({"k": ["a", "b"], "v": [1, 2]}), partition_by=["k"])
+    assert parquet_select(DeltaTable(by_text)) is None
+    with_null = str(tmp_path / "with_null")
+    data = pa.table({"k": pa.array([1, None], pa.int64()), "v": [1, 2]})
+    write_deltalake(with_null, data, partition_by=["k"])
+    assert parquet_select(DeltaTable(with_null)) is None
+    by_int = str(tmp_path / "by_int")
+    write_deltalake(
+        by_int, pa.table({"k": pa.array([1, 2], pa.int64()), "v": [3, 4]}), partition_by=["k"]
+    )
+    select = parquet_select(DeltaTable(by_int))
+    assert select is not None
+    import duckdb
+
+    got = duckdb.connect().sql(f"SELECT k, v FROM ({select}) ORDER BY k").fetchall()
+    assert got == [(1, 3), (2, 4)]
