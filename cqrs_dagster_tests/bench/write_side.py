@@ -1,21 +1,34 @@
-"""Write side: commands/s through the CommandHandler (SQLite FULL vs NORMAL) and through HTTP.
+"""Write side (issue 7 a, b): commands/s through the group commit, and through HTTP.
 
 Workload: per customer, three commands (RegisterCustomer, CreateOrder with two lines,
 UpdateOrderStatus -> Paid), so a third of the commands create, two thirds read-modify-write.
-Every command is one atomic write of state + outbox + command id.
+Every command is one atomic write of state + outbox + command id, at synchronous=FULL.
 
-- handler: validated commands straight into ``CommandHandler.handle`` (parsing excluded).
-- bare commit: one-row SQLite commits on the same disk, the fsync floor the handler sits on.
-- HTTP: ``cqrs api`` as a real uvicorn process (store at the default FULL, open mode, rate limit
-  off), httpx clients with keep-alive: one client and concurrent clients with the relay thread on
-  (it competes for SQLite's write lock and the CPU), and one client with ``--no-relay``.
+- (a) handler, 64 in flight: 64 asyncio tasks, each sending its own customers' commands one after
+  another and awaiting each acknowledgment from the :class:`GroupCommitter` (one writer thread,
+  one ``BEGIN IMMEDIATE .. COMMIT`` per batch). Parsing excluded. Checked afterwards: every
+  command is in the store.
+- peer: ``eventsourcing`` creating orders (one event, one commit each), same run.
+- single-command handler: ``CommandHandler.handle`` one at a time (one commit per command), and
+  the bare one-row SQLite commit rate on the same disk (the fsync floor it sits on).
+- (b) HTTP: ``cqrs api`` as a real uvicorn process with the outbox relay on (store FULL, open
+  mode, rate limit off). Max throughput: ``wrk`` (C, one connection per thread, Lua script
+  ``write_side.lua`` giving every request unique ids and a commandId), closed loop. Latency: an
+  OPEN-loop generator here (asyncio, keep-alive pool) sends at a fixed 1,000 commands/s on a
+  fixed schedule and measures each latency from the request's SCHEDULED send time, so a stalled
+  server is not hidden by a generator that waits for it (coordinated omission). After each load,
+  the server is stopped and every acknowledged (201) command is looked up in the store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 import sqlite3
+import statistics
+import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +37,10 @@ from typing import Any, Literal
 
 import httpx
 
+from cqrs_dagster.command.group_commit import GroupCommitter
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
-from cqrs_dagster.domain.commands import parse_command
+from cqrs_dagster.domain.commands import Command, parse_command
 from cqrs_dagster_tests.fixtures.procs import (
     ROOT,
     free_port,
@@ -36,11 +50,20 @@ from cqrs_dagster_tests.fixtures.procs import (
     wait_until,
 )
 
-from . import Measurement, Report
+from . import Measurement, Ratio, Report, Series, Target, profiled, sized
+from .peer import command_rate as peer_command_rate
 
-HANDLER_CUSTOMERS = 1_000  # x3 commands per repetition
-HTTP_CUSTOMERS = 300
-CLIENTS = 4
+IN_FLIGHT = 64
+A_CUSTOMERS_PER_TASK = sized(60, 521)  # x3 x 64: ~11.5k (quick) / 100k (full) commands
+SINGLE_COMMANDS = sized(1_500, 6_000)
+BARE_COMMITS = sized(1_500, 6_000)
+PEER_COMMANDS = sized(1_500, 6_000)
+HTTP_SECONDS = sized(5, 30)  # wrk, closed loop
+HTTP_CONNECTIONS = 32
+LATENCY_RATE = 1_000  # commands/s, open loop
+LATENCY_SECONDS = sized(6, 30)
+LATENCY_POOL = 64  # keep-alive connections of the open-loop generator
+LUA = Path(__file__).with_name("write_side.lua")
 
 
 def workload(prefix: str, customers: int) -> Iterator[dict[str, Any]]:
@@ -59,8 +82,65 @@ def workload(prefix: str, customers: int) -> Iterator[dict[str, Any]]:
         yield {"type": "UpdateOrderStatus", "orderId": oid, "status": "Paid"}
 
 
-def handler_rate(synchronous: Literal["FULL", "NORMAL"], folder: Path) -> float:
-    commands = [parse_command(c) for c in workload("h", HANDLER_CUSTOMERS)]
+def _count(db: Path, table: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+# -- (a) the group commit, 64 in flight ------------------------------------------------------
+
+
+def committer_rate(folder: Path, customers_per_task: int, in_flight: int = IN_FLIGHT) -> float:
+    """Commands/s with ``in_flight`` asyncio tasks each awaiting its acknowledgment (FULL)."""
+    streams: list[list[Command]] = [
+        [parse_command(c) for c in workload(f"a{k}", customers_per_task)] for k in range(in_flight)
+    ]
+    total = sum(len(s) for s in streams)
+    db = folder / "a.sqlite"
+    store = SqliteWriteStore(db, synchronous="FULL")
+    committer = GroupCommitter(CommandHandler(store))
+
+    async def main() -> None:
+        async def task(commands: list[Command]) -> None:
+            for command in commands:
+                await committer.execute(command)
+
+        await asyncio.gather(*(task(s) for s in streams))
+
+    try:
+        start = time.perf_counter()
+        asyncio.run(main())
+        elapsed = time.perf_counter() - start
+    finally:
+        committer.close()
+        store.close()
+    if (stored := _count(db, "commands")) != total:
+        raise RuntimeError(f"group commit: {total} acknowledged, {stored} in the store")
+    return total / elapsed
+
+
+def profile_batches(folder: Path) -> None:
+    """The writer thread's CPU per command: ``handle_batch`` on batches of 64, profiled."""
+    streams = [[parse_command(c) for c in workload(f"p{k}", 30)] for k in range(IN_FLIGHT)]
+    batches = [[(s[i], "bench") for s in streams] for i in range(len(streams[0]))]
+    store = SqliteWriteStore(folder / "profile.sqlite", synchronous="FULL")
+    try:
+        handler = CommandHandler(store)
+        with profiled("write_side-handle_batch-64"):
+            for batch in batches:
+                handler.handle_batch(batch)
+    finally:
+        store.close()
+
+
+# -- single-command handler and the fsync floor -----------------------------------------------
+
+
+def handler_rate(folder: Path, n: int, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> float:
+    commands = [parse_command(c) for c in workload("h", n // 3)]
     store = SqliteWriteStore(folder / f"write-{synchronous}.sqlite", synchronous=synchronous)
     try:
         handler = CommandHandler(store)
@@ -72,14 +152,13 @@ def handler_rate(synchronous: Literal["FULL", "NORMAL"], folder: Path) -> float:
         store.close()
 
 
-def bare_commit_rate(synchronous: Literal["FULL", "NORMAL"], folder: Path) -> float:
-    """Baseline: one-row SQLite WAL commits/s on the same disk (the fsync floor)."""
-    conn = sqlite3.connect(folder / f"bare-{synchronous}.sqlite", isolation_level=None)
+def bare_commit_rate(folder: Path, n: int) -> float:
+    """Baseline: one-row SQLite WAL commits/s at FULL on the same disk (the fsync floor)."""
+    conn = sqlite3.connect(folder / "bare.sqlite", isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
-        n = HANDLER_CUSTOMERS * 3
         start = time.perf_counter()
         for i in range(n):
             conn.execute("BEGIN IMMEDIATE")
@@ -90,17 +169,12 @@ def bare_commit_rate(synchronous: Literal["FULL", "NORMAL"], folder: Path) -> fl
         conn.close()
 
 
-def _post_all(base_url: str, commands: list[dict[str, Any]]) -> None:
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        for command in commands:
-            response = http.post("/api/v1/commands", json=command)
-            if response.status_code != 201:
-                raise RuntimeError(f"{response.status_code}: {response.text}")
+# -- (b) HTTP -----------------------------------------------------------------------------------
 
 
 @contextmanager
-def serve(folder: Path, name: str, *, relay: bool) -> Iterator[str]:
-    """A fresh ``cqrs api`` process on its own data dir; yields its base URL."""
+def serve(data_dir: Path, log: Path) -> Iterator[int]:
+    """A fresh ``cqrs api`` process (relay on, store FULL, open, no rate limit); yields its port."""
     port = free_port()
     env = {
         "CQRS_ENV": "local",
@@ -108,89 +182,229 @@ def serve(folder: Path, name: str, *, relay: bool) -> Iterator[str]:
         "CQRS_RATE_LIMIT_PER_SECOND": "0",
         "CQRS_SQLITE_SYNCHRONOUS": "FULL",
     }
-    args = [str(ROOT / ".venv/bin/cqrs"), "api", "--data-dir", str(folder / name)]
-    args += ["--port", str(port), "--log-level", "warning", *([] if relay else ["--no-relay"])]
-    proc = start_group(args, folder / f"{name}.log", env)
-    base_url = f"http://127.0.0.1:{port}"
+    args = [str(ROOT / ".venv/bin/cqrs"), "api", "--data-dir", str(data_dir)]
+    proc = start_group([*args, "--port", str(port), "--log-level", "warning"], log, env)
     try:
         wait_for_port(port, timeout=60, proc=proc)
-        with httpx.Client(base_url=base_url) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
             wait_until(lambda: http.get("/api/v1/healthz").status_code == 200, timeout=30)
-        yield base_url
+        yield port
     finally:
         stop_group(proc)
 
 
-def sequential_rate(base_url: str, prefix: str) -> float:
-    commands = list(workload(prefix, HTTP_CUSTOMERS))
-    start = time.perf_counter()
-    _post_all(base_url, commands)
-    return len(commands) / (time.perf_counter() - start)
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
 
 
-def concurrent_rate(base_url: str, prefix: str) -> float:
-    batches = [list(workload(f"{prefix}-{n}", HTTP_CUSTOMERS // CLIENTS)) for n in range(CLIENTS)]
-    errors: list[BaseException] = []
+def http_max(port: int, prefix: str, seconds: int) -> dict[str, Any]:
+    """Closed-loop max throughput with wrk; the summary its Lua script prints (JSON)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{HTTP_CONNECTIONS}",
+            f"-c{HTTP_CONNECTIONS}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            f"http://127.0.0.1:{port}",
+            "--",
+            prefix,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return summary
 
-    def client(batch: list[dict[str, Any]]) -> None:
-        try:
-            _post_all(base_url, batch)
-        except BaseException as exc:  # re-raised after the join
-            errors.append(exc)
 
-    threads = [threading.Thread(target=client, args=(b,)) for b in batches]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return sum(len(b) for b in batches) / elapsed
+def missing_acknowledged(db: Path, prefix: str, ok: dict[str, int]) -> int:
+    """How many of wrk's acknowledged commands are NOT in the store (a thread's first ``ok``)."""
+    conn = sqlite3.connect(db)
+    try:
+        missing = 0
+        for tid, n in ok.items():
+            ids = [f"{prefix}-t{tid}-{j}" for j in range(n)]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                found = conn.execute(
+                    f"SELECT count(*) FROM commands WHERE command_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchone()[0]
+                missing += len(chunk) - int(found)
+        return missing
+    finally:
+        conn.close()
+
+
+def _open_loop_bodies(prefix: str, n: int, rate: int) -> list[bytes]:
+    """``n`` command bodies in send order; a customer's next command comes 0.2 s after its last.
+
+    Customers are interleaved in blocks of ``rate // 5`` so that, on a fixed schedule, a command
+    is sent 0.2 s after the command it depends on (an open-loop generator does not wait).
+    """
+    block = max(1, rate // 5)
+    bodies: list[bytes] = []
+    base = 0
+    while len(bodies) < n:
+        per_customer = [list(workload(f"{prefix}-{base + k}", 1)) for k in range(block)]
+        for step in range(3):
+            bodies += [json.dumps(cmds[step]).encode() for cmds in per_customer]
+        base += block
+    return bodies[:n]
+
+
+async def _open_loop(port: int, bodies: list[bytes], rate: int) -> list[tuple[float, float, int]]:
+    """Send ``bodies`` at ``rate``/s on a fixed schedule; (scheduled s, latency ms, status)."""
+    loop = asyncio.get_running_loop()
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(LATENCY_POOL):
+        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    results: list[tuple[float, float, int]] = []
+    head = (
+        f"POST /api/v1/commands HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nContent-Length: "
+    ).encode()
+
+    async def one(scheduled: float, body: bytes) -> None:
+        reader, writer = await idle.get()
+        writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        header = await reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        length = 0
+        for line in header.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+        results.append((scheduled - start, (loop.time() - scheduled) * 1000, status))
+        idle.put_nowait((reader, writer))
+
+    start = loop.time() + 0.1
+    tasks = []
+    for i, body in enumerate(bodies):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(scheduled, body)))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        _, writer = idle.get_nowait()
+        writer.close()
+    return results
+
+
+def open_loop_latency(
+    port: int, prefix: str, rate: int, seconds: int
+) -> list[tuple[float, float, int]]:
+    bodies = _open_loop_bodies(prefix, rate * seconds, rate)
+    try:
+        import uvloop
+
+        return uvloop.run(_open_loop(port, bodies, rate))
+    except ImportError:  # pragma: no cover - uvloop is installed with uvicorn[standard]
+        return asyncio.run(_open_loop(port, bodies, rate))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the report ---------------------------------------------------------------------------------
 
 
 def run(repetitions: int) -> Report:
-    n_handler, n_http = HANDLER_CUSTOMERS * 3, HTTP_CUSTOMERS * 3
+    n_a = A_CUSTOMERS_PER_TASK * 3 * IN_FLIGHT
     report = Report(
-        "write side: commands/s (RegisterCustomer, CreateOrder, UpdateOrderStatus)",
+        "write side: commands/s (RegisterCustomer, CreateOrder, UpdateOrderStatus), SQLite FULL",
         notes=[
-            f"handler: {n_handler} commands per repetition, parsing excluded; bare commit: "
-            f"{n_handler} one-row SQLite commits (the disk's fsync floor)",
-            f"HTTP: cqrs api (uvicorn, store FULL), {n_http} commands per repetition, "
-            f"one keep-alive client, or {CLIENTS} concurrent ones",
+            f"(a) {IN_FLIGHT} asyncio tasks each awaiting its acknowledgment from the group "
+            f"committer, {n_a:,} commands per repetition, parsing excluded, store FULL",
+            f"peer: eventsourcing 9.5.6 creating {PEER_COMMANDS:,} orders (one event each)",
+            f"single: CommandHandler.handle one command at a time, {SINGLE_COMMANDS:,} commands; "
+            f"bare: {BARE_COMMITS:,} one-row FULL commits (the disk's fsync floor)",
+            f"(b) cqrs api (uvicorn + uvloop + httptools, relay on, FULL): wrk -t{HTTP_CONNECTIONS} "
+            f"-c{HTTP_CONNECTIONS} for {HTTP_SECONDS} s (closed loop); latency: open loop at "
+            f"{LATENCY_RATE}/s for {LATENCY_SECONDS} s, measured from each request's scheduled "
+            "send time; load generators on the same 2 cores; every 201 checked in the store",
         ],
     )
-    names = {
-        "bare_full": "bare SQLite commit, FULL",
-        "bare_normal": "bare SQLite commit, NORMAL",
-        "full": "handler, SQLite FULL",
-        "normal": "handler, SQLite NORMAL",
-        "seq": "HTTP, 1 client, relay on",
-        "conc": f"HTTP, {CLIENTS} clients, relay on",
-        "seq_norelay": "HTTP, 1 client, --no-relay",
-    }
-    m = {key: Measurement(name, "commands/s") for key, name in names.items()}
-    m["bare_full"].unit = m["bare_normal"].unit = "commits/s"
-    report.measurements += list(m.values())
+    a = Measurement(
+        f"handler, {IN_FLIGHT} in flight (group commit), FULL",
+        "commands/s",
+        target=Target(">=", 15_000),
+        key="a",
+    )
+    peer = Measurement("peer (eventsourcing), one command at a time", "commands/s", key="a")
+    single = Measurement("handler, one command at a time, FULL", "commands/s")
+    bare = Measurement("bare SQLite commit, FULL", "commits/s")
+    http = Measurement(
+        f"HTTP max throughput, {HTTP_CONNECTIONS} connections, relay on",
+        "commands/s",
+        target=Target(">=", 3_000),
+        key="b",
+    )
+    p50 = Measurement(f"HTTP p50 latency at {LATENCY_RATE}/s (open loop)", "ms", key="b")
+    p99 = Measurement(
+        f"HTTP p99 latency at {LATENCY_RATE}/s (open loop)",
+        "ms",
+        target=Target("<=", 50),
+        key="b",
+    )
+    report.measurements += [a, peer, single, bare, http, p50, p99]
     report.ratios = [
-        (names["full"], names["bare_full"]),
-        (names["normal"], names["full"]),
-        (names["seq"], names["full"]),
-        (names["conc"], names["seq"]),
-        (names["seq"], names["seq_norelay"]),
+        Ratio(a.name, peer.name, Target(">=", 4), key="a"),
+        Ratio(a.name, single.name),
+        Ratio(single.name, bare.name),
     ]
+    scatter = Series(
+        "http-latency",
+        f"POST /api/v1/commands at {LATENCY_RATE}/s (open loop): latency of each request",
+        "seconds into the run",
+        "latency from scheduled send (ms)",
+        style="scatter",
+        hlines={"p99 target (50 ms)": 50.0},
+    )
+    report.series.append(scatter)
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-") as tmp:
         for r in range(repetitions):
             folder = Path(tmp) / f"rep{r}"
             folder.mkdir()
-            m["bare_full"].values.append(bare_commit_rate("FULL", folder))
-            m["bare_normal"].values.append(bare_commit_rate("NORMAL", folder))
-            m["full"].values.append(handler_rate("FULL", folder))
-            m["normal"].values.append(handler_rate("NORMAL", folder))
-            with serve(folder, "relay", relay=True) as url:
-                m["seq"].values.append(sequential_rate(url, "s"))
-                m["conc"].values.append(concurrent_rate(url, "c"))
-            with serve(folder, "norelay", relay=False) as url:
-                m["seq_norelay"].values.append(sequential_rate(url, "s"))
+            bare.values.append(bare_commit_rate(folder, BARE_COMMITS))
+            single.values.append(handler_rate(folder, SINGLE_COMMANDS))
+            a.values.append(committer_rate(folder, A_CUSTOMERS_PER_TASK))
+            peer_dir = folder / "peer"
+            peer_dir.mkdir()
+            peer.values.append(peer_command_rate(peer_dir, PEER_COMMANDS))
+            if r == 0:
+                profile_batches(folder)
+            if not wrk_available():
+                report.notes.append("wrk is not installed (apt-get install wrk): HTTP skipped")
+                continue
+            data_dir = folder / "api"
+            with serve(data_dir, folder / "api.log") as port:
+                summary = http_max(port, f"r{r}", HTTP_SECONDS)
+                latencies = open_loop_latency(port, f"l{r}", LATENCY_RATE, LATENCY_SECONDS)
+            # The server is stopped: every acknowledged command must be in the store.
+            missing = missing_acknowledged(data_dir / "write.sqlite", f"r{r}", summary["ok"])
+            acknowledged = sum(summary["ok"].values())
+            failed = [s for _, _, s in latencies if s != 201]
+            if missing or summary["non201"] or summary["socket_errors"] or failed:
+                report.notes.append(
+                    f"repetition {r}: {missing} acknowledged commands missing from the store, "
+                    f"wrk non-201 {summary['non201']}, socket errors {summary['socket_errors']}, "
+                    f"open-loop non-201 {len(failed)}"
+                )
+            http.values.append(acknowledged / summary["seconds"])
+            ms = [lat for _, lat, _ in latencies]
+            p50.values.append(statistics.median(ms))
+            p99.values.append(_percentile(ms, 0.99))
+            if r == 0:
+                step = max(1, len(latencies) // 3_000)
+                scatter.lines["latency"] = [(t, lat) for t, lat, _ in latencies[::step]]
+    report.profiles.append("bench/results/profiles/write_side-handle_batch-64.txt")
     return report
