@@ -59,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        access_log=_logs_access(args.log_level),
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _logs_access(log_level: str) -> bool:
+    """The access log is INFO: above that level, skip the per-request log call altogether."""
+    level = logging.getLevelName(log_level.upper())
+    return not isinstance(level, int) or level <= logging.INFO
