@@ -102,7 +102,7 @@ def build_order_summary(
         )
         hit(fault, "order_summary.after_merge")
         return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
-    batch = read_raw_range(raw, after, upto)
+    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id"])
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
     customer_ids = pc.unique(
         batch.filter(isin("event_type", [CUSTOMER_REGISTERED, CUSTOMER_UPDATED]))["aggregate_id"]
@@ -202,7 +202,7 @@ def build_daily_order_metrics(
         hit(fault, "daily_order_metrics.before_commit")
         write_deltalake(target, rows, mode="overwrite", commit_properties=props)
     else:
-        batch = read_raw_range(raw, after, upto)
+        batch = read_raw_range(raw, after, upto, ["event_type", "event_timestamp"])
         events_read = batch.num_rows
         created = batch.filter(pc.field("event_type") == ORDER_CREATED)
         days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))

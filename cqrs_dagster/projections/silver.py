@@ -71,6 +71,26 @@ SPECS: dict[str, SilverSpec] = {
 }
 
 
+# What a silver step reads of raw_events: the envelope, its bus position (dead letters) and the
+# enqueued time (lag), not ``offset`` / ``ingested_at`` / ``event_date``.
+RAW_COLUMNS = [
+    "event_id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_type",
+    "version",
+    "event_timestamp",
+    "correlation_id",
+    "causation_id",
+    "data",
+    "metadata",
+    "schema_version",
+    "partition",
+    "sequence_number",
+    "enqueued_time",
+]
+
+
 def envelope_from_raw(row: Mapping[str, Any]) -> EventEnvelope:
     """Rebuild the event envelope from a raw_events row."""
     return EventEnvelope(
@@ -189,7 +209,7 @@ def project(
     if raw is None or raw_last <= after:
         return _report(spec.table, target, after, newest_us, started)
     upto = min(after + max_events, raw_last)
-    batch = read_raw_range(raw, after, upto)
+    batch = read_raw_range(raw, after, upto, RAW_COLUMNS)
     if batch.num_rows:
         newest_us = max(newest_us, to_micros(pc.max(batch["enqueued_time"]).as_py()))
     mine = batch.filter(pc.is_in(batch["event_type"], pa.array(sorted(spec.event_types))))

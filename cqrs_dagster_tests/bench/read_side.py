@@ -1,18 +1,16 @@
-"""Read-side benchmark: per-batch silver MERGE time (project_orders) of a 10k-event batch against
-an orders table of 1M rows partitioned by created_day with time-ordered ids. Half of each batch
-updates recent orders, half creates new ones. 3 repetitions (successive batches), median printed.
-
-Run: .venv/bin/python -c "from cqrs_dagster_tests.bench.read_side import main; main()"
+"""Read-side benchmark (issue 7 (d), (f)): one incremental batch of 10k events (half status
+updates of recent orders, half new orders) applied to ``orders`` by the live silver step
+(``silver.project_orders``: read the raw batch, read the current rows, fold, MERGE with the
+checkpoint) at three table sizes, partitioned by created_day with UUIDv7 ids
+(``datasets.build_orders``). Each size's batches run in a spawned child process: its peak RSS is
+the projection's own. Plot: seconds per batch vs table rows (log x).
 """
 
 from __future__ import annotations
 
-import json
-import statistics
-import tempfile
-import time
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -20,44 +18,46 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 
 from cqrs_dagster.domain.ids import uuid7
 from cqrs_dagster.projections.schemas import RAW_EVENTS_SCHEMA
-from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.tables import TableStore
 
+from . import Measurement, Ratio, Report, Series, Target, full_mode, profiled
+from .catch_up import in_child
 from .datasets import END, build_orders
 
-ROWS = 1_000_000
 DAYS = 100
 BATCH = 10_000
-REPS = 3
 
 
-def _raw(tables: TableStore, recent: list[tuple[str, datetime]]) -> None:
-    rows = []
+def sizes() -> list[int]:
+    return [100_000, 1_000_000, 5_000_000] if full_mode() else [100_000, 300_000, 1_000_000]
+
+
+def write_raw(tables: TableStore, recent: list[str], batches: int) -> None:
+    """``batches`` raw_events commits of BATCH events: even positions update one of ``recent``
+    (the newest orders), odd positions create a new order (UUIDv7 from its time)."""
     now = END + timedelta(hours=1)
-    for seq in range(BATCH * REPS):
-        if seq % 2 == 0:
-            oid, _created = recent[seq // 2]
-            etype, version, ts = "OrderUpdated", 2, now
-            data: dict[str, object] = {
-                "orderId": oid,
-                "previousStatus": "Created",
-                "status": "Paid",
-            }
-        else:
+    for b in range(batches):
+        rows: dict[str, list[Any]] = {name: [] for name in RAW_EVENTS_SCHEMA.names}
+        for j in range(BATCH):
+            seq = b * BATCH + j
             ts = now + timedelta(milliseconds=seq)
-            oid, etype, version = uuid7(int(ts.timestamp() * 1000)), "OrderCreated", 1
-            data = {
-                "orderId": oid,
-                "customerId": f"c{seq % 5000}",
-                "items": [{"sku": "a", "quantity": 2, "unitPrice": "5.00"}],
-                "totalAmount": "10.00",
-                "itemCount": 2,
-                "status": "Created",
-            }
-        rows.append(
-            {
-                "event_id": f"e{seq}",
-                "event_type": etype,
+            if seq % 2 == 0:
+                oid, kind, version = recent[seq // 2], "OrderUpdated", 2
+                data: dict[str, object] = {"orderId": oid, "previousStatus": "Created",
+                                           "status": "Paid"}  # fmt: skip
+            else:
+                oid, kind, version = uuid7(int(ts.timestamp() * 1000)), "OrderCreated", 1
+                data = {
+                    "orderId": oid,
+                    "customerId": f"c{seq % 5000}",
+                    "items": [{"sku": "a", "quantity": 2, "unitPrice": "5.00"}],
+                    "totalAmount": "10.00",
+                    "itemCount": 2,
+                    "status": "Created",
+                }
+            values = {
+                "event_id": uuid7(int(ts.timestamp() * 1000)),
+                "event_type": kind,
                 "aggregate_id": oid,
                 "aggregate_type": "Order",
                 "version": version,
@@ -75,44 +75,92 @@ def _raw(tables: TableStore, recent: list[tuple[str, datetime]]) -> None:
                 "ingest_seq": seq,
                 "event_date": ts.date(),
             }
-        )
-    for lo in range(0, len(rows), BATCH):  # one append per batch, as ingest would write them
+            for name, value in values.items():
+                rows[name].append(value)
         write_deltalake(
             tables.uri("raw_events"),
-            pa.Table.from_pylist(rows[lo : lo + BATCH], schema=RAW_EVENTS_SCHEMA),
+            pa.table(rows, schema=RAW_EVENTS_SCHEMA),
             mode="append",
             partition_by=["event_date"],
             commit_properties=CommitProperties(
-                app_transactions=[Transaction("raw_events/ingest_seq", lo + BATCH - 1)]
+                app_transactions=[Transaction("raw_events/ingest_seq", (b + 1) * BATCH - 1)]
             ),
         )
 
 
-def main() -> None:
+def merge_batches(root: str, batches: int, profile: str = "") -> dict[str, Any]:
+    """``batches`` successive 10k-event steps of ``project_orders``: seconds of each; with
+    ``profile``, one more (untimed) step under pyinstrument."""
+    from cqrs_dagster.projections.silver import project_orders
+
+    tables = TableStore(root=root)
+    seconds = []
+    for b in range(batches + (1 if profile else 0)):
+        if b == batches:
+            with profiled(profile):
+                report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
+        else:
+            report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
+            seconds.append(report.seconds)
+        if report.events_applied != BATCH:
+            raise RuntimeError(f"batch {b} applied {report.events_applied} events: {report}")
+    return {"seconds": seconds}
+
+
+def run(repetitions: int) -> Report:
+    import tempfile
+
+    points = sizes()
+    largest = points[-1]
+    report = Report(
+        "read side: one 10k-event batch merged into orders (silver step)",
+        notes=[
+            f"orders of {', '.join(f'{n:,}' for n in points)} rows over {DAYS} days, partitioned"
+            " by created_day, UUIDv7 ids; each batch: 5k status updates of the newest orders +"
+            " 5k new orders; timed: silver.project_orders (raw read, current rows, fold, MERGE"
+            " with checkpoint) in a spawned child per size; one value per successive batch",
+        ],
+    )
+    series = Series(
+        "merge_time",
+        "10k-event batch into orders: seconds vs table size",
+        "orders rows",
+        "seconds per batch",
+        log_x=True,
+        style="line",
+        hlines={"target at the largest size (0.3 s)": 0.3},
+    )
+    line: list[tuple[float, float]] = []
+    by_size: dict[int, Measurement] = {}
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-read-") as tmp:
-        tables = TableStore(root=str(Path(tmp) / "delta"))
-        t0 = time.perf_counter()
-        ids = build_orders(tables, ROWS, DAYS)
-        recent = ids[-(BATCH * REPS) :]  # updates go to the newest orders
-        _raw(tables, recent)
-        setup = time.perf_counter() - t0
-        times = []
-        for rep in range(REPS):
-            report = project_orders(tables, max_events=BATCH, run_id=f"bench-{rep}")
-            assert report.events_applied == BATCH, report
-            times.append(report.seconds)
-        result = {
-            "bench": "read_side.project_orders_10k_batch_on_1M_rows",
-            "rows": ROWS,
-            "batch": BATCH,
-            "seconds_per_batch": [round(t, 3) for t in times],
-            "median_seconds": round(statistics.median(times), 3),
-            "events_per_second": round(BATCH / statistics.median(times)),
-            "setup_seconds": round(setup, 1),
-            "first_day": str(date.fromordinal(END.date().toordinal() - DAYS)),
-        }
-        print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
+        for n in points:
+            root = str(Path(tmp) / f"n{n}")
+            tables = TableStore(root=root)
+            ids = build_orders(tables, n, DAYS)
+            profile = "read_side" if n == largest else ""
+            batches = repetitions + (1 if profile else 0)
+            recent = [oid for oid, _ in ids[-(BATCH // 2) * batches :]]
+            write_raw(tables, recent, batches)
+            del ids
+            out = in_child(merge_batches, root, repetitions, profile)
+            target = Target("<=", 0.3) if n == largest else None
+            m = Measurement(f"10k batch into {n:,} orders", "s", out["seconds"], target, key="d")
+            by_size[n] = m
+            report.measurements.append(m)
+            report.measurements.append(
+                Measurement(
+                    f"peak RSS, 10k batch into {n:,} orders",
+                    "MiB",
+                    [out["peak_rss_mib"]],
+                    Target("<=", 1024),
+                    key="f",
+                )
+            )
+            line.append((n, m.median))
+    series.lines["project_orders (median)"] = line
+    report.series.append(series)
+    report.ratios.append(
+        Ratio(by_size[largest].name, by_size[points[0]].name, Target("<=", 2), key="d")
+    )
+    report.profiles.append("bench/results/profiles/read_side.txt")
+    return report

@@ -1,0 +1,244 @@
+"""Catch-up benchmark (issue 7 (c), (f)): a backlog of events on the real local bus -> raw_events ->
+orders, customers -> order_summary, daily_order_metrics, with the very functions the Dagster
+assets call (``projections.runner.run_all``: ingest, silver, gold), timed in a child process
+whose peak RSS is read with ``getrusage(RUSAGE_CHILDREN)``. One extra repetition runs the real
+``project_read_models`` job with ``execute_in_process`` on the same backlog (Dagster's own run
+overhead and the run's blocking checks included). The peer (eventsourcing ``Projection``) projects
+orders in the same run.
+
+The backlog: customers register (~4% of events) and sometimes change (~2%), orders are created
+(~31%) and move Created -> Paid -> Shipped -> Delivered (the rest), time-ordered (UUIDv7 ids
+from their creation time), published through ``LocalEventBus.send`` in 5k-event batches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cqrs_dagster.domain.ids import uuid7
+from cqrs_dagster.eventbus.local import LocalEventBus
+from cqrs_dagster.eventbus.port import OutgoingEvent
+
+from . import Measurement, Ratio, Report, Target, profiled, sized
+
+T0 = datetime(2026, 8, 1, tzinfo=UTC)
+STATUSES = ("Paid", "Shipped", "Delivered")
+SEND_BATCH = 5_000
+PARTITIONS = 4
+BATCH = 100_000  # events per raw/silver batch when far behind
+
+
+def _iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _envelope(
+    event_type: str, aggregate: str, aggregate_id: str, version: int, ts: datetime, data: Any
+) -> OutgoingEvent:
+    ms = int(ts.timestamp() * 1000)
+    body = {
+        "eventId": uuid7(ms),
+        "eventType": event_type,
+        "aggregateId": aggregate_id,
+        "aggregateType": aggregate,
+        "version": version,
+        "timestamp": _iso(ts),
+        "correlationId": uuid7(ms),
+        "causationId": uuid7(ms),
+        "data": data,
+        "metadata": {"source": "bench"},
+        "schemaVersion": 1,
+    }
+    return OutgoingEvent(aggregate_id, orjson.dumps(body))
+
+
+def backlog(n: int) -> Iterator[OutgoingEvent]:
+    """``n`` events in time order (one every 50 ms of event time): see the module docstring."""
+    customers: list[tuple[str, int]] = []  # (id, version)
+    open_orders: list[tuple[str, int]] = []  # (id, version) of orders not yet delivered
+    ts = T0
+    i = 0
+    while i < n:
+        ts += timedelta(milliseconds=50)
+        pick = i % 100
+        if pick < 4 or not customers:
+            cid = uuid7(int(ts.timestamp() * 1000))
+            customers.append((cid, 1))
+            data = {"customerId": cid, "name": f"Customer {i}", "email": f"c{i}@example.com"}
+            yield _envelope("CustomerRegistered", "Customer", cid, 1, ts, data)
+        elif pick < 6:
+            k = (i * 7919) % len(customers)
+            cid, version = customers[k]
+            customers[k] = (cid, version + 1)
+            data = {"customerId": cid, "name": f"Customer {i} v{version + 1}"}
+            yield _envelope("CustomerUpdated", "Customer", cid, version + 1, ts, data)
+        elif pick < 37 or not open_orders:
+            oid = uuid7(int(ts.timestamp() * 1000))
+            quantity = 1 + i % 3
+            price = f"{5 + i % 40}.{i % 100:02d}"
+            cents = round(float(price) * 100) * quantity
+            data = {
+                "orderId": oid,
+                "customerId": customers[(i * 31) % len(customers)][0],
+                "items": [{"sku": f"SKU-{i % 50}", "quantity": quantity, "unitPrice": price}],
+                "totalAmount": f"{cents // 100}.{cents % 100:02d}",
+                "itemCount": quantity,
+                "status": "Created",
+            }
+            open_orders.append((oid, 1))
+            yield _envelope("OrderCreated", "Order", oid, 1, ts, data)
+        else:
+            k = (i * 104729) % min(len(open_orders), 2_000)  # a recent order moves on
+            k = len(open_orders) - 1 - k
+            oid, version = open_orders[k]
+            previous = "Created" if version == 1 else STATUSES[version - 2]
+            status = STATUSES[version - 1]
+            data = {"orderId": oid, "previousStatus": previous, "status": status}
+            if version + 1 == 4:
+                open_orders[k] = open_orders[-1]
+                open_orders.pop()
+            else:
+                open_orders[k] = (oid, version + 1)
+            yield _envelope("OrderUpdated", "Order", oid, version + 1, ts, data)
+        i += 1
+
+
+def fill_bus(path: Path, n: int, partitions: int = PARTITIONS) -> None:
+    """Publish the ``n``-event backlog to a new local bus at ``path``."""
+    bus = LocalEventBus(path, partition_count=partitions)
+    try:
+        batch: list[OutgoingEvent] = []
+        for event in backlog(n):
+            batch.append(event)
+            if len(batch) == SEND_BATCH:
+                bus.send(batch)
+                batch = []
+        bus.send(batch)
+    finally:
+        bus.close()
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a fresh (spawned) process; its result plus ``peak_rss_mib``: the child's
+    own peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``, read in the child at its end, so
+    it is that process's peak alone, not the largest of all children)."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_measured, (fn, *args))
+
+
+def _measured(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    result = fn(*args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def project_backlog(data_dir: str, events: int, batch: int) -> dict[str, Any]:
+    """The catch-up as the Dagster assets do it, minus Dagster: ``run_all`` (raw ingest, silver,
+    gold) over the whole backlog."""
+    from cqrs_dagster.projections.runner import run_all
+    from cqrs_dagster.projections.tables import TableStore
+
+    folder = Path(data_dir)
+    bus = LocalEventBus(folder / "bus.sqlite", partition_count=PARTITIONS)
+    tables = TableStore(root=str(folder / "delta"))
+    started = time.perf_counter()
+    try:
+        reports = run_all(bus, tables, max_events=events, run_id="catch-up", batch_size=batch)
+    finally:
+        bus.close()
+    seconds = time.perf_counter() - started
+    steps: dict[str, float] = {}
+    for report in reports:
+        steps[report.table] = steps.get(report.table, 0.0) + report.seconds
+    read = sum(r.events_read for r in reports if r.table == "raw_events")
+    return {"seconds": seconds, "events_read": read, "steps": steps}
+
+
+def project_backlog_dagster(data_dir: str, events: int) -> dict[str, Any]:
+    """One real run of the ``project_read_models`` job (``execute_in_process``, ephemeral
+    instance, its in-process executor and blocking checks) over the backlog."""
+    import dagster as dg
+
+    import cqrs_dagster
+    from cqrs_dagster.defs.resources import PlatformResource
+
+    defs = dg.load_from_defs_folder(path_within_project=Path(cqrs_dagster.__file__).parent)
+    job = defs.resolve_job_def("project_read_models")
+    platform = PlatformResource(data_dir=data_dir, env="local")
+    started = time.perf_counter()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, resources={"platform": platform})
+    seconds = time.perf_counter() - started
+    meta = result.asset_materializations_for_node("raw_events")[-1].metadata
+    read = meta["events_read"].value
+    return {"seconds": seconds, "success": result.success, "events_read": read}
+
+
+def _fresh_copy(source: Path, folder: Path) -> str:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "bus.sqlite")
+    return str(folder)
+
+
+def run(repetitions: int) -> Report:
+    events = sized(200_000, 1_000_000)
+    batch = BATCH
+    peer_events = sized(10_000, 50_000)
+    rate = Measurement("catch-up rate (bus -> raw -> silver -> gold)", "events/s",
+                       target=Target(">=", 65_000), key="c")  # fmt: skip
+    seconds = Measurement(f"catch-up of {events:,} events", "s",
+                          target=Target("<=", 15 * events / 1_000_000), key="c")  # fmt: skip
+    rss = Measurement("catch-up peak RSS (projection process)", "MiB",
+                      target=Target("<=", 1024), key="f")  # fmt: skip
+    dagster_seconds = Measurement(f"catch-up of {events:,} events, one Dagster run", "s", key="c")
+    dagster_rss = Measurement("catch-up peak RSS, one Dagster run", "MiB",
+                              target=Target("<=", 1024), key="f")  # fmt: skip
+    peer = Measurement("peer: eventsourcing Projection", "events/s", key="c")
+    notes = [
+        f"{events:,} events on the local bus ({PARTITIONS} partitions): ~4% CustomerRegistered,"
+        " ~2% CustomerUpdated, ~31% OrderCreated, the rest OrderUpdated status moves;"
+        " UUIDv7 ids, time-ordered",
+        f"timed: projections.runner.run_all (the functions the Dagster assets call) in batches of"
+        f" {batch:,}, in a spawned child process (peak RSS = its own ru_maxrss); Dagster's run"
+        " overhead NOT included in the rate; the 'one Dagster run' line is execute_in_process"
+        " of project_read_models (projection_batch_size 50k, blocking checks included)",
+        f"peer: eventsourcing 9.5.6 Projection over {peer_events:,} stored order events",
+    ]
+    report = Report(f"catch-up: {events:,}-event backlog -> every read model", notes=notes)
+    with tempfile.TemporaryDirectory(prefix="cqrs-bench-catch-up-") as tmp:
+        root = Path(tmp)
+        bus_file = root / "bus.sqlite"
+        fill_bus(bus_file, events)
+        for rep in range(repetitions):
+            out = in_child(project_backlog, _fresh_copy(bus_file, root / f"r{rep}"), events, batch)
+            shutil.rmtree(root / f"r{rep}", ignore_errors=True)
+            seconds.values.append(out["seconds"])
+            rate.values.append(out["events_read"] / out["seconds"])
+            rss.values.append(out["peak_rss_mib"])
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in out["steps"].items())
+            report.notes.append(f"repetition {rep + 1}: {steps}")
+        out = in_child(project_backlog_dagster, _fresh_copy(bus_file, root / "dagster"), events)
+        dagster_seconds.values.append(out["seconds"])
+        dagster_rss.values.append(out["peak_rss_mib"])
+        with profiled("catch_up"):
+            project_backlog(_fresh_copy(bus_file, root / "profiled"), events, batch)
+        report.profiles.append("bench/results/profiles/catch_up.txt")
+        from .peer import projection_rate
+
+        for rep in range(repetitions):
+            peer.values.append(projection_rate(root / f"peer{rep}", peer_events))
+    report.measurements += [rate, seconds, rss, dagster_seconds, dagster_rss, peer]
+    report.ratios.append(Ratio(rate.name, peer.name, Target(">=", 30), key="c"))
+    return report
