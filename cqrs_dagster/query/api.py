@@ -161,6 +161,12 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         m.refresh(tables)
         return json_rows(m.execute(sql, params))
 
+    def one(name: str, column: str, value: str) -> list[dict[str, Any]]:
+        """The rows of ``name`` with ``column = value`` (files pruned on the log's stats)."""
+        m = holder.get()
+        m.refresh([name])
+        return json_rows(m.rows_where(name, column, value))
+
     @router.get(
         "/orders/{order_id}",
         summary="One order (order_summary row)",
@@ -170,9 +176,7 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         order_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
         def answer() -> Response:
-            rows = select(
-                "SELECT * FROM order_summary WHERE order_id = ?", [order_id], [ORDER_SUMMARY]
-            )
+            rows = one(ORDER_SUMMARY, "order_id", order_id)
             if not rows:
                 raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
             return _json(rows[0])
@@ -235,9 +239,7 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         customer_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
         def answer() -> Response:
-            rows = select(
-                "SELECT * FROM customers WHERE customer_id = ?", [customer_id], [CUSTOMERS]
-            )
+            rows = one(CUSTOMERS, "customer_id", customer_id)
             if not rows:
                 raise ProblemError(
                     404, "not-found", f"customer {customer_id} is not in the read model"

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.compute as pc
+
 from cqrs_dagster.domain.events import CUSTOMER, ORDER
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.schemas import (
@@ -134,25 +136,16 @@ def check(models: ReadModels, tokens: Sequence[Token], *, refresh: bool = True) 
     states: list[TokenState] = []
     for token in tokens:
         dep = DEPENDENTS[token.aggregate_type]
-        found = (
-            models.execute(
-                f"SELECT max(version) AS v FROM {dep.silver} WHERE {dep.key} = ?",
-                [token.aggregate_id],
-            )
-            .column("v")[0]
-            .as_py()
-        )
+        silver = models.rows_where(dep.silver, dep.key, token.aggregate_id)
+        found = pc.max(silver.column("version")).as_py() if silver.num_rows else None
         seq: int | None = None
         if found is not None and found >= token.version:
-            seq = (
-                models.execute(
-                    "SELECT min(ingest_seq) AS s FROM raw_events "
-                    "WHERE aggregate_type = ? AND aggregate_id = ? AND version = ?",
-                    [token.aggregate_type, token.aggregate_id, token.version],
-                )
-                .column("s")[0]
-                .as_py()
+            events = models.rows_where(RAW_EVENTS, "aggregate_id", token.aggregate_id)
+            mine = events.filter(
+                (pc.field("aggregate_type") == token.aggregate_type)
+                & (pc.field("version") == token.version)
             )
+            seq = pc.min(mine.column("ingest_seq")).as_py() if mine.num_rows else None
         gold = {name: txn(models.table(name), seq_app_id(name)) for name in dep.gold}
         states.append(TokenState(token, found, seq, gold))
     return states

@@ -9,24 +9,18 @@ caller SQL must be exactly one SELECT (or WITH ... SELECT) statement.
 Tables are re-read on every :meth:`ReadModels.refresh` (``update_incremental``: only new log
 entries), so each query sees the newest commit.
 
-This package's own SQL (:meth:`ReadModels.execute`: the query API's lookups, read-your-writes
-checks) runs on a second, unlocked connection where a local table with a plain protocol (and
-date or integer partition columns) is read by DuckDB's own Parquet reader over exactly the snapshot's files: it prunes files
-and row groups on their statistics and decodes the other columns only for matching rows, so a
-lookup by id in 5M rows reads one row group's id column (milliseconds) where the pyarrow dataset
-scan decodes every row (about 1 s). Every other table is read through its pyarrow dataset there too.
+This package's own SQL (:meth:`ReadModels.execute`, :meth:`ReadModels.rows_where`: the query
+API's lookups, read-your-writes checks) runs on a second, unlocked connection where each table
+whose files alone are exactly its snapshot is read by DuckDB's own Parquet reader
+(:mod:`.parquet`); every other table through its pyarrow dataset there too.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 import duckdb
 import pyarrow as pa
@@ -36,22 +30,11 @@ from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
 
+from .parquet import ParquetSource, parquet_source
+
 VIEW_NAMES: tuple[str, ...] = READ_MODELS
 REGISTERED_PREFIX = "_delta_"
 ARROW_PREFIX = "_arrow_"  # the pyarrow dataset a trusted-connection view falls back to
-
-# Arrow type -> DuckDB type of the columns the Parquet path casts to (the pyarrow path's types).
-_DUCK_TYPES: dict[pa.DataType, str] = {
-    pa.string(): "VARCHAR",
-    pa.large_string(): "VARCHAR",
-    pa.string_view(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.int32(): "INTEGER",
-    pa.bool_(): "BOOLEAN",
-    pa.date32(): "DATE",
-    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
-    pa.float64(): "DOUBLE",
-}
 
 
 class QueryError(ValueError):
@@ -67,6 +50,14 @@ def view_sql(name: str) -> str:
     if name not in VIEW_NAMES:
         raise KeyError(f"no local view named {name!r}")
     return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def view_body(name: str) -> str:
+    """The SELECT of a local view (its ``CREATE OR REPLACE VIEW <name> AS`` stripped), which
+    reads ``_delta_<name>`` exactly once (a test holds every view to that)."""
+    text = view_sql(name)
+    head = f"CREATE OR REPLACE VIEW {name} AS"
+    return text[text.index(head) + len(head) :].strip().rstrip(";")
 
 
 def check_read_only(sql: str) -> str:
@@ -98,94 +89,6 @@ def _dataset(table: DeltaTable) -> Any:
     return table.to_pyarrow_dataset(schema=view)
 
 
-def _duck_type(type_: pa.DataType) -> str | None:
-    if pa.types.is_decimal(type_):
-        return f"DECIMAL({type_.precision}, {type_.scale})"
-    return _DUCK_TYPES.get(type_)
-
-
-def _quoted(text: str, quote: str = "'") -> str:
-    return quote + text.replace(quote, quote * 2) + quote
-
-
-# Partition column types whose value DuckDB reads back exactly from a ``col=value`` folder.
-_HIVE_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER", pa.int64(): "BIGINT"}
-
-
-def _local_root(table: DeltaTable) -> str | None:
-    uri = table.table_uri
-    if uri.startswith("file://"):
-        return url2pathname(unquote(urlparse(uri).path))
-    return None if "://" in uri else uri
-
-
-def _partition_text(value: Any) -> str:
-    return value.isoformat() if isinstance(value, date) else str(value)
-
-
-def _local_files(table: DeltaTable, partition_columns: Sequence[str]) -> list[str] | None:
-    """The snapshot's data files as local paths; None for a remote table, remote files, or a
-    partitioned file whose ``col=value`` folders are not exactly its partition values in the log.
-
-    The log's paths are percent-encoded and relative to the table root (``file_uris()`` leaves
-    them encoded, which a folder named ``it's data`` shows).
-    """
-    root = _local_root(table)
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if root is None or actions.num_rows == 0:
-        return None
-    paths = [unquote(p) for p in actions.column("path").to_pylist()]
-    if any("://" in p for p in paths):
-        return None
-    values = [actions.column(f"partition.{c}").to_pylist() for c in partition_columns]
-    for n, path in enumerate(paths):
-        folders = path.split("/")[:-1]
-        expected = []
-        for column, column_values in zip(partition_columns, values, strict=True):
-            if column_values[n] is None:
-                return None  # a null partition value has no exact folder form
-            expected.append(f"{column}={_partition_text(column_values[n])}")
-        if folders != expected:
-            return None
-    return [os.path.join(root, p) for p in paths]
-
-
-def parquet_select(table: DeltaTable) -> str | None:
-    """A SELECT reading the table's current files with DuckDB's Parquet reader, typed as the
-    pyarrow dataset is; None where that would not be exactly the Delta snapshot or cannot read it.
-
-    Exact for reader protocol 1 (no deletion vectors, no column mapping) on local files. Delta
-    keeps partition values in the log, not in the files: DuckDB reads them from the ``col=value``
-    folders (hive partitioning), so partition columns must be dates or integers and every file's
-    folders must match its logged values.
-    """
-    if table.protocol().min_reader_version != 1:
-        return None
-    schema = pa.schema(table.schema().to_arrow())
-    partition_columns = list(table.metadata().partition_columns)
-    hive = []
-    for column in partition_columns:
-        hive_type = _HIVE_TYPES.get(schema.field(column).type)
-        if hive_type is None:
-            return None
-        hive.append(f"{_quoted(column)}: {hive_type}")
-    files = _local_files(table, partition_columns)
-    if not files:
-        return None
-    columns = []
-    for f in schema:
-        duck = _duck_type(f.type)
-        if duck is None:
-            return None
-        name = _quoted(f.name, '"')
-        columns.append(f"CAST({name} AS {duck}) AS {name}")
-    options = "union_by_name = true, hive_partitioning = " + (
-        f"true, hive_types = {{{', '.join(hive)}}}" if hive else "false"
-    )
-    listed = ", ".join(_quoted(f) for f in files)
-    return f"SELECT {', '.join(columns)} FROM read_parquet([{listed}], {options})"
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -203,7 +106,7 @@ class ReadModels:
         self._registered: dict[str, tuple[str, int] | None] = {}
         self._con = duckdb.connect(":memory:")  # caller SQL: locked below
         self._own = duckdb.connect(":memory:")  # this package's SQL: may read the tables' files
-        self._parquet: dict[str, bool] = {}  # table -> read by the Parquet path on _own
+        self._sources: dict[str, ParquetSource | None] = {}  # the Parquet path's, per table
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
@@ -237,11 +140,13 @@ class ReadModels:
     def _register_own(self, name: str, table: DeltaTable | None, data: Any) -> None:
         """Point ``_delta_<name>`` on the trusted connection at the snapshot's Parquet files, or
         at the same pyarrow data as the locked connection when that path does not apply."""
-        select = None if table is None else parquet_select(table)
-        if select is not None:
+        source = None if table is None else parquet_source(table)
+        if source is not None:
             try:
-                self._own.execute(f"CREATE OR REPLACE VIEW {REGISTERED_PREFIX}{name} AS {select}")
-                self._parquet[name] = True
+                self._own.execute(
+                    f"CREATE OR REPLACE VIEW {REGISTERED_PREFIX}{name} AS {source.select()}"
+                )
+                self._sources[name] = source
                 return
             except duckdb.Error:  # e.g. a column no file has yet: the pyarrow path reads it
                 pass
@@ -249,12 +154,31 @@ class ReadModels:
         self._own.execute(
             f"CREATE OR REPLACE VIEW {REGISTERED_PREFIX}{name} AS SELECT * FROM {ARROW_PREFIX}{name}"
         )
-        self._parquet[name] = False
+        self._sources[name] = None
 
     def reads_parquet(self, name: str) -> bool:
         """Whether :meth:`execute` reads ``name`` with DuckDB's Parquet reader (as of the last refresh)."""
         with self._lock:
-            return self._parquet.get(name, False)
+            return self._sources.get(name) is not None
+
+    def rows_where(self, name: str, column: str, value: str) -> pa.Table:
+        """The view's rows whose string ``column`` equals ``value``, on the current snapshot.
+
+        On the Parquet path only the files whose logged min/max admit ``value`` are read (the
+        view's SQL over them): a lookup opens one file, not one per partition.
+        """
+        if column not in SCHEMAS[name].names:
+            raise KeyError(f"{name} has no column {column!r}")
+        where = f'"{column}" = ?'  # a schema column name (checked above)
+        with self._lock:
+            source = self._sources.get(name)
+            if source is None:
+                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
+            files = source.files_with(column, value) or list(source.files[:1])
+            body = view_body(name).replace(
+                REGISTERED_PREFIX + name, f"({source.select(files)}) AS {REGISTERED_PREFIX}{name}"
+            )
+            return self.execute(f"SELECT * FROM ({body}) WHERE {where}", [value])
 
     def _load(self, name: str) -> DeltaTable | None:
         """The table's latest version; reopened when a rebuild switched it to a new physical table."""

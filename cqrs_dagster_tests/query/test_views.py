@@ -17,12 +17,13 @@ import pytest
 
 from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
 from cqrs_dagster.projections.tables import PARTITION_BY
+from cqrs_dagster.query.parquet import parquet_select
 from cqrs_dagster.query.views import (
     NotReadOnly,
     QueryError,
     ReadModels,
     check_read_only,
-    parquet_select,
+    view_body,
     view_sql,
 )
 from cqrs_dagster_tests.query.conftest import Platform
@@ -306,3 +307,58 @@ def test_tables_the_parquet_path_cannot_read_exactly_fall_back(
 
     got = duckdb.connect().sql(f"SELECT k, v FROM ({select}) ORDER BY k").fetchall()
     assert got == [(1, 3), (2, 4)]
+
+
+@pytest.mark.parametrize("name", READ_MODELS)
+def test_view_body_reads_its_table_once(name: str) -> None:
+    """rows_where inlines the view over a file subset by replacing this one reference."""
+    body = view_body(name)
+    assert body.startswith("SELECT") and body.count(f"_delta_{name}") == 1
+
+
+KEYS = {
+    "raw_events": "aggregate_id",
+    "orders": "order_id",
+    "customers": "customer_id",
+    "order_summary": "order_id",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_rows_where_equals_the_view(seeded: Platform, name: str) -> None:
+    """Lookups on pruned files answer what the view answers, for every key and a missing one."""
+    key = KEYS[name]
+    with ReadModels(seeded.tables) as models:
+        keys = sorted(set(models.query(f"SELECT {key} FROM {name}").column(key).to_pylist()))
+        assert len(keys) > 5
+        for value in [*keys, "absent", ""]:
+            got = models.rows_where(name, key, value)
+            want = models.query(
+                f"SELECT * FROM {name} WHERE {key} = '{value}'"  # test values: no quotes
+            )
+            assert got.schema == want.schema
+            assert _sorted(got, SORT_KEYS[name]) == _sorted(want, SORT_KEYS[name]), value
+        with pytest.raises(KeyError):
+            models.rows_where(name, "no_such_column", "x")
+
+
+def test_lookups_read_only_the_files_whose_stats_admit_the_key(tmp_path: Path) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    from cqrs_dagster.query.parquet import ParquetSource, parquet_source
+
+    uri = str(tmp_path / "t")
+    for ids in (["a1", "a2"], ["b1", "b2"], ["c1", "c2"]):
+        write_deltalake(uri, pa.table({"id": ids, "v": [1, 2]}), mode="append")
+    source = parquet_source(DeltaTable(uri))
+    assert source is not None and len(source.files) == 3
+    assert [Path(f).name for f in source.files_with("id", "b2")] == [
+        Path(f).name for f in source.files if f in source.files_with("id", "b1")
+    ]
+    assert len(source.files_with("id", "b2")) == 1
+    assert source.files_with("id", "zz") == [] and source.files_with("id", "0") == []
+    assert source.files_with("v", "anything") == list(source.files)  # no string stats: all
+    # A truncated max ("ab" for values up to "abzz") still admits every value it may hide.
+    truncated = ParquetSource("*", "", ("f",), {"id": (["aa"], ["ab"])})
+    assert truncated.files_with("id", "abzz") == ["f"]
+    assert truncated.files_with("id", "ac") == []
