@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     uvicorn.run(
         app,
+        http=_http_protocol(),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -69,3 +70,12 @@ def _logs_access(log_level: str) -> bool:
     """The access log is INFO: above that level, skip the per-request log call altogether."""
     level = logging.getLevelName(log_level.upper())
     return not isinstance(level, int) or level <= logging.INFO
+
+
+def _http_protocol() -> Any:
+    """httptools with one write per response (web.server) when httptools is installed."""
+    try:
+        from cqrs_dagster.web.server import CoalescingHttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools missing: uvicorn picks h11
+        return "auto"
+    return CoalescingHttpToolsProtocol
