@@ -17,6 +17,7 @@ whose files alone are exactly its snapshot is read by DuckDB's own Parquet reade
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -45,6 +46,7 @@ class NotReadOnly(QueryError):
     """Caller SQL that is not a single SELECT statement."""
 
 
+@functools.cache
 def view_sql(name: str) -> str:
     """The ``CREATE OR REPLACE VIEW`` text of one local view (packaged with the module)."""
     if name not in VIEW_NAMES:
