@@ -13,10 +13,13 @@ how the bus was batched.
 
 from __future__ import annotations
 
-import duckdb
+import itertools
+
 import pyarrow as pa
 
 from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, EVENT_TYPES
+
+from .vectorized import duck
 
 _FIELDS = [
     "eventId",
@@ -82,15 +85,20 @@ FROM f
 """
 
 
+def binary_array(values: list[bytes]) -> pa.Array:
+    """``pa.array(values, pa.binary())`` built from one joined buffer and the offsets (several
+    times faster for many small values)."""
+    offsets = pa.array(itertools.accumulate(map(len, values), initial=0), pa.int64())
+    data = pa.py_buffer(b"".join(values))
+    return pa.Array.from_buffers(pa.large_binary(), len(values), [None, offsets.buffers()[1], data])
+
+
 def decode_bodies(bodies: list[bytes]) -> pa.Table:
     """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where fast,
     the envelope's raw_events columns (``event_id`` ... ``schema_version``, ``event_date``)."""
-    msgs = pa.table(
-        {"i": pa.array(range(len(bodies)), pa.int64()), "body": pa.array(bodies, pa.binary())}
-    )
-    con = duckdb.connect()
+    msgs = pa.table({"i": pa.array(range(len(bodies)), pa.int64()), "body": binary_array(bodies)})
+    con = duck()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("msgs", msgs)
         return con.sql(_SQL).to_arrow_table().sort_by("i")
     finally:

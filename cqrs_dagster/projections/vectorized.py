@@ -16,6 +16,7 @@ on which path, hence which batch split, produced it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import duckdb
@@ -41,8 +42,18 @@ _MONEY = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
 _STATUSES = ", ".join(f"'{s}'" for s in sorted(TRANSITIONS))
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+_DB: dict[int, duckdb.DuckDBPyConnection] = {}
+
+
+def duck() -> duckdb.DuckDBPyConnection:
+    """A new connection (cursor) to this process's in-memory DuckDB, in UTC. Opening a database
+    costs ~20 ms, a cursor ~0.3 ms; one database per process id (never shared across a fork)."""
+    pid = os.getpid()
+    db = _DB.get(pid)
+    if db is None:
+        _DB.clear()
+        db = _DB[pid] = duckdb.connect()
+    con = db.cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -170,7 +181,7 @@ WHERE k.n = k.nv AND k.ok AND (
 
 
 def _run(sql: str, events: pa.Table, current: pa.Table, schema: pa.Schema) -> pa.Table:
-    con = _connect()
+    con = duck()
     try:
         con.register("ev", events)
         con.register("cur", current)

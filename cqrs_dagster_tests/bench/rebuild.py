@@ -1,15 +1,12 @@
-"""Rebuild benchmark: ``rebuild(orders)`` over 1M raw events (250k orders created over ~23 days,
-each then Paid, Shipped and Delivered), written straight into raw_events in 100k-row commits.
-The live orders table is projected first by the live step (timed too); then the rebuild replays
-all 1M events into a shadow, compares 250k rows and switches. Prints one JSON line.
-
-Run: .venv/bin/python -c "from cqrs_dagster_tests.bench.rebuild import main; main()"
+"""Rebuild benchmark: ``rebuild(orders)`` over raw events (orders created 8 s apart, each then
+Paid, Shipped and Delivered: 4 events per order), written straight into raw_events in 100k-row
+commits. The live orders table is projected first by the live step (timed too); then the rebuild
+replays every event into a shadow, compares the rows and switches (blue/green).
+Sizes: 200k events (quick), 1M (``BENCH_FULL=1``).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,8 +23,8 @@ from cqrs_dagster.projections.schemas import ORDERS, RAW_EVENTS_SCHEMA
 from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.tables import TableStore
 
-ORDERS_N = 250_000
-EVENTS = ORDERS_N * 4
+from . import Measurement, Report, profiled, sized
+
 CHUNK = 100_000
 BATCH = 100_000
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -38,11 +35,11 @@ STEPS = (
 )
 
 
-def _events() -> list[tuple[datetime, str, str, int, bytes]]:
+def _events(orders: int) -> list[tuple[datetime, str, str, int, bytes]]:
     """(timestamp, event type, order id, version, data) in time order."""
     out: list[tuple[datetime, str, str, int, bytes]] = []
     previous = "Created"
-    for i in range(ORDERS_N):
+    for i in range(orders):
         ts = T0 + timedelta(seconds=8 * i)
         oid = uuid7(int(ts.timestamp() * 1000))
         created = {
@@ -63,8 +60,8 @@ def _events() -> list[tuple[datetime, str, str, int, bytes]]:
     return out
 
 
-def _write_raw(tables: TableStore) -> None:
-    events = _events()
+def _write_raw(tables: TableStore, orders: int) -> None:
+    events = _events(orders)
     for lo in range(0, len(events), CHUNK):
         part = events[lo : lo + CHUNK]
         n = len(part)
@@ -104,36 +101,35 @@ def _write_raw(tables: TableStore) -> None:
         )
 
 
-def main() -> None:
+def run(repetitions: int) -> Report:
+    events = sized(200_000, 1_000_000)
+    orders = events // 4
+    live = Measurement(f"live silver step, orders from {events:,} raw events", "events/s")
+    rebuilt = Measurement(f"blue/green rebuild of orders from {events:,} raw events", "events/s")
+    seconds = Measurement(f"blue/green rebuild of {events:,} events", "s")
+    report = Report(
+        "rebuild: orders from raw_events (live step, then blue/green rebuild)",
+        notes=[
+            f"{orders:,} orders created 8 s apart, each then Paid, Shipped, Delivered"
+            f" ({events:,} events) in raw_events; batches of {BATCH:,}; rebuild = replay into a"
+            " shadow + compare every row with the live table + switch",
+        ],
+    )
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-rebuild-") as tmp:
-        tables = TableStore(root=str(Path(tmp) / "delta"))
-        t0 = time.perf_counter()
-        _write_raw(tables)
-        setup = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        while txn(tables.open(ORDERS), seq_app_id(ORDERS)) < EVENTS - 1:
-            project_orders(tables, max_events=BATCH, run_id="live")
-        live = time.perf_counter() - t1
-
-        def progress(done: int, total: int) -> None:
-            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
-
-        report = rebuild(tables, ORDERS, run_id="bench", batch_size=BATCH, progress=progress)
-        print(file=sys.stderr)
-        assert report.switched and report.equal, report
-        result = {
-            "bench": "rebuild.orders_1M_events",
-            "events": EVENTS,
-            "rows": report.comparison.shadow_rows,
-            "batch": BATCH,
-            "rebuild_seconds": round(report.seconds, 1),
-            "rebuild_events_per_second": round(EVENTS / report.seconds),
-            "live_projection_seconds": round(live, 1),
-            "live_events_per_second": round(EVENTS / live),
-            "setup_seconds": round(setup, 1),
-        }
-        print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
+        for rep in range(repetitions):
+            tables = TableStore(root=str(Path(tmp) / f"r{rep}" / "delta"))
+            _write_raw(tables, orders)
+            t1 = time.perf_counter()
+            while txn(tables.open(ORDERS), seq_app_id(ORDERS)) < events - 1:
+                project_orders(tables, max_events=BATCH, run_id="live")
+            live.values.append(events / (time.perf_counter() - t1))
+            result = rebuild(tables, ORDERS, run_id="bench", batch_size=BATCH)
+            if not (result.switched and result.equal):
+                raise RuntimeError(f"rebuild did not switch to an equal table: {result}")
+            rebuilt.values.append(events / result.seconds)
+            seconds.values.append(result.seconds)
+        with profiled("rebuild"):  # once more, untimed, for the profile
+            rebuild(tables, ORDERS, run_id="bench-profiled", batch_size=BATCH)
+        report.profiles.append("bench/results/profiles/rebuild.txt")
+    report.measurements += [live, rebuilt, seconds]
+    return report
