@@ -44,12 +44,17 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    """Whether orjson's result holds a float anywhere (iterative: no recursion, no generators)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
     return False
 
 
@@ -68,7 +73,7 @@ def decode_json(body: bytes) -> Any:
         fast = orjson.loads(body)
         if not _has_float(fast):
             return fast
-    except (orjson.JSONDecodeError, RecursionError):
+    except orjson.JSONDecodeError:
         pass
     try:
         return json.loads(body, parse_float=Decimal, parse_int=int, parse_constant=_reject_constant)

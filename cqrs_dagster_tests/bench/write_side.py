@@ -50,7 +50,7 @@ from cqrs_dagster_tests.fixtures.procs import (
     wait_until,
 )
 
-from . import Measurement, Ratio, Report, Series, Target, profiled, sized
+from . import RESULTS_DIR, Measurement, Ratio, Report, Series, Target, profiled, sized
 from .peer import command_rate as peer_command_rate
 
 IN_FLIGHT = 64
@@ -58,10 +58,10 @@ A_CUSTOMERS_PER_TASK = sized(60, 521)  # x3 x 64: ~11.5k (quick) / 100k (full) c
 SINGLE_COMMANDS = sized(1_500, 6_000)
 BARE_COMMITS = sized(1_500, 6_000)
 PEER_COMMANDS = sized(1_500, 6_000)
-HTTP_SECONDS = sized(5, 30)  # wrk, closed loop
+HTTP_SECONDS = sized(4, 30)  # wrk, closed loop
 HTTP_CONNECTIONS = 32
 LATENCY_RATE = 1_000  # commands/s, open loop
-LATENCY_SECONDS = sized(6, 30)
+LATENCY_SECONDS = sized(5, 30)
 LATENCY_POOL = 64  # keep-alive connections of the open-loop generator
 LUA = Path(__file__).with_name("write_side.lua")
 
@@ -197,8 +197,12 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def http_max(port: int, prefix: str, seconds: int) -> dict[str, Any]:
-    """Closed-loop max throughput with wrk; the summary its Lua script prints (JSON)."""
+def http_max(port: int, prefix: str, seconds: int, *, profile: bool = False) -> dict[str, Any]:
+    """Closed-loop max throughput with wrk; the summary its Lua script prints (JSON).
+
+    ``profile``: py-spy samples the server (GIL holder only) meanwhile, see :func:`_py_spy`.
+    """
+    spy = _py_spy(port, seconds) if profile else None
     out = subprocess.run(
         [
             "wrk",
@@ -218,58 +222,107 @@ def http_max(port: int, prefix: str, seconds: int) -> dict[str, Any]:
         check=True,
     )
     summary: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if spy is not None:
+        spy.wait(60)
     return summary
 
 
-def missing_acknowledged(db: Path, prefix: str, ok: dict[str, int]) -> int:
-    """How many of wrk's acknowledged commands are NOT in the store (a thread's first ``ok``)."""
+def _py_spy(port: int, seconds: int) -> subprocess.Popen[bytes] | None:
+    """py-spy over the server listening on ``port``: where its GIL time goes (best effort).
+
+    Writes ``profiles/write_side-http-server.txt``: the hottest functions, own and inclusive.
+    """
+    py_spy = ROOT / ".venv/bin/py-spy"
+    ss = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    pid = ss.stdout.partition("pid=")[2].partition(",")[0]
+    if not py_spy.exists() or not pid.isdigit():
+        return None
+    out = RESULTS_DIR / "profiles" / "write_side-http-server.raw"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    duration = str(max(1, seconds - 1))
+    args = [str(py_spy), "record", "-p", pid, "-d", duration, "-r", "250", "--gil", "-f", "raw"]
+    return subprocess.Popen(
+        [*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def summarize_py_spy(raw: Path, out: Path, top: int = 40) -> None:
+    """py-spy's raw (folded) stacks -> the top functions by own and by inclusive samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    lines = [f"py-spy --gil samples of the cqrs api process under wrk: {total}", "", "own:"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {name}")
+    lines += ["", "inclusive:"]
+    for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {name}")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def missing_commands(db: Path, command_ids: list[str]) -> int:
+    """How many of these command ids are NOT recorded in the store."""
     conn = sqlite3.connect(db)
     try:
         missing = 0
-        for tid, n in ok.items():
-            ids = [f"{prefix}-t{tid}-{j}" for j in range(n)]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                found = conn.execute(
-                    f"SELECT count(*) FROM commands WHERE command_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchone()[0]
-                missing += len(chunk) - int(found)
+        for start in range(0, len(command_ids), 500):
+            chunk = command_ids[start : start + 500]
+            found = conn.execute(
+                f"SELECT count(*) FROM commands WHERE command_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchone()[0]
+            missing += len(chunk) - int(found)
         return missing
     finally:
         conn.close()
 
 
-def _open_loop_bodies(prefix: str, n: int, rate: int) -> list[bytes]:
+def _open_loop_bodies(prefix: str, n: int, rate: int) -> list[tuple[str, bytes]]:
     """``n`` command bodies in send order; a customer's next command comes 0.2 s after its last.
 
     Customers are interleaved in blocks of ``rate // 5`` so that, on a fixed schedule, a command
     is sent 0.2 s after the command it depends on (an open-loop generator does not wait).
     """
     block = max(1, rate // 5)
-    bodies: list[bytes] = []
+    bodies: list[tuple[str, bytes]] = []
     base = 0
     while len(bodies) < n:
         per_customer = [list(workload(f"{prefix}-{base + k}", 1)) for k in range(block)]
         for step in range(3):
-            bodies += [json.dumps(cmds[step]).encode() for cmds in per_customer]
+            for cmds in per_customer:
+                command_id = f"{prefix}-{len(bodies)}"
+                bodies.append(
+                    (command_id, json.dumps({**cmds[step], "commandId": command_id}).encode())
+                )
         base += block
     return bodies[:n]
 
 
-async def _open_loop(port: int, bodies: list[bytes], rate: int) -> list[tuple[float, float, int]]:
-    """Send ``bodies`` at ``rate``/s on a fixed schedule; (scheduled s, latency ms, status)."""
+async def _open_loop(
+    port: int, bodies: list[tuple[str, bytes]], rate: int
+) -> list[tuple[float, float, int, str]]:
+    """Send ``bodies`` at ``rate``/s on a fixed schedule: (scheduled s, latency ms, status, id)."""
     loop = asyncio.get_running_loop()
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(LATENCY_POOL):
         idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    results: list[tuple[float, float, int]] = []
+    results: list[tuple[float, float, int, str]] = []
     head = (
         f"POST /api/v1/commands HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
 
-    async def one(scheduled: float, body: bytes) -> None:
+    async def one(scheduled: float, command_id: str, body: bytes) -> None:
         reader, writer = await idle.get()
         writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
         header = await reader.readuntil(b"\r\n\r\n")
@@ -279,17 +332,17 @@ async def _open_loop(port: int, bodies: list[bytes], rate: int) -> list[tuple[fl
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
         await reader.readexactly(length)
-        results.append((scheduled - start, (loop.time() - scheduled) * 1000, status))
+        results.append((scheduled - start, (loop.time() - scheduled) * 1000, status, command_id))
         idle.put_nowait((reader, writer))
 
     start = loop.time() + 0.1
     tasks = []
-    for i, body in enumerate(bodies):
+    for i, (command_id, body) in enumerate(bodies):
         scheduled = start + i / rate
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(loop.create_task(one(scheduled, body)))
+        tasks.append(loop.create_task(one(scheduled, command_id, body)))
     await asyncio.gather(*tasks)
     while not idle.empty():
         _, writer = idle.get_nowait()
@@ -382,29 +435,45 @@ def run(repetitions: int) -> Report:
             peer.values.append(peer_command_rate(peer_dir, PEER_COMMANDS))
             if r == 0:
                 profile_batches(folder)
-            if not wrk_available():
-                report.notes.append("wrk is not installed (apt-get install wrk): HTTP skipped")
-                continue
-            data_dir = folder / "api"
-            with serve(data_dir, folder / "api.log") as port:
-                summary = http_max(port, f"r{r}", HTTP_SECONDS)
+        if not wrk_available():
+            report.notes.append("wrk is not installed (apt-get install wrk): HTTP skipped")
+            return report
+        # One server for every repetition (fresh ids each time): its start-up is not measured.
+        data_dir = Path(tmp) / "api"
+        acked: dict[str, list[str]] = {}
+        with serve(data_dir, Path(tmp) / "api.log") as port:
+            for r in range(repetitions):
+                summary = http_max(port, f"r{r}", HTTP_SECONDS, profile=r == 0)
                 latencies = open_loop_latency(port, f"l{r}", LATENCY_RATE, LATENCY_SECONDS)
-            # The server is stopped: every acknowledged command must be in the store.
-            missing = missing_acknowledged(data_dir / "write.sqlite", f"r{r}", summary["ok"])
-            acknowledged = sum(summary["ok"].values())
-            failed = [s for _, _, s in latencies if s != 201]
-            if missing or summary["non201"] or summary["socket_errors"] or failed:
-                report.notes.append(
-                    f"repetition {r}: {missing} acknowledged commands missing from the store, "
-                    f"wrk non-201 {summary['non201']}, socket errors {summary['socket_errors']}, "
-                    f"open-loop non-201 {len(failed)}"
-                )
-            http.values.append(acknowledged / summary["seconds"])
-            ms = [lat for _, lat, _ in latencies]
-            p50.values.append(statistics.median(ms))
-            p99.values.append(_percentile(ms, 0.99))
-            if r == 0:
-                step = max(1, len(latencies) // 3_000)
-                scatter.lines["latency"] = [(t, lat) for t, lat, _ in latencies[::step]]
+                acked[f"wrk {r}"] = [
+                    f"r{r}-t{tid}-{j}" for tid, n in summary["ok"].items() for j in range(n)
+                ]
+                acked[f"open loop {r}"] = [cid for _, _, status, cid in latencies if status == 201]
+                failed = len(latencies) - len(acked[f"open loop {r}"])
+                if summary["non201"] or summary["socket_errors"] or failed:
+                    report.notes.append(
+                        f"repetition {r}: wrk non-201 {summary['non201']}, socket errors "
+                        f"{summary['socket_errors']}; open loop non-201 {failed}"
+                    )
+                http.values.append(sum(summary["ok"].values()) / summary["seconds"])
+                ms = [lat for _, lat, _, _ in latencies]
+                p50.values.append(statistics.median(ms))
+                p99.values.append(_percentile(ms, 0.99))
+                if r == 0:
+                    step = max(1, len(latencies) // 3_000)
+                    scatter.lines["latency"] = [(t, lat) for t, lat, _, _ in latencies[::step]]
+        # The server is stopped: every acknowledged command must be in the store.
+        for run_name, ids in acked.items():
+            if missing := missing_commands(data_dir / "write.sqlite", ids):
+                report.notes.append(f"{run_name}: {missing} ACKNOWLEDGED commands not in the store")
+        report.notes.append(
+            f"checked: all {sum(len(v) for v in acked.values()):,} acknowledged HTTP commands "
+            "were looked up in the store after the server stopped"
+        )
     report.profiles.append("bench/results/profiles/write_side-handle_batch-64.txt")
+    raw = RESULTS_DIR / "profiles" / "write_side-http-server.raw"
+    if raw.exists():
+        summarize_py_spy(raw, raw.with_suffix(".txt"))
+        raw.unlink()
+        report.profiles.append("bench/results/profiles/write_side-http-server.txt")
     return report
