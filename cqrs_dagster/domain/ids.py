@@ -1,7 +1,7 @@
 """Identifiers: time-ordered UUIDv7 for server-generated ids (RFC 9562).
 
 ``uuid7`` runs once per command and per event on the write path, so the random bits come from a
-per-thread buffer of ``os.urandom`` bytes (one syscall per 400 ids instead of one per id). The
+per-thread pool of ``os.urandom`` values (one syscall per 400 ids instead of one per id). The
 buffers are dropped in a forked child, so parent and child never hand out the same bits.
 """
 
@@ -24,15 +24,20 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def _refill() -> list[int]:
+    buf = os.urandom(_RANDOM_BYTES * _BUFFER_IDS)
+    pool = [
+        int.from_bytes(buf[i : i + _RANDOM_BYTES], "big") for i in range(0, len(buf), _RANDOM_BYTES)
+    ]
+    _local.pool = pool
+    return pool
+
+
 def _random_bits() -> int:
-    local = _local
-    buf: bytes = getattr(local, "buf", b"")
-    pos: int = getattr(local, "pos", 0)
-    if pos >= len(buf):
-        buf, pos = os.urandom(_RANDOM_BYTES * _BUFFER_IDS), 0
-        local.buf = buf
-    local.pos = pos + _RANDOM_BYTES
-    return int.from_bytes(buf[pos : pos + _RANDOM_BYTES], "big")
+    try:
+        return _local.pool.pop()  # type: ignore[no-any-return]
+    except (AttributeError, IndexError):
+        return _refill().pop()
 
 
 def uuid7(now_ms: int | None = None) -> str:
