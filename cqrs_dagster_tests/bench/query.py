@@ -28,8 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
-from cqrs_dagster.projections.gold import daily_metrics
-from cqrs_dagster.projections.schemas import ORDER_SUMMARY_SCHEMA
+from cqrs_dagster.projections.gold import daily_metrics, summary_rows
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster_tests.fixtures.procs import (
@@ -55,13 +54,10 @@ def build(tables: TableStore, rows: int) -> list[str]:
     """orders, order_summary and daily_order_metrics for ``rows`` orders; returns the order ids."""
     ids = build_orders(tables, rows, days=DAYS)
     orders = DeltaTable(tables.uri("orders")).to_pyarrow_table()
-    names = pc.binary_join_element_wise(pa.scalar("Customer "), orders["customer_id"], "")
-    summary = (
-        orders.append_column("customer_name", names)
-        .select(ORDER_SUMMARY_SCHEMA.names)
-        .cast(ORDER_SUMMARY_SCHEMA)
-        .sort_by("order_id")
-    )
+    customer_ids = pc.unique(orders["customer_id"])
+    names = pc.binary_join_element_wise(pa.scalar("Customer "), customer_ids, "")
+    customers = pa.table({"customer_id": customer_ids, "name": names})
+    summary = summary_rows(orders, customers)  # the gold step's own join, sorted by order_id
     write_deltalake(tables.uri("order_summary"), summary, mode="overwrite")
     metrics = daily_metrics(
         orders.select(["order_id", "customer_id", "total_amount", "created_day"])
