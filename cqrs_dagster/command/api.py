@@ -7,7 +7,9 @@ through binary floating point. Every error is problem+json and changes nothing.
 The endpoint is ``async``: it validates on the event loop and awaits the app's
 :class:`~cqrs_dagster.command.group_commit.GroupCommitter`, which answers once the commit that
 holds the command is durable. Many concurrent requests thus share one fsync, and no thread-pool
-thread is parked per request.
+thread is parked per request. With a store that cannot commit a batch at once (Cosmos DB,
+``WriteStore.group_commit`` False) each command runs ``CommandHandler.handle`` in the thread
+pool instead, concurrently, as before group commit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,6 +46,7 @@ from .execution import (
     validate_command,
 )
 from .group_commit import CommitterClosed, GroupCommitter
+from .handler import CommandHandler
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 COMMANDS_PATH = "/api/v1/commands"
@@ -95,9 +99,13 @@ async def _read_json(headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -
 async def _execute(state: Any, raw: Any, user_id: str) -> tuple[int, bytes]:
     """Validate, apply through the group commit, and render: (status, JSON body)."""
     command = validate_command(raw)
-    committer: GroupCommitter = state.committer
+    committer: GroupCommitter | None = state.committer
     try:
-        result = await committer.execute(command, user_id)
+        if committer is not None:
+            result = await committer.execute(command, user_id)
+        else:
+            handler: CommandHandler = state.command_handler
+            result = await run_in_threadpool(handler.handle, command, user_id=user_id)
     except DomainError as exc:
         raise domain_problem(exc) from exc
     except CommitterClosed as exc:

@@ -58,8 +58,10 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         app.state.store = store
         app.state.bus = bus
         app.state.command_handler = CommandHandler(store)
-        # Every HTTP command goes through one writer thread that group-commits (see group_commit).
-        committer = GroupCommitter(app.state.command_handler)
+        # With a store that commits a batch at once (SQLite), every HTTP command goes through
+        # one writer thread that group-commits (see group_commit); otherwise (Cosmos DB) each
+        # command is its own write, run concurrently in the thread pool.
+        committer = GroupCommitter(app.state.command_handler) if store.group_commit else None
         app.state.committer = committer
         stop = threading.Event()
         thread: threading.Thread | None = None
@@ -77,7 +79,8 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            committer.close()
+            if committer is not None:
+                committer.close()
             stop.set()
             if thread is not None:
                 thread.join(RELAY_JOIN_TIMEOUT_SECONDS)

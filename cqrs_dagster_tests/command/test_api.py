@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cqrs_dagster.command.api import MAX_BODY_BYTES
+from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
@@ -349,3 +351,30 @@ def test_unknown_route_is_404_and_wrong_method_405(seeded: TestClient) -> None:
     response = seeded.get(URL)
     assert_problem(response, 405, "method-not-allowed")
     assert response.headers["allow"] == "POST"
+
+
+def test_group_commit_serves_concurrent_clients(client: TestClient) -> None:
+    """Concurrent requests share the app's group committer; each gets its own outcome."""
+    assert client.app.state.committer is not None  # type: ignore[attr-defined]
+
+    def send(i: int) -> int:
+        body = {**CUSTOMER, "customerId": f"g{i}", "commandId": f"k{i % 8}"}
+        return client.post(URL, json=body).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = sorted(pool.map(send, range(32)))
+    # 8 command ids: 8 applied (201), the 24 retries of those ids replay (200).
+    assert statuses == [200] * 24 + [201] * 8
+
+
+def test_store_without_group_commit_runs_commands_in_the_thread_pool(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose batch is not one commit (Cosmos DB) keeps concurrent single writes."""
+    monkeypatch.setattr(SqliteWriteStore, "group_commit", False)
+    with TestClient(build_app(settings, run_relay=False)) as c:
+        assert c.app.state.committer is None  # type: ignore[attr-defined]
+        assert c.post(URL, json=CUSTOMER).status_code == 201
+        assert c.post(URL, json={**CUSTOMER, "name": "Other"}).status_code == 409
+        assert c.post(URL, json={**ORDER, "customerId": "nobody"}).status_code == 404
+        assert c.post(URL, json=ORDER).status_code == 201

@@ -130,6 +130,11 @@ class WriteBatch:
 class WriteStore(ABC):
     """Durable home of aggregate state, the transactional outbox and processed command ids."""
 
+    #: True when :meth:`batch` makes a whole batch ONE durable commit. Hosts group-commit only
+    #: then: through the default batch, one writer thread would serialize every command's round
+    #: trip (Cosmos DB), where concurrent single saves are faster.
+    group_commit: bool = False
+
     @abstractmethod
     def load(self, aggregate_type: str, aggregate_id: str) -> StoredAggregate | None:
         """The aggregate's current state, or None if it does not exist."""

@@ -92,6 +92,8 @@ def _dumps(value: Any) -> str:
 class SqliteWriteStore(WriteStore):
     """WriteStore on a local SQLite file (WAL); state, outbox and command ids in one transaction."""
 
+    group_commit = True
+
     def __init__(self, path: Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
