@@ -241,12 +241,13 @@ def phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int]:
             )
     runs.sort()
     starts = [r[0] for r in runs]
+    # The phases of each order add up to its latency: the run that projected it is the first
+    # whose raw_events step started after the event was on the bus.
     parts: dict[str, list[float]] = {
-        "accepted -> on the bus": [],
-        "on the bus -> run created (tick, in-flight wait)": [],
-        "run created -> run started (launch)": [],
-        "run started -> raw_events step start": [],
-        "raw_events step start -> last step end": [],
+        "accepted -> on the bus (relay)": [],
+        "on the bus -> run created (sensor tick, in-flight run)": [],
+        "run created (or event, if later) -> raw_events step start (launch)": [],
+        "raw_events step start -> last step end (steps)": [],
         "last step end -> seen by the poller": [],
     }
     for order, accepted in load.accepted.items():
@@ -257,12 +258,11 @@ def phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int]:
         i = bisect.bisect_left(starts, on_bus)
         if i == len(runs):
             continue
-        raw_start, created, started, end = runs[i]
+        raw_start, created, _started, end = runs[i]
         values = [
             on_bus - accepted,
             max(0.0, created - on_bus),
-            started - created,
-            raw_start - started,
+            raw_start - max(created, on_bus),
             end - raw_start,
             seen - end,
         ]
