@@ -362,3 +362,36 @@ def test_lookups_read_only_the_files_whose_stats_admit_the_key(tmp_path: Path) -
     truncated = ParquetSource("*", "", ("f",), {"id": (["aa"], ["ab"])})
     assert truncated.files_with("id", "abzz") == ["f"]
     assert truncated.files_with("id", "ac") == []
+
+
+def test_the_locked_connection_loads_a_new_snapshot_only_for_caller_sql(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's refreshes skip the pyarrow dataset (costly at 365 partitions) that only caller
+    SQL reads; the next caller query still sees the newest commit."""
+    from cqrs_dagster.query import views
+
+    built: list[str] = []
+    real = views._dataset
+
+    def counting(table: Any) -> Any:
+        built.append(table.table_uri)
+        return real(table)
+
+    platform.send({"type": "RegisterCustomer", "customerId": "k0", "name": "K0", "email": "k@x.io"})
+    items = [{"sku": "tea", "quantity": 1, "unitPrice": "2.50"}]
+    platform.send({"type": "CreateOrder", "orderId": "o1", "customerId": "k0", "items": items})
+    platform.project()  # every table has files: all are read by the Parquet path
+    monkeypatch.setattr(views, "_dataset", counting)
+    with ReadModels(platform.tables) as models:
+        built.clear()
+        platform.send(
+            {"type": "RegisterCustomer", "customerId": "k1", "name": "K1", "email": "k@x.io"}
+        )
+        platform.project()
+        models.refresh()
+        assert models.rows_where("customers", "customer_id", "k1").num_rows == 1
+        assert built == []
+        rows = models.query("SELECT customer_id FROM customers ORDER BY 1").to_pylist()
+        assert rows == [{"customer_id": "k0"}, {"customer_id": "k1"}]
+        assert built  # the locked connection caught up for the caller's SQL
