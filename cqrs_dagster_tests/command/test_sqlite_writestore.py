@@ -5,8 +5,10 @@ two concurrent writers (threads and processes) racing on one aggregate version."
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
@@ -236,3 +238,60 @@ def test_two_processes_racing_on_one_version_exactly_one_wins(tmp_path: Path) ->
                 p.kill()
             p.join(timeout=10)
         store.close()
+
+
+def test_in_process_writers_queue_on_the_writer_lock(tmp_path: Path) -> None:
+    """A batch and the relay's mark_published from another thread never fail on SQLITE_BUSY."""
+    store = SqliteWriteStore(tmp_path / "w.sqlite")
+    events = commit(store, "a", 0)
+    errors: list[BaseException] = []
+
+    def relay() -> None:
+        try:
+            for _ in range(50):
+                store.mark_published(events)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=relay)
+    thread.start()
+    for n in range(50):
+        with store.batch() as batch:
+            batch.save(
+                StoredAggregate(ORDER, f"b{n}", 1, {}), 0, (make_event(f"b{n}", 1),), f"k{n}", {}
+            )
+    thread.join()
+    assert errors == []
+    assert len(store.pending_events(100)) == 50
+    store.close()
+
+
+def test_a_forked_child_does_not_inherit_a_held_writer_lock(tmp_path: Path) -> None:
+    store = SqliteWriteStore(tmp_path / "w.sqlite")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._writer_lock():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            commit(store, "child", 0)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    release.set()
+    thread.join()
+    assert done[0] == pid, "the child deadlocked on the parent's held writer lock"
+    assert store.load(ORDER, "child") is not None
+    store.close()

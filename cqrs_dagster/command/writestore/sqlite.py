@@ -103,6 +103,7 @@ class SqliteWriteStore(WriteStore):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._write_lock, self._write_lock_pid = threading.RLock(), os.getpid()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wanted = threading.Event()
         self.checkpoints = 0  # background WAL checkpoints run (see batch())
@@ -132,18 +133,31 @@ class SqliteWriteStore(WriteStore):
             self._all.append(conn)
         return conn
 
-    @staticmethod
+    def _writer_lock(self) -> threading.RLock:  # re-entrant: a nested BEGIN fails, not hangs
+        """This process's writer lock (a forked child gets a fresh one, never a held copy)."""
+        pid = os.getpid()
+        if self._write_lock_pid != pid:
+            self._write_lock, self._write_lock_pid = threading.RLock(), pid
+        return self._write_lock
+
     @contextmanager
-    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-        """BEGIN IMMEDIATE (take the write lock up front) ... COMMIT, or ROLLBACK on any error."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # a failed COMMIT can leave the transaction open
-                conn.execute("ROLLBACK")
-            raise
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """BEGIN IMMEDIATE (take the write lock up front) ... COMMIT, or ROLLBACK on any error.
+
+        Writers of this process queue on a Python lock first: SQLite's busy handler would poll
+        the file lock with sleeps of 1, 2, 5, 10 .. ms, so a group commit colliding with the
+        relay's ``mark_published`` would stall for milliseconds after the lock is free. Other
+        processes still serialize on SQLite's lock (``BEGIN IMMEDIATE`` + busy timeout).
+        """
+        with self._writer_lock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # a failed COMMIT can leave the transaction open
+                    conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def batch(self) -> Iterator[WriteBatch]:
