@@ -99,9 +99,15 @@ def scan(
 
 
 def read_raw_range(
-    raw: DeltaTable, after: int, upto: int, columns: list[str] | None = None
+    raw: DeltaTable,
+    after: int,
+    upto: int,
+    columns: list[str] | None = None,
+    *,
+    ordered: bool = True,
 ) -> pa.Table:
-    """raw_events rows with ``after < ingest_seq <= upto``, in ingest order (files pruned by stats)."""
+    """raw_events rows with ``after < ingest_seq <= upto`` (files pruned by stats), in ingest order
+    unless ``ordered`` is False (then see :func:`in_ingest_order`)."""
     wanted = None if columns is None else sorted({*columns, "ingest_seq"})
     data = scan(
         raw,
@@ -109,7 +115,22 @@ def read_raw_range(
         (pc.field("ingest_seq") > after) & (pc.field("ingest_seq") <= upto),
         wanted,
     )
-    return data.sort_by("ingest_seq")
+    return in_ingest_order(data) if ordered else data
+
+
+def in_ingest_order(rows: pa.Table) -> pa.Table:
+    """``rows`` sorted by ingest_seq; as is (no copy) when they already are, as files read in
+    commit order usually give them."""
+    seq = rows.column("ingest_seq")
+    if rows.num_rows < 2 or pc.all(pc.less(seq[:-1], seq[1:])).as_py():
+        return rows
+    return rows.sort_by("ingest_seq")
+
+
+def release_memory() -> None:
+    """Return Arrow's freed memory to the OS (mimalloc keeps it otherwise): called at the end of
+    every step, so a long catch-up's resident set stays near one batch's working set."""
+    pa.default_memory_pool().release_unused()
 
 
 def row_count(table: DeltaTable) -> int:

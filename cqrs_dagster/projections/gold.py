@@ -30,6 +30,7 @@ from .delta_io import (
     hit,
     isin,
     read_raw_range,
+    release_memory,
     row_count,
     scan,
     seq_app_id,
@@ -49,6 +50,8 @@ from .schemas import (
 from .tables import TableStore
 
 SUMMARY_COLUMNS = ORDER_SUMMARY_SCHEMA.names
+# What order_summary takes from orders (not items, the largest column, nor version / ids).
+ORDER_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "customer_name"]
 
 
 def _covered(tables: TableStore, sources: tuple[str, ...]) -> tuple[int, int]:
@@ -102,7 +105,7 @@ def build_order_summary(
         )
         hit(fault, "order_summary.after_merge")
         return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
-    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id"])
+    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id"], ordered=False)
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
     customer_ids = pc.unique(
         batch.filter(isin("event_type", [CUSTOMER_REGISTERED, CUSTOMER_UPDATED]))["aggregate_id"]
@@ -111,6 +114,7 @@ def build_order_summary(
         orders,
         None,
         isin("order_id", order_ids.to_pylist()) | isin("customer_id", customer_ids.to_pylist()),
+        columns=ORDER_COLUMNS,
     )
     cust_ids = pc.unique(touched["customer_id"]).to_pylist()
     names = scan(
@@ -122,7 +126,15 @@ def build_order_summary(
     rows = summary_rows(touched, names)
     checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
     hit(fault, "order_summary.before_merge")
-    if rows.num_rows:
+    if rows.num_rows and row_count(target) == 0:  # first build: nothing to merge with
+        write_deltalake(
+            target,
+            rows,
+            mode="append",
+            commit_properties=commit_props(checkpoint, run_id, "build_order_summary"),
+        )
+        target.update_incremental()
+    elif rows.num_rows:
         (
             target.merge(
                 rows,
@@ -202,7 +214,7 @@ def build_daily_order_metrics(
         hit(fault, "daily_order_metrics.before_commit")
         write_deltalake(target, rows, mode="overwrite", commit_properties=props)
     else:
-        batch = read_raw_range(raw, after, upto, ["event_type", "event_timestamp"])
+        batch = read_raw_range(raw, after, upto, ["event_type", "event_timestamp"], ordered=False)
         events_read = batch.num_rows
         created = batch.filter(pc.field("event_type") == ORDER_CREATED)
         days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))
@@ -240,6 +252,7 @@ def build_daily_order_metrics(
 def _report(
     name: str, target: DeltaTable, started: float, *, events_read: int = 0, written: int = 0
 ) -> StepReport:
+    release_memory()
     target.update_incremental()
     seq = txn(target, seq_app_id(name))
     newest_us = txn(target, enqueued_app_id(name))

@@ -31,6 +31,7 @@ from .delta_io import (
     enqueued_app_id,
     from_micros,
     hit,
+    release_memory,
     row_count,
     scan,
     seq_app_id,
@@ -251,6 +252,7 @@ def ingest_raw_events(
         table.update_incremental()
         version = table.version()
     hit(fault, "raw.after_commit")
+    release_memory()
     return StepReport(
         table=RAW_EVENTS,
         events_read=len(messages),

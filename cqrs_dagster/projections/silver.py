@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from cqrs_dagster.domain.events import EventEnvelope
 
@@ -31,8 +31,10 @@ from .delta_io import (
     enqueued_app_id,
     from_micros,
     hit,
+    in_ingest_order,
     isin,
     read_raw_range,
+    release_memory,
     row_count,
     scan,
     seq_app_id,
@@ -45,7 +47,7 @@ from .orders import EVENT_TYPES as ORDER_EVENTS
 from .orders import fold_orders
 from .report import StepReport
 from .schemas import CUSTOMERS, ORDERS, RAW_EVENTS, SCHEMAS
-from .tables import TableStore
+from .tables import PARTITION_BY, TableStore
 from .vectorized import FastFold, fast_fold_customers, fast_fold_orders
 
 
@@ -146,6 +148,11 @@ def fold_batch(
     return fast, merged, raw_rows
 
 
+def appended_app_id(table: str) -> str:
+    """Txn app id of a silver table's append of new keys: the raw ``ingest_seq`` of its batch."""
+    return f"{table}/appended_seq"
+
+
 def merge_rows(
     target: DeltaTable,
     spec: SilverSpec,
@@ -153,13 +160,44 @@ def merge_rows(
     checkpoint: Mapping[str, int],
     run_id: str,
     operation: str,
+    *,
+    existing: pa.Array | None = None,
+    fault: Fault = None,
 ) -> None:
-    """MERGE rows on the key (newer version wins) with ``checkpoint`` in the same commit."""
+    """MERGE rows on the key (newer version wins) with ``checkpoint`` in the same commit.
+
+    With ``existing`` (the keys that have a row: the fold read them), rows of the other keys are
+    APPENDED first, sorted by key, in a commit of their own: a MERGE rewrites every file it
+    matches, and with inserts in it its output file grows with the table, so a catch-up would
+    rewrite ever larger files. Appended in key order (time-ordered ids), new rows form narrow
+    files that later MERGEs of recent keys prune to. Still exactly once: a crash between the two
+    commits leaves the appended rows without the checkpoint; the re-run reads them as current
+    rows, whose versions cover the batch's events for them, so they are skipped, not added
+    again. The append carries its own txn app id (``<table>/appended_seq``), so a concurrent
+    writer's append of the same batch conflicts like its MERGE would.
+    """
     source = (
         rows
         if isinstance(rows, pa.Table)
         else pa.Table.from_pylist(list(rows), schema=SCHEMAS[spec.table])
     )
+    if existing is not None and source.num_rows:
+        is_new = pc.invert(pc.is_in(source[spec.key], existing))
+        fresh = source.filter(is_new).sort_by(spec.key)
+        source = source.filter(pc.invert(is_new))
+        if fresh.num_rows:
+            seq = checkpoint.get(seq_app_id(spec.table), -1)
+            write_deltalake(
+                target,
+                fresh,
+                mode="append",
+                partition_by=PARTITION_BY.get(spec.table),
+                commit_properties=commit_props(
+                    {appended_app_id(spec.table): seq}, run_id, operation
+                ),
+            )
+            target.update_incremental()
+        hit(fault, f"{spec.table}.after_append")
     if source.num_rows == 0:
         if checkpoint:
             commit_checkpoints_only(target, spec.table, checkpoint, run_id, operation)
@@ -209,12 +247,14 @@ def project(
     if raw is None or raw_last <= after:
         return _report(spec.table, target, after, newest_us, started)
     upto = min(after + max_events, raw_last)
-    batch = read_raw_range(raw, after, upto, RAW_COLUMNS)
+    batch = read_raw_range(raw, after, upto, RAW_COLUMNS, ordered=False)
     if batch.num_rows:
         newest_us = max(newest_us, to_micros(pc.max(batch["enqueued_time"]).as_py()))
-    mine = batch.filter(pc.is_in(batch["event_type"], pa.array(sorted(spec.event_types))))
+    types = pa.array(sorted(spec.event_types))
+    mine = in_ingest_order(batch.filter(pc.is_in(batch["event_type"], types)))
     keys = pc.unique(mine["aggregate_id"]).to_pylist()
-    fast, result, raw_rows = fold_batch(spec, mine, current_table(target, spec, keys))
+    current = current_table(target, spec, keys)
+    fast, result, raw_rows = fold_batch(spec, mine, current)
 
     where = {r["event_id"]: r for r in raw_rows}
     letters = [
@@ -236,7 +276,16 @@ def project(
     rows = pa.concat_tables(
         [*fast, pa.Table.from_pylist(list(result.rows.values()), schema=SCHEMAS[spec.table])]
     )
-    merge_rows(target, spec, rows, checkpoint, run_id, f"project_{spec.table}")
+    merge_rows(
+        target,
+        spec,
+        rows,
+        checkpoint,
+        run_id,
+        f"project_{spec.table}",
+        existing=current[spec.key],
+        fault=fault,
+    )
     hit(fault, f"{spec.table}.after_merge")
     return _report(
         spec.table,
@@ -265,6 +314,7 @@ def _report(
     dead: int = 0,
     written: int = 0,
 ) -> StepReport:
+    release_memory()
     target.update_incremental()
     return StepReport(
         table=name,

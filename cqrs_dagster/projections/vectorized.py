@@ -52,7 +52,9 @@ def duck() -> duckdb.DuckDBPyConnection:
     db = _DB.get(pid)
     if db is None:
         _DB.clear()
-        db = _DB[pid] = duckdb.connect()
+        # Hand freed memory back to the OS early (DuckDB keeps up to 128 MB by default): the
+        # projection's peak RSS is bounded (issue 7 (f)).
+        db = _DB[pid] = duckdb.connect(config={"allocator_flush_threshold": "16MB"})
     con = db.cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -32,7 +32,10 @@ POINTS = [
     ("raw.after_commit", 2),
     ("orders.before_dead_letters", 2),
     ("orders.before_merge", 2),
+    ("orders.after_append", 1),
+    ("orders.after_append", 2),
     ("orders.after_merge", 1),
+    ("customers.after_append", 2),
     ("customers.before_merge", 2),
     ("customers.after_merge", 2),
     ("order_summary.before_merge", 1),
@@ -122,3 +125,26 @@ def test_republished_and_reordered_deliveries_give_the_clean_read_models(
     for name in (ORDERS, CUSTOMERS, ORDER_SUMMARY, DAILY_ORDER_METRICS):
         assert got[name] == clean[name], name
     assert all(r["customer_name"] is not None for r in got[ORDER_SUMMARY])
+
+
+def test_new_keys_are_appended_and_only_existing_keys_merged(tmp_path: Path) -> None:
+    """A batch of new keys rewrites no file (an append, sorted by key); a batch updating some
+    keys MERGEs only those: the new keys' files stay as written."""
+    bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
+    created = [e for e in SC.events if e.event_type == "CustomerRegistered"]
+    renamed = [e for e in SC.events if e.event_type == "CustomerUpdated"]
+    bus.publish(created)
+    run(bus, tables)
+    customers = tables.open(CUSTOMERS)
+    assert customers is not None
+    history = [h["operation"] for h in customers.history()]
+    assert "MERGE" not in history and history[0] == "WRITE"
+    keys = customers.to_pyarrow_table().column("customer_id").to_pylist()
+    assert keys == sorted(keys)  # one appended file, in key order
+    assert customers.transaction_version("customers/appended_seq") is not None
+    bus.publish(renamed)
+    run(bus, tables)
+    customers = tables.open(CUSTOMERS)
+    assert customers is not None
+    assert customers.history(1)[0]["operation"] == "MERGE"
+    assert customers.transaction_version("customers/ingest_seq") == len(created + renamed) - 1
