@@ -8,6 +8,7 @@ the projection's own. Plot: seconds per batch vs table rows (log x).
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -94,17 +95,20 @@ def merge_batches(root: str, batches: int, profile: str = "") -> dict[str, Any]:
     from cqrs_dagster.projections.silver import project_orders
 
     tables = TableStore(root=root)
-    seconds = []
+    seconds: list[float] = []
+    cpu: list[float] = []
     for b in range(batches + (1 if profile else 0)):
         if b == batches:
             with profiled(profile):
                 report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
         else:
+            before = time.process_time()
             report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
             seconds.append(report.seconds)
+            cpu.append(time.process_time() - before)
         if report.events_applied != BATCH:
             raise RuntimeError(f"batch {b} applied {report.events_applied} events: {report}")
-    return {"seconds": seconds}
+    return {"seconds": seconds, "cpu": cpu}
 
 
 def run(repetitions: int) -> Report:
@@ -147,6 +151,11 @@ def run(repetitions: int) -> Report:
             m = Measurement(f"10k batch into {n:,} orders", "s", out["seconds"], target, key="d")
             by_size[n] = m
             report.measurements.append(m)
+            report.measurements.append(
+                Measurement(
+                    f"CPU time (all threads), 10k batch into {n:,} orders", "s", out["cpu"], key="d"
+                )
+            )
             report.measurements.append(
                 Measurement(
                     f"peak RSS, 10k batch into {n:,} orders",
