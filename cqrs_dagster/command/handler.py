@@ -127,14 +127,20 @@ class CommandHandler:
         nothing). Any other exception (the store failed, the commit failed) propagates: then
         none of the batch's writes is durable and every caller must get an error.
         """
-        outcomes: list[CommandResult | DomainError] = []
         with self.store.batch() as batch:
-            batch.prefetch(*_batch_keys(commands))
-            for command, user_id in commands:
-                try:
-                    outcomes.append(self._apply(command, user_id, batch))
-                except DomainError as exc:
-                    outcomes.append(exc)
+            return self.decide_batch(commands, batch)
+
+    def decide_batch(
+        self, commands: Sequence[tuple[Command, str]], batch: WriteBatch
+    ) -> list[CommandResult | DomainError]:
+        """Decide ``commands`` in order through ``batch`` (which commits, or not, afterwards)."""
+        outcomes: list[CommandResult | DomainError] = []
+        batch.prefetch(*_batch_keys(commands))
+        for command, user_id in commands:
+            try:
+                outcomes.append(self._apply(command, user_id, batch))
+            except DomainError as exc:
+                outcomes.append(exc)
         return outcomes
 
     def _apply(self, command: Command, user_id: str, batch: WriteBatch) -> CommandResult:
