@@ -245,3 +245,20 @@ def test_batches_leave_wal_checkpoints_to_a_background_thread(store: SqliteWrite
     reopened = SqliteWriteStore(store.path)
     assert reopened.load(CUSTOMER, "b29-49") is not None
     reopened.close()
+
+
+def test_a_large_batch_keeps_save_order(store: SqliteWriteStore) -> None:
+    """270 saves in one batch (orders created, then paid): outbox in save order."""
+    commands = []
+    for i in range(90):  # 270 saves, each order created then paid in the same batch
+        commands += [register(f"c{i}"), create(f"o{i}", f"c{i}"), pay(f"o{i}")]
+    out = batch(CommandHandler(store), *commands)
+    assert all(isinstance(o, CommandResult) for o in out)
+    assert counts(store) == (180, 270, 270)
+    order = [(e.aggregate_id, e.version) for e in store.pending_events(1000)]
+    expected = []
+    for i in range(90):
+        expected += [(f"c{i}", 1), (f"o{i}", 1), (f"o{i}", 2)]
+    assert order == expected
+    paid = store.load(ORDER, "o89")
+    assert paid is not None and paid.version == 2 and paid.state["status"] == "Paid"
