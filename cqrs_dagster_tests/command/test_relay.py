@@ -369,3 +369,31 @@ def test_cli_relay_reports_a_partition_count_mismatch_in_one_line(tmp_path: Path
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "has 8 partitions, but 4 were requested" in lines[0]
+
+
+class RecordingStop(threading.Event):
+    """A stop event that records how long the relay waits, and stops it after ``rounds``."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(-1.0 if timeout is None else timeout)
+        if len(self.waits) >= self.rounds:
+            self.set()
+        return self.is_set()
+
+
+def test_run_forever_lingers_after_a_partial_batch_only(
+    store: SqliteWriteStore, bus: LocalEventBus
+) -> None:
+    seed(store)
+    pending = len(store.pending_events(10_000))
+    relay = OutboxRelay(store, bus, batch_size=pending - 1, linger=0.005)
+    stop = RecordingStop(rounds=2)
+    relay.run_forever(stop, 0.5)
+    # Round 1: a full batch, straight on; round 2: the 1 event left, linger; round 3: idle.
+    assert stop.waits == [0.005, 0.5]
+    assert relay.published_total == pending
