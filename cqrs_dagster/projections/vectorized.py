@@ -61,20 +61,18 @@ def duck() -> duckdb.DuckDBPyConnection:
 
 
 def _items_text(events: pa.Table) -> pa.Array:
-    """``orjson.dumps(data["items"])`` of each OrderCreated (None where data is not usable)."""
-    out: list[str | None] = []
-    for kind, data in zip(
-        events.column("event_type").to_pylist(), events.column("data").to_pylist(), strict=True
-    ):
-        text = None
-        if kind == ORDER_CREATED:
-            try:
-                items = orjson.loads(data)["items"]
-                if isinstance(items, list):
-                    text = orjson.dumps(items).decode()
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                text = None
-        out.append(text)
+    """``orjson.dumps(data["items"])`` of each OrderCreated (None elsewhere and where data is
+    not usable); only the OrderCreated rows' data reach Python."""
+    created = pc.indices_nonzero(pc.equal(events.column("event_type"), ORDER_CREATED))
+    out: list[str | None] = [None] * events.num_rows
+    datas = events.column("data").take(created).to_pylist()
+    for index, data in zip(created.to_pylist(), datas, strict=True):
+        try:
+            items = orjson.loads(data)["items"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(items, list):
+            out[index] = orjson.dumps(items).decode()
     return pa.array(out, pa.string())
 
 
