@@ -14,7 +14,7 @@ from .tables import TableStore
 
 # Bus events decoded per raw_events commit: raw ingest is linear in its batch (no MERGE), so a
 # bounded batch costs nothing and bounds the resident set (bodies, DuckDB's parse, the writer).
-RAW_BATCH = 50_000
+RAW_BATCH = 25_000
 
 
 def run_all(
