@@ -1,7 +1,7 @@
 """Hypothesis on the command endpoint through the real app (TestClient, real SQLite store):
 random and mutated command bodies (wrong types, missing and unknown fields, bad money and emails,
 arbitrary JSON, non-JSON bytes, deep nesting, NaN/Infinity literals, wrong content types), mostly
-invalid. Never a 5xx; every rejected input leaves the write store's files (database and WAL) and
+invalid. Never a 5xx; every rejected input leaves the write store (every table) and
 its outbox logically identical (same dump); every accepted one adds exactly the events it reports."""
 
 from __future__ import annotations
