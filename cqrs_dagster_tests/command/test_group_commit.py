@@ -27,7 +27,6 @@ from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.domain.commands import Command, parse_command
 from cqrs_dagster.domain.errors import AggregateNotFound, DomainError, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER
-from cqrs_dagster_tests.fixtures.procs import wait_until
 
 
 @pytest.fixture
@@ -231,20 +230,6 @@ def test_close_fails_later_commands(store: SqliteWriteStore) -> None:
 def test_max_batch_must_be_positive(store: SqliteWriteStore) -> None:
     with pytest.raises(ValueError):
         GroupCommitter(CommandHandler(store), max_batch=0)
-
-
-def test_batches_leave_wal_checkpoints_to_a_background_thread(store: SqliteWriteStore) -> None:
-    handler = CommandHandler(store)
-    for n in range(30):
-        batch(handler, *(register(f"b{n}-{i}") for i in range(50)))
-    conn = store._conn()
-    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    assert wait_until(lambda: store.checkpoints > 0, timeout=30)
-    store.close()
-    assert store._checkpointer is not None and not store._checkpointer.is_alive()
-    reopened = SqliteWriteStore(store.path)
-    assert reopened.load(CUSTOMER, "b29-49") is not None
-    reopened.close()
 
 
 def test_a_large_batch_keeps_save_order(store: SqliteWriteStore) -> None:
