@@ -135,9 +135,12 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """``fn(*args)`` in a fresh (spawned) process; its result plus ``peak_rss_mib``: the child's
     own peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``, read in the child at its end, so
     it is that process's peak alone, not the largest of all children)."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    pool = mp.get_context("spawn").Pool(1)
+    try:
         return pool.apply(_measured, (fn, *args))
+    finally:
+        pool.close()  # let the child exit on its own (terminate() interrupts its shutdown)
+        pool.join()
 
 
 def warm_up() -> None:
