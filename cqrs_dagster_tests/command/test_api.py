@@ -378,3 +378,15 @@ def test_store_without_group_commit_runs_commands_in_the_thread_pool(
         assert c.post(URL, json={**CUSTOMER, "name": "Other"}).status_code == 409
         assert c.post(URL, json={**ORDER, "customerId": "nobody"}).status_code == 404
         assert c.post(URL, json=ORDER).status_code == 201
+
+
+def test_command_after_the_committer_closed_is_503_and_writes_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    client.app.state.committer.close()  # type: ignore[attr-defined]
+    response = client.post(URL, json=CUSTOMER)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/unavailable")
+    with closing(sqlite3.connect(settings.write_db_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM commands").fetchone()[0] == 0
