@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # With no new events, the sensor still starts a (no-op) projection run this often, so the
     # read models' FreshnessPolicy (warn 60 min, fail 120 min) flags a pipeline that cannot run.
     freshness_heartbeat_minutes: int = Field(default=30, ge=0)
+    # Follow mode (opt-in): the sensor starts ``follow_read_models`` instead of the per-batch asset
+    # job; one run keeps applying new events pass after pass for at most this many seconds (0 = off)
+    # and stops earlier once nothing new arrived for ``projection_follow_idle_seconds``.
+    projection_follow_seconds: float = Field(default=0.0, ge=0)
+    projection_follow_idle_seconds: float = Field(default=10.0, gt=0)
     lag_warn_seconds: float = Field(default=30.0, gt=0)
     lag_error_seconds: float = Field(default=60.0, gt=0)
     delta_root: str | None = None  # default: <data_dir>/delta; abfss://... or az://... on Azure

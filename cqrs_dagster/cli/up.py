@@ -39,6 +39,17 @@ def register(sub: Any) -> None:
     p.add_argument("--api-port", type=int, default=8000)
     p.add_argument("--ui-port", type=int, default=3000)
     p.add_argument("--no-dagster", action="store_true", help="only the API and the relay")
+    p.add_argument(
+        "--follow",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "follow mode: one projection run keeps applying new events for up to SECONDS "
+            "(until idle for CQRS_PROJECTION_FOLLOW_IDLE_SECONDS); sets "
+            "CQRS_PROJECTION_FOLLOW_SECONDS for Dagster (default: its value, 0 = per-batch runs)"
+        ),
+    )
     p.add_argument("--demo", action="store_true", help="generate a steady trickle of demo commands")
     p.set_defaults(func=run)
 
@@ -72,7 +83,9 @@ def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(data_dir=args.data_dir, env=args.env)
+        settings = load_settings(
+            data_dir=args.data_dir, env=args.env, projection_follow_seconds=args.follow
+        )
         settings.validate_for_env()
     except SettingsError as exc:
         print(f"cqrs up: {exc}", file=sys.stderr)
@@ -101,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_dagster:
         home = prepare_dagster_home(data_dir)
         dagster_env = {**env, "DAGSTER_HOME": str(home)}
+        if args.follow is not None:
+            dagster_env["CQRS_PROJECTION_FOLLOW_SECONDS"] = str(args.follow)
         dagster_cmd = [
             str(Path(sys.executable).parent / "dagster"),
             "dev",

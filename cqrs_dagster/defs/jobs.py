@@ -8,6 +8,10 @@ from .assets import GROUP
 from .checks import OUTBOX_RELAY_LAG, freshness_check_key
 
 PROJECTION_JOB = "project_read_models"
+# Follow mode's job (defs/follow.py): the sensor starts it instead when
+# CQRS_PROJECTION_FOLLOW_SECONDS > 0. Both write the read models: never two runs of either at once.
+FOLLOW_JOB = "follow_read_models"
+PROJECTION_JOBS = (PROJECTION_JOB, FOLLOW_JOB)
 WRITER_TAG = "cqrs/delta-writer"
 # Full replays of raw_events: run daily by the check-only ``replay_audit`` job (defs/rebuild.py),
 # never with every projection run.

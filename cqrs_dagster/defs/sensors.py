@@ -2,8 +2,11 @@
 
 Each tick compares every bus partition's head (last enqueued sequence number) with the read
 models' committed checkpoints, without reading any event body. It requests a run only when some
-read model is behind and no projection run is in flight, so two runs never write the same Delta
-tables at once (the assets' shared concurrency pool is the second guard).
+read model is behind and no projection run (of either projection job) is in flight, so two runs
+never write the same Delta tables at once (the shared Delta writer pool is the second guard).
+
+With ``CQRS_PROJECTION_FOLLOW_SECONDS`` > 0 (read at each tick) it requests ``follow_read_models``
+(defs/follow.py: one run that keeps following the bus) instead of the per-batch asset job.
 """
 
 import time
@@ -13,7 +16,8 @@ import dagster as dg
 from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
-from .jobs import PROJECTION_JOB, project_read_models
+from .follow import follow_read_models
+from .jobs import FOLLOW_JOB, PROJECTION_JOB, PROJECTION_JOBS, project_read_models
 from .resources import PlatformResource
 
 SENSOR_NAME = "cqrs_events_sensor"
@@ -31,19 +35,41 @@ IN_FLIGHT = [
 ]
 
 
-def _run_key(heads: list[int], behind: dict[str, int], instance: dg.DagsterInstance) -> str:
+def _latest_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:
+    """The newest run of either projection job."""
+    records = [
+        r
+        for job in PROJECTION_JOBS
+        for r in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=1)
+    ]
+    return max(records, key=lambda r: r.create_timestamp, default=None)
+
+
+def _in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    for job in PROJECTION_JOBS:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1)
+        if runs:
+            return runs[0]
+    return None
+
+
+def _run_key(
+    heads: list[int], behind: dict[str, int], instance: dg.DagsterInstance, prefix: str
+) -> str:
     key = (
-        "heads="
+        prefix
+        + "heads="
         + ",".join(map(str, heads))
         + ";behind="
         + ",".join(f"{t}:{n}" for t, n in sorted(behind.items()))
     )
     # A failed run keeps the same target positions: derive a fresh key so it is retried.
-    latest = instance.get_runs(filters=dg.RunsFilter(job_name=PROJECTION_JOB), limit=1)
-    if latest and latest[0].status == dg.DagsterRunStatus.FAILURE:
-        previous = latest[0].tags.get("dagster/run_key", "")
+    record = _latest_run(instance)
+    latest = record.dagster_run if record is not None else None
+    if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE:
+        previous = latest.tags.get("dagster/run_key", "")
         if previous.split(";retry=")[0] == key:
-            key += f";retry={latest[0].run_id[:8]}"
+            key += f";retry={latest.run_id[:8]}"
     return key
 
 
@@ -51,17 +77,17 @@ def _heartbeat_due(instance: dg.DagsterInstance, heartbeat_minutes: int) -> bool
     """True when no projection run started within the heartbeat period (or none ever did)."""
     if heartbeat_minutes <= 0:
         return False
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PROJECTION_JOB), limit=1)
-    if not records:
+    record = _latest_run(instance)
+    if record is None:
         return True
-    age = time.time() - records[0].create_timestamp.timestamp()
+    age = time.time() - record.create_timestamp.timestamp()
     return age >= heartbeat_minutes * 60
 
 
 def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
-        job=project_read_models,
+        jobs=[project_read_models, follow_read_models],
         minimum_interval_seconds=max(1, interval_seconds - TICK_JITTER_SECONDS),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
@@ -73,11 +99,11 @@ def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> d
     def cqrs_events_sensor(
         context: dg.SensorEvaluationContext, platform: PlatformResource
     ) -> dg.RunRequest | dg.SkipReason:
-        in_flight = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=PROJECTION_JOB, statuses=IN_FLIGHT), limit=1
-        )
-        if in_flight:
-            return dg.SkipReason(f"projection run {in_flight[0].run_id} is in flight")
+        in_flight = _in_flight(context.instance)
+        if in_flight is not None:
+            return dg.SkipReason(f"projection run {in_flight.run_id} is in flight")
+        follow = platform.settings().projection_follow_seconds > 0
+        job_name = FOLLOW_JOB if follow else PROJECTION_JOB
         tables = platform.tables()
         with platform.bus() as bus:
             infos = bus.partitions_info()  # one read of the heads per tick
@@ -87,12 +113,16 @@ def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> d
             if _heartbeat_due(context.instance, heartbeat_minutes):
                 bucket = int(time.time() // (heartbeat_minutes * 60))
                 return dg.RunRequest(
-                    run_key=f"heartbeat={bucket}", tags={"cqrs/reason": "heartbeat"}
+                    run_key=f"heartbeat={bucket}",
+                    job_name=job_name,
+                    tags={"cqrs/reason": "heartbeat"},
                 )
             return dg.SkipReason(f"read models are at the bus heads {heads}")
-        key = _run_key(heads, behind, context.instance)
+        key = _run_key(heads, behind, context.instance, "follow;" if follow else "")
         context.update_cursor(key)
-        return dg.RunRequest(run_key=key, tags={"cqrs/bus-heads": ",".join(map(str, heads))})
+        return dg.RunRequest(
+            run_key=key, job_name=job_name, tags={"cqrs/bus-heads": ",".join(map(str, heads))}
+        )
 
     return cqrs_events_sensor
 

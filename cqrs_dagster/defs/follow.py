@@ -1,0 +1,216 @@
+"""Follow mode (opt-in, ``CQRS_PROJECTION_FOLLOW_SECONDS`` > 0): one run keeps the read models
+following the bus, pass after pass, instead of one run per batch.
+
+Why: a per-batch run pays the sensor tick (the daemon's 5 s loop) and a run-process launch (~2 s)
+before its first step, so command -> visible cannot get near 5 s. A following run pays them once:
+each pass applies what arrived since the previous one through the same projection steps the
+assets call (raw_events -> orders, customers -> order_summary, daily_order_metrics; checkpoints
+committed with the rows, so a crash mid-pass and a re-run neither skip nor duplicate anything).
+The run stops after ``CQRS_PROJECTION_FOLLOW_IDLE_SECONDS`` with nothing new, or at the cap, and
+the sensor starts the next one when events arrive.
+
+What it keeps from the asset job: the Delta writer pool (maintenance, rebuild and recompute wait
+for it), the writer tag, one materialization per table written per pass (asset keys and metadata
+of the assets, so the UI's history and the freshness policies see them), and the blocking checks:
+the same rules under the same check names, evaluated per pass before a table feeds the next; a
+failing one ends the run with a failure before the next table is written.
+
+Trade-offs: the pool is held for the whole run (up to the cap), the UI shows one long run with
+many materializations, and the whole-table blocking rules (unique keys, amounts) run once per pass
+that changed the table instead of once per run.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.delta_io import seq_app_id, txn
+from cqrs_dagster.projections.gold import build_daily_order_metrics, build_order_summary
+from cqrs_dagster.projections.raw_ingest import ingest_raw_events
+from cqrs_dagster.projections.report import StepReport
+from cqrs_dagster.projections.silver import project_customers, project_orders
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.quality import rules
+from cqrs_dagster.quality.outcome import CheckOutcome
+from cqrs_dagster.quality.scope import RunScope
+
+from .assets import DELTA_WRITER_POOL, report_metadata
+from .jobs import FOLLOW_JOB, WRITER_TAG
+from .quality_checks import outcome_result
+from .resources import PlatformResource
+
+# Idle passes poll the bus this often: half of it is the mean added latency of an event arriving
+# while the run is idle.
+POLL_SECONDS = 0.25
+
+# The blocking checks of the asset job, by stage: the rules of defs/quality_checks.py, called the
+# same way (raw rules read only the rows the pass appended). Names are the asset checks' names,
+# so an evaluation logged here lands on the same check in the UI (a test keeps the sets equal).
+RawRule = Callable[[TableStore, RunScope], CheckOutcome]
+TableRule = Callable[[TableStore], CheckOutcome]
+RAW_BLOCKING: dict[str, RawRule] = {
+    "raw_events_unique_event_ids": rules.unique_event_ids,
+    "raw_events_envelope_schema": rules.envelope_schema,
+}
+SILVER_BLOCKING: dict[str, tuple[str, TableRule]] = {
+    "orders_unique_keys": (
+        schemas.ORDERS,
+        lambda t: rules.unique_keys(t, schemas.ORDERS, "order_id"),
+    ),
+    "orders_amounts": (schemas.ORDERS, rules.order_amounts),
+    "customers_unique_keys": (
+        schemas.CUSTOMERS,
+        lambda t: rules.unique_keys(t, schemas.CUSTOMERS, "customer_id"),
+    ),
+}
+
+
+class FollowConfig(dg.Config):
+    """Overrides of the follow settings for one run (None: the ``CQRS_PROJECTION_FOLLOW_*``)."""
+
+    max_seconds: float | None = None
+    idle_seconds: float | None = None
+
+
+@dataclass
+class PassResult:
+    """What one pass read from the bus, and the reports of the tables it wrote, by table."""
+
+    events_read: int
+    reports: dict[str, list[StepReport]]
+
+
+def _check(context: dg.OpExecutionContext, table: str, name: str, outcome: CheckOutcome) -> None:
+    """Log the evaluation under the asset check's name; a failure stops the run here."""
+    result = outcome_result(outcome)
+    context.log_event(
+        dg.AssetCheckEvaluation(  # type: ignore[arg-type]
+            asset_key=dg.AssetKey(table),
+            check_name=name,
+            passed=outcome.passed,
+            metadata=result.metadata,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.summary,
+            blocking=True,
+        )
+    )  # log_event handles it (dagster 1.13); its annotation omits it
+    if not outcome.passed:
+        raise dg.Failure(
+            description=f"blocking check {name} on {table} failed: {outcome.summary}",
+            metadata={"check": name, "table": table},
+        )
+
+
+def one_pass(
+    context: dg.OpExecutionContext,
+    bus: EventBus,
+    tables: TableStore,
+    batch: int,
+    *,
+    first: bool,
+) -> PassResult:
+    """raw_events (one bus batch) -> raw checks -> silver up to raw -> silver checks -> gold.
+
+    Gold runs when silver moved, and on the first pass (a heartbeat run, or a backlog a crashed
+    run left behind gold)."""
+    run_id = context.run_id
+    raw_table = schemas.RAW_EVENTS
+    before = txn(tables.open(raw_table), seq_app_id(raw_table))
+    raw = ingest_raw_events(bus, tables, max_events=batch, run_id=run_id)
+    raw_seq = raw.checkpoint.get(seq_app_id(raw_table), before)
+    written: dict[str, list[StepReport]] = {}
+    if raw.events_read or first:
+        written[raw_table] = [raw]
+    if raw_seq > before:
+        scope = RunScope(after_seq=before, upto_seq=raw_seq)
+        for name, raw_rule in RAW_BLOCKING.items():
+            _check(context, raw_table, name, raw_rule(tables, scope))
+    silver_moved = False
+    for project in (project_orders, project_customers):
+        steps: list[StepReport] = []
+        while True:  # catch up with raw (a crashed run may have left a backlog)
+            step = project(tables, max_events=batch, run_id=run_id)
+            steps.append(step)
+            if step.checkpoint.get(seq_app_id(step.table), raw_seq) >= raw_seq:
+                break
+        if any(s.events_read for s in steps) or first:
+            written[steps[-1].table] = steps
+            silver_moved = silver_moved or any(s.events_read for s in steps)
+    for name, (table, table_rule) in SILVER_BLOCKING.items():
+        if table in written:
+            _check(context, table, name, table_rule(tables))
+    if silver_moved or first:
+        summary = build_order_summary(tables, run_id=run_id)
+        daily = build_daily_order_metrics(tables, run_id=run_id)
+        written[summary.table] = [summary]
+        written[daily.table] = [daily]
+    return PassResult(raw.events_read, written)
+
+
+@dg.op(
+    pool=DELTA_WRITER_POOL,
+    tags={"layer": "all"},
+    description="Apply new bus events pass after pass until idle or the follow cap.",
+)
+def follow_projection(
+    context: dg.OpExecutionContext, platform: PlatformResource, config: FollowConfig
+) -> None:
+    settings = platform.settings()
+    cap = settings.projection_follow_seconds if config.max_seconds is None else config.max_seconds
+    idle_for = (
+        settings.projection_follow_idle_seconds
+        if config.idle_seconds is None
+        else config.idle_seconds
+    )
+    tables = platform.tables()
+    start = time.monotonic()
+    last_news = start
+    passes = events = 0
+    with platform.bus() as bus:
+        while True:
+            result = one_pass(
+                context, bus, tables, settings.projection_batch_size, first=passes == 0
+            )
+            passes += 1
+            events += result.events_read
+            for reports in result.reports.values():
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=reports[-1].table,
+                        metadata={
+                            **report_metadata(reports, bus, tables),
+                            "follow_pass": dg.MetadataValue.int(passes),
+                        },
+                    )
+                )
+            now = time.monotonic()
+            if result.events_read:
+                last_news = now
+            if now - start >= cap or now - last_news >= idle_for:
+                break
+            if not result.events_read:
+                time.sleep(POLL_SECONDS)
+    context.log.info(
+        "followed the bus for %.1f s: %s passes, %s events",
+        time.monotonic() - start,
+        passes,
+        events,
+    )
+
+
+@dg.job(
+    name=FOLLOW_JOB,
+    executor_def=dg.in_process_executor,
+    tags={WRITER_TAG: "projection"},
+    description=(
+        "Follow mode: one run applies new bus events to every read model, pass after pass, "
+        "until idle (CQRS_PROJECTION_FOLLOW_IDLE_SECONDS) or the cap "
+        "(CQRS_PROJECTION_FOLLOW_SECONDS)."
+    ),
+)
+def follow_read_models() -> None:
+    follow_projection()

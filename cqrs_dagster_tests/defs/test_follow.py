@@ -1,0 +1,215 @@
+"""Follow mode: one ``follow_read_models`` run applies events arriving while it runs, exactly once
+(also across a crash mid-pass and a re-run), logs materializations and blocking-check evaluations
+under the assets' keys and names, and a failing blocking rule stops it before the next table."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+import cqrs_dagster
+from cqrs_dagster.defs import follow
+from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
+from cqrs_dagster.defs.resources import PlatformResource
+from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.delta_io import seq_app_id, txn
+from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.quality.outcome import CheckOutcome
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster_tests.projections.scenario import build, snapshot
+
+SC = build(seed=5, customers=6, orders=40)
+FIRST = len(SC.events) // 2
+# Columns stamped at ingest (wall clock, ingest order): they differ between any two passes.
+STAMPS = {"ingested_at", "ingest_seq"}
+
+
+def all_defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(cqrs_dagster.__file__).parent)
+
+
+def run_follow(
+    instance: dg.DagsterInstance, platform: PlatformResource, *, idle: float = 3.0
+) -> dg.ExecuteInProcessResult:
+    job = all_defs().resolve_job_def(FOLLOW_JOB)
+    config = {"ops": {"follow_projection": {"config": {"max_seconds": 120, "idle_seconds": idle}}}}
+    return job.execute_in_process(
+        run_config=config, instance=instance, resources={"platform": platform}, raise_on_error=False
+    )
+
+
+def publish(settings: Settings, events: list[Any]) -> None:
+    bus = make_event_bus(settings)
+    try:
+        bus.publish(events)
+    finally:
+        bus.close()
+
+
+def normalized(tables: TableStore) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: [{k: v for k, v in row.items() if k not in STAMPS} for row in rows]
+        for name, rows in snapshot(tables).items()
+    }
+
+
+def clean_pass(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
+    settings = Settings(env="local", data_dir=tmp_path / "clean")
+    publish(settings, SC.events)
+    tables = TableStore.from_settings(settings)
+    bus = make_event_bus(settings)
+    try:
+        run_all(bus, tables, max_events=100_000, run_id="clean")
+    finally:
+        bus.close()
+    return normalized(tables)
+
+
+def publish_after_first_raw_commit(settings: Settings, done: threading.Event) -> None:
+    """The second half reaches the bus only once the run has committed its first raw batch, so
+    it can only be applied by a later pass of the same run."""
+    tables = TableStore.from_settings(settings)
+    while not done.wait(0.02):
+        if txn(tables.open(schemas.RAW_EVENTS), seq_app_id(schemas.RAW_EVENTS)) >= 0:
+            publish(settings, SC.events[FIRST:])
+            return
+
+
+def follow_with_late_events(
+    settings: Settings, instance: dg.DagsterInstance, platform: PlatformResource
+) -> dg.ExecuteInProcessResult:
+    publish(settings, SC.events[:FIRST])
+    done = threading.Event()
+    late = threading.Thread(target=publish_after_first_raw_commit, args=(settings, done))
+    late.start()
+    try:
+        return run_follow(instance, platform)
+    finally:
+        done.set()
+        late.join()
+
+
+def materialized(result: dg.ExecuteInProcessResult, table: str) -> list[dict[str, Any]]:
+    return [
+        {k: v.value for k, v in m.metadata.items()}
+        for m in result.asset_materializations_for_node("follow_projection")
+        if m.asset_key == dg.AssetKey(table)
+    ]
+
+
+def test_follow_run_applies_late_events_exactly_once_and_logs_materializations(
+    settings: Settings, instance: dg.DagsterInstance, platform: PlatformResource, tmp_path: Path
+) -> None:
+    result = follow_with_late_events(settings, instance, platform)
+    assert result.success
+    assert normalized(platform.tables()) == clean_pass(tmp_path)
+
+    raw = materialized(result, schemas.RAW_EVENTS)
+    applied = [m["events_applied"] for m in raw]
+    assert sum(applied) == len(SC.events)
+    assert len([n for n in applied if n]) >= 2  # the late half came in a later pass of this run
+    assert raw[-1]["events_behind"] == 0 and "delta_version" in raw[-1]
+    for table in schemas.READ_MODELS:
+        assert materialized(result, table), f"{table} was not materialized"
+    checks = {
+        (e.asset_key.path[-1], e.check_name, e.passed) for e in result.get_asset_check_evaluations()
+    }
+    assert {name for _, name, _ in checks} == set(follow.RAW_BLOCKING) | set(follow.SILVER_BLOCKING)
+    assert all(passed for _, _, passed in checks)
+
+    again = run_follow(instance, platform, idle=0.1)  # a re-run over caught-up tables
+    assert again.success
+    assert normalized(platform.tables()) == clean_pass(tmp_path / "again")
+
+
+class Crash(Exception):
+    pass
+
+
+def test_crash_mid_pass_then_rerun_equals_a_clean_pass(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = getattr(follow, "project_customers")  # noqa: B009 - the name the op calls
+    calls = {"n": 0}
+
+    def crashing(tables: TableStore, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second pass: raw_events and orders committed, customers not
+            raise Crash("killed mid-pass")
+        return real(tables, **kwargs)
+
+    monkeypatch.setattr(follow, "project_customers", crashing)
+    crashed = follow_with_late_events(settings, instance, platform)
+    assert not crashed.success
+    monkeypatch.setattr(follow, "project_customers", real)
+    rerun = run_follow(instance, platform, idle=0.1)
+    assert rerun.success
+    assert normalized(platform.tables()) == clean_pass(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("stage", "name", "written", "not_written"),
+    [
+        ("raw", "raw_events_envelope_schema", schemas.RAW_EVENTS, schemas.ORDERS),
+        ("silver", "orders_amounts", schemas.ORDERS, schemas.ORDER_SUMMARY),
+    ],
+)
+def test_failing_blocking_rule_fails_the_run_before_the_next_table(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+    stage: str,
+    name: str,
+    written: str,
+    not_written: str,
+) -> None:
+    def failing(*_args: Any) -> CheckOutcome:
+        return CheckOutcome(False, "planted failure", {"offending": 1}, ["x"])
+
+    if stage == "raw":
+        monkeypatch.setitem(follow.RAW_BLOCKING, name, failing)
+    else:
+        table, _rule = follow.SILVER_BLOCKING[name]
+        monkeypatch.setitem(follow.SILVER_BLOCKING, name, (table, failing))
+    publish(settings, SC.events)
+    result = run_follow(instance, platform)
+    assert not result.success
+    tables = platform.tables()
+    assert tables.open(written) is not None
+    assert tables.open(not_written) is None
+    logged = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [e.get_dagster_event().asset_check_evaluation_data for e in logged]
+    failed = [(e.check_name, e.asset_key) for e in evaluations if not e.passed]
+    assert failed == [(name, dg.AssetKey(written))]
+
+
+def test_follow_evaluates_exactly_the_asset_jobs_blocking_checks() -> None:
+    """Same names as the projection job's blocking checks, so the UI and alerts see them."""
+    defs = all_defs()
+    graph = defs.resolve_job_def(PROJECTION_JOB).asset_layer.asset_graph
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == set(follow.RAW_BLOCKING) | set(follow.SILVER_BLOCKING)
+    known = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert blocking <= known
+
+
+def test_follow_job_claims_the_writer_pool_and_tag() -> None:
+    from cqrs_dagster.defs.assets import DELTA_WRITER_POOL
+    from cqrs_dagster.defs.jobs import WRITER_TAG
+
+    job = all_defs().resolve_job_def(FOLLOW_JOB)
+    assert job.tags[WRITER_TAG] == "projection"
+    assert job.executor_def.name == "in_process"
+    assert "follow_projection" in job.graph.node_dict
+    assert follow.follow_projection.pool == DELTA_WRITER_POOL
