@@ -247,3 +247,11 @@ def test_a_large_batch_keeps_save_order(store: SqliteWriteStore) -> None:
     assert order == expected
     paid = store.load(ORDER, "o89")
     assert paid is not None and paid.version == 2 and paid.state["status"] == "Paid"
+
+
+def test_the_batch_writer_checkpoints_at_its_own_threshold(store: SqliteWriteStore) -> None:
+    from cqrs_dagster.command.writestore.sqlite import BATCH_CHECKPOINT_PAGES
+
+    batch(CommandHandler(store), register("c1"))
+    conn = store._conn()  # this thread ran the batch
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BATCH_CHECKPOINT_PAGES

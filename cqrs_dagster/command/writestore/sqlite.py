@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 BUSY_TIMEOUT_SECONDS = 30.0
+BATCH_CHECKPOINT_PAGES = 4_000  # WAL pages before the group-commit writer checkpoints
 IN_CHUNK = 500  # ids per IN (...) query, far below SQLite's bound-parameter limit
 _UPSERT_AGGREGATE = (
     "INSERT INTO aggregates (aggregate_type, aggregate_id, version, state) VALUES (?, ?, ?, ?)"
@@ -156,12 +157,16 @@ class SqliteWriteStore(WriteStore):
     def batch(self) -> Iterator[WriteBatch]:
         """One transaction for the whole batch: its saves commit (one fsync) when the block exits.
 
-        WAL checkpoints stay SQLite's own (every ~1,000 pages, inside the COMMIT that crosses
-        the threshold). A background PASSIVE checkpointer was tried: it ran concurrently with
-        the writer, so its checkpoints rarely finished and the WAL could not restart, and
-        commands/s dropped ~10% (measured back to back, 64 in flight).
+        WAL checkpoints stay SQLite's own, inside the COMMIT that crosses the threshold, but
+        at ``BATCH_CHECKPOINT_PAGES`` (~16 MB) rather than 1,000 pages: a batch rewrites many
+        scattered B-tree pages (random aggregate ids), and a longer WAL lets one checkpoint
+        copy a hot page once for many batches (~10% commands/s, 64 in flight, back to back).
+        A background PASSIVE checkpointer was tried and dropped: running concurrently with
+        the writer, its checkpoints rarely finished, the WAL could not restart, and
+        commands/s fell ~10%.
         """
         conn = self._conn()
+        conn.execute(f"PRAGMA wal_autocheckpoint={BATCH_CHECKPOINT_PAGES}")
         with self._transaction(conn):
             batch = _SqliteBatch(self, conn)
             yield batch
