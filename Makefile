@@ -7,7 +7,9 @@ DATA_DIR ?= .cqrs
 API_PORT ?= 8000
 UI_PORT ?= 3000
 
-.PHONY: run test lint typecheck pytest bench clean servers-install browser-install
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck pytest bench bench-tools clean servers-install browser-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +47,12 @@ test: lint typecheck pytest
 
 # Quick sizes by default (a few minutes); BENCH_FULL=1 for the sizes the targets are stated for.
 # Writes bench/results/ and the table in BENCHMARKS.md.
-bench: $(STAMP) servers-install
+# wrk (Debian) drives the HTTP write-side benchmark: C, so the load generator costs little CPU.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+bench: $(STAMP) servers-install bench-tools
 	$(BIN)/python -m cqrs_dagster_tests.bench
 	$(BIN)/python -m cqrs_dagster_tests.bench.summary
 
