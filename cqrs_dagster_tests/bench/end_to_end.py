@@ -1,10 +1,13 @@
 """End-to-end latency (issue 7 e, f): command accepted (HTTP 201) -> visible in the query API,
 through ``cqrs up`` (API + relay + ``dagster dev``: the event sensor starts the projection runs).
 
-One platform start per call (it takes ~30 s; the load dominates the rest):
+Two platform starts per call, one per projection mode, the same load in each: the default
+per-batch mode (the sensor starts one ``project_read_models`` run per batch) and follow mode
+(``cqrs up --follow 600``: one ``follow_read_models`` run keeps applying new events until idle).
+Each start (~30 s) goes through:
 
-1. idle memory (f): the total RSS of every process ``cqrs up`` started, sampled after the platform
-   has been up and idle for ~20 s (median of several samples);
+1. idle memory (f, per-batch start only): the total RSS of every process ``cqrs up`` started,
+   sampled after the platform has been up and idle for ~20 s (median of several samples);
 2. load (e): CreateOrder commands on a fixed schedule (asyncio + httpx, a bounded number in
    flight) at 200/s for 180 s (``BENCH_FULL=1``; quick: 100/s for 30 s). Visibility is detected
    through the query API's list endpoint (``GET /api/v1/orders?customer_id=&created_from=``,
@@ -12,7 +15,8 @@ One platform start per call (it takes ~30 s; the load dominates the rest):
    (lag x rate) rows instead of one request per order;
 3. where the time goes: per order, its bus enqueue time (the local bus log) and the Dagster run
    that projected it (run created / started, raw_events step start, last step end) give the
-   medians of each phase.
+   medians of each phase; in follow mode, the end of the pass that applied it (the first
+   raw_events materialization whose bus checkpoint covers the event).
 
 The API's rate limiter (200/s per principal by default) is disabled for the run: the benchmark
 measures projection latency, not the limiter.
@@ -48,6 +52,7 @@ RSS_SAMPLES = 5
 IN_FLIGHT = 64
 POLL_SECONDS = 0.2
 PAGE = 500
+FOLLOW_SECONDS = 600.0  # cqrs up --follow: one run follows the bus for up to 10 minutes
 
 
 def _rss_mb(pids: set[int]) -> float:
@@ -60,16 +65,14 @@ def _rss_mb(pids: set[int]) -> float:
     return total / 1024
 
 
-def wait_first_run(home: Path, timeout: float = 180) -> None:
+def wait_first_run(home: Path, job_name: str, timeout: float = 180) -> None:
     """Until the sensor's first (heartbeat) projection run has finished: idle means after it."""
     import dagster as dg
-
-    from cqrs_dagster.defs.jobs import PROJECTION_JOB
 
     deadline = time.monotonic() + timeout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         while time.monotonic() < deadline:
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=PROJECTION_JOB), limit=1)
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name), limit=1)
             if runs and runs[0].is_finished:
                 return
             time.sleep(1)
@@ -275,97 +278,235 @@ def phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int]:
     return {k: statistics.median(v) for k, v in parts.items() if v}, len(runs)
 
 
+def follow_phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int, int]:
+    """Follow mode: median seconds of each phase per order, the runs and the passes that applied
+    events. The pass that applied an event is the first whose raw_events checkpoint covers its
+    (partition, sequence number); its materialization is logged when the pass has written every
+    table."""
+    import dagster as dg
+
+    from cqrs_dagster.defs.jobs import FOLLOW_JOB
+    from cqrs_dagster.projections.raw_ingest import partition_app_id
+
+    with contextlib.closing(
+        sqlite3.connect(f"file:{data_dir / 'bus.sqlite'}?mode=ro", uri=True)
+    ) as db:
+        on_bus = {
+            key: (partition, seq, us / 1e6)
+            for partition, seq, us, key in db.execute(
+                "SELECT partition, sequence_number, enqueued_us, partition_key FROM bus_events"
+            )
+            if key in load.accepted
+        }
+    passes: list[tuple[float, dict[str, int]]] = []
+    with dg.DagsterInstance.from_config(str(data_dir / "dagster")) as instance:
+        runs = {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(job_name=FOLLOW_JOB))}
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(
+                dg.AssetKey("raw_events"), limit=1000, cursor=cursor, ascending=True
+            )
+            for record in page.records:
+                mat = record.asset_materialization
+                if record.run_id not in runs or mat is None or "checkpoint" not in mat.metadata:
+                    continue
+                applied = mat.metadata.get("events_read")
+                if applied is not None and not applied.value:
+                    continue
+                checkpoint = mat.metadata["checkpoint"].value
+                if isinstance(checkpoint, dict):
+                    passes.append((record.timestamp, {k: int(v) for k, v in checkpoint.items()}))
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    passes.sort(key=lambda p: p[0])
+    parts: dict[str, list[float]] = {
+        "accepted -> on the bus (relay)": [],
+        "on the bus -> end of the pass that applied it (wait for a pass / a run, pass)": [],
+        "end of the pass -> seen by the poller": [],
+    }
+    for order, accepted in load.accepted.items():
+        where = on_bus.get(order)
+        seen = load.visible.get(order)
+        if where is None or seen is None:
+            continue
+        partition, seq, enqueued = where
+        app = partition_app_id(partition)
+        end = next((t for t, cp in passes if cp.get(app, -1) >= seq), None)
+        if end is None:
+            continue
+        for key, value in zip(
+            parts, [enqueued - accepted, end - enqueued, seen - end], strict=True
+        ):
+            parts[key].append(value)
+    return {k: statistics.median(v) for k, v in parts.items() if v}, len(runs), len(passes)
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+@dataclass
+class Mode:
+    """One platform start and its load run: per-batch (``follow`` None) or follow mode."""
+
+    label: str
+    follow: float | None
+    load: Load = field(default_factory=Load)
+    breakdown: dict[str, float] = field(default_factory=dict)
+    runs: int = 0
+    passes: int = 0
+    rss: float = float("nan")
+    rss_samples: list[float] = field(default_factory=list)
+    per_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency(self) -> dict[str, float]:
+        load = self.load
+        return {o: load.visible[o] - t for o, t in load.accepted.items() if o in load.visible}
+
+    @property
+    def achieved(self) -> float:
+        load = self.load
+        if not load.accepted:
+            return 0.0
+        return len(load.accepted) / (load.last_accept - load.start)
+
+
+def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory: bool) -> None:
+    """Start ``cqrs up`` (with ``--follow`` in follow mode), wait for its first projection run,
+    optionally sample idle memory, run the load, and find where the time went."""
+    from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
+
+    tmp = root / mode.label
+    tmp.mkdir(parents=True)
+    data_dir = tmp / "data"
+    api_port, ui_port = free_port(), free_port()
+    follow = [] if mode.follow is None else ["--follow", str(mode.follow)]
+    proc = start_group(
+        [
+            sys.executable,
+            "-m",
+            "cqrs_dagster.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--api-port",
+            str(api_port),
+            "--ui-port",
+            str(ui_port),
+            *follow,
+        ],
+        tmp / "cqrs-up.log",
+        env={"CQRS_RATE_LIMIT_PER_SECOND": "0"},
+    )
+    try:
+        api = f"http://127.0.0.1:{api_port}"
+        wait_ready(f"{api}/api/v1/healthz", proc, 120)
+        wait_ready(f"http://127.0.0.1:{ui_port}/server_info", proc, 240)
+        wait_first_run(data_dir / "dagster", PROJECTION_JOB if mode.follow is None else FOLLOW_JOB)
+        if idle_memory:
+            time.sleep(IDLE_SECONDS)
+            mode.rss, mode.rss_samples, mode.per_process = idle_rss(proc.pid)
+        mode.load = measure(api, rate, seconds, drain_timeout=60)
+        if mode.follow is None:
+            mode.breakdown, mode.runs = phases(data_dir, mode.load)
+        else:
+            mode.breakdown, mode.runs, mode.passes = follow_phases(data_dir, mode.load)
+    finally:
+        stop_group(proc, timeout=30)
+
+
+def _notes(mode: Mode, rate: float, seconds: float) -> list[str]:
+    load = mode.load
+    samples = sorted(mode.latency.values())
+    runs = f"{mode.runs} projection runs" + (
+        f", {mode.passes} passes that applied events" if mode.follow is not None else ""
+    )
+    return [
+        f"{mode.label}: CreateOrder at {rate:.0f}/s for {seconds:.0f} s on a fixed schedule "
+        f"(asyncio + httpx, <= {IN_FLIGHT} in flight); achieved {mode.achieved:,.1f} commands/s "
+        f"({load.sent} of {int(rate * seconds)} sent in the window, {len(load.accepted)} accepted, "
+        f"{load.errors} errors; sends behind schedule p95 {_pct(load.late_sends, 0.95):.3f} s)",
+        f"{mode.label}: {len(samples)}/{len(load.accepted)} orders seen through GET /api/v1/orders "
+        f"(polled every {POLL_SECONDS} s from the oldest unseen); p50 {_pct(samples, 0.5):.2f} s, "
+        f"p95 {_pct(samples, 0.95):.2f} s, max {max(samples, default=float('nan')):.2f} s; {runs}",
+        f"{mode.label}: median seconds per phase: "
+        + "; ".join(f"{k} {v:.2f}" for k, v in mode.breakdown.items()),
+    ]
+
+
 def run(repetitions: int) -> Report:
-    del repetitions  # one platform start, one load run: see the notes
+    del repetitions  # one platform start per mode, the load run once each: see the notes
     rate = float(sized(100, 200))
     seconds = float(sized(30, 180))
-    keep = os.environ.get("BENCH_E2E_KEEP")  # a folder: keep the platform's data for a look
+    modes = [Mode("per-batch", None), Mode("follow", FOLLOW_SECONDS)]
+    keep = os.environ.get("BENCH_E2E_KEEP")  # a folder: keep the platforms' data for a look
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-e2e-", dir=keep) as tmp:
-        if keep:
-            tmp = tempfile.mkdtemp(prefix="e2e-", dir=keep)
-        data_dir = Path(tmp) / "data"
-        api_port, ui_port = free_port(), free_port()
-        proc = start_group(
-            [
-                sys.executable,
-                "-m",
-                "cqrs_dagster.cli",
-                "up",
-                "--data-dir",
-                str(data_dir),
-                "--api-port",
-                str(api_port),
-                "--ui-port",
-                str(ui_port),
-            ],
-            Path(tmp) / "cqrs-up.log",
-            env={"CQRS_RATE_LIMIT_PER_SECOND": "0"},
-        )
-        try:
-            api = f"http://127.0.0.1:{api_port}"
-            wait_ready(f"{api}/api/v1/healthz", proc, 120)
-            wait_ready(f"http://127.0.0.1:{ui_port}/server_info", proc, 240)
-            wait_first_run(data_dir / "dagster")
-            time.sleep(IDLE_SECONDS)
-            rss, rss_samples, per_process = idle_rss(proc.pid)
-            load = measure(api, rate, seconds, drain_timeout=60)
-            breakdown, nruns = phases(data_dir, load)
-        finally:
-            stop_group(proc, timeout=30)
-    latency = {o: load.visible[o] - t for o, t in load.accepted.items() if o in load.visible}
-    samples = sorted(latency.values())
-    sent_for = (load.last_accept - load.start) if load.accepted else float("nan")
-    achieved = len(load.accepted) / sent_for if load.accepted else 0.0
+        root = Path(tempfile.mkdtemp(prefix="e2e-", dir=keep) if keep else tmp)
+        for mode in modes:
+            run_mode(mode, root, rate, seconds, idle_memory=mode.follow is None)
+    batch = modes[0]
     report = Report(
-        "end to end: command accepted (201) -> visible in the query API (cqrs up, local defaults)",
+        "end to end: command accepted (201) -> visible in the query API (cqrs up, local defaults; "
+        f"per-batch runs, then follow mode: cqrs up --follow {FOLLOW_SECONDS:g})",
         notes=[
-            f"{'BENCH_FULL' if full_mode() else 'quick'}: CreateOrder at {rate:.0f}/s for "
-            f"{seconds:.0f} s on a fixed schedule (asyncio + httpx, <= {IN_FLIGHT} in flight); "
-            f"achieved {achieved:,.1f} commands/s ({load.sent} of {int(rate * seconds)} sent in the "
-            f"window, {len(load.accepted)} accepted, {load.errors} errors; sends behind schedule "
-            f"p95 {_pct(load.late_sends, 0.95):.3f} s)",
-            f"{len(samples)}/{len(load.accepted)} orders seen through GET /api/v1/orders "
-            f"(polled every {POLL_SECONDS} s from the oldest unseen); p50 "
-            f"{_pct(samples, 0.5):.2f} s, p95 {_pct(samples, 0.95):.2f} s, max "
-            f"{max(samples, default=float('nan')):.2f} s; {nruns} projection runs",
-            "one platform start, the load run once (repetitions ignored); rate limiter off",
-            f"idle RSS: {len(per_process)} processes, samples "
-            + ", ".join(f"{s:,.0f}" for s in rss_samples)
+            f"{'BENCH_FULL' if full_mode() else 'quick'}: two platform starts, one per mode, the "
+            "load run once in each (repetitions ignored); rate limiter off",
+            *(note for mode in modes for note in _notes(mode, rate, seconds)),
+            f"idle RSS (per-batch start): {len(batch.per_process)} processes, samples "
+            + ", ".join(f"{s:,.0f}" for s in batch.rss_samples)
             + f" MB, {IDLE_SECONDS} s after the first (heartbeat) projection run ended; "
-            + ", ".join(f"{k} {v:,.0f}" for k, v in per_process.items())
+            + ", ".join(f"{k} {v:,.0f}" for k, v in batch.per_process.items())
             + " MB",
-            "median seconds per phase: " + "; ".join(f"{k} {v:.2f}" for k, v in breakdown.items()),
         ],
     )
-    report.measurements += [
+    for mode in modes:
+        samples = sorted(mode.latency.values())
+        label = mode.label
+        report.measurements += [
+            Measurement(
+                f"{label}: accepted -> visible p50",
+                "s",
+                [_pct(samples, 0.5)],
+                target=Target("<=", 5),
+                key="e",
+            ),
+            Measurement(
+                f"{label}: accepted -> visible p95",
+                "s",
+                [_pct(samples, 0.95)],
+                target=Target("<=", 8),
+                key="e",
+            ),
+            Measurement(
+                f"{label}: accepted -> visible max",
+                "s",
+                [max(samples, default=float("nan"))],
+                key="e",
+            ),
+            Measurement(f"{label}: achieved command rate", "commands/s", [mode.achieved], key="e"),
+        ]
+        report.series.append(
+            Series(
+                "lag" if mode.follow is None else "lag_follow",
+                f"{label}: command accepted -> visible in the query API, per order",
+                "seconds since the load started",
+                "latency (s)",
+                lines={
+                    "CreateOrder": [
+                        (mode.load.accepted[o] - mode.load.start, lat)
+                        for o, lat in sorted(mode.latency.items())
+                    ]
+                },
+                style="scatter",
+                hlines={"p50 target 5 s": 5.0, "p95 target 8 s": 8.0},
+            )
+        )
+    report.measurements.append(
         Measurement(
-            "accepted -> visible p50", "s", [_pct(samples, 0.5)], target=Target("<=", 5), key="e"
-        ),
-        Measurement(
-            "accepted -> visible p95", "s", [_pct(samples, 0.95)], target=Target("<=", 8), key="e"
-        ),
-        Measurement("accepted -> visible max", "s", [max(samples, default=float("nan"))], key="e"),
-        Measurement("achieved command rate", "commands/s", [achieved], key="e"),
-        Measurement("cqrs up idle RSS (all processes)", "MB", [rss], Target("<=", 1200), key="f"),
-    ]
-    report.series.append(
-        Series(
-            "lag",
-            "command accepted -> visible in the query API, per order",
-            "seconds since the load started",
-            "latency (s)",
-            lines={
-                "CreateOrder": [
-                    (load.accepted[o] - load.start, lat) for o, lat in sorted(latency.items())
-                ]
-            },
-            style="scatter",
-            hlines={"p50 target 5 s": 5.0, "p95 target 8 s": 8.0},
+            "cqrs up idle RSS (all processes)", "MB", [batch.rss], Target("<=", 1200), key="f"
         )
     )
     return report
