@@ -27,9 +27,11 @@ BATCHED = [
     "raw.before_commit",
     "raw.after_commit",
     "orders.before_dead_letters",
+    "orders.after_append",
     "orders.before_merge",
     "orders.after_merge",
     "customers.before_dead_letters",
+    "customers.after_append",
     "customers.before_merge",
     "customers.after_merge",
 ]
