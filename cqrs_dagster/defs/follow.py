@@ -15,9 +15,14 @@ of the assets, so the UI's history and the freshness policies see them), and the
 the same rules under the same check names, evaluated per pass before a table feeds the next; a
 failing one ends the run with a failure before the next table is written.
 
-Trade-offs: the pool is held for the whole run (up to the cap), the UI shows one long run with
-many materializations, and the whole-table blocking rules (unique keys, amounts) run once per pass
-that changed the table instead of once per run.
+A maintenance, rebuild, recompute or redrive run (another writer tag) that is in flight makes the
+run end after its current pass, so it waits for one pass, not for the cap; the sensor starts the
+next following run, which queues for the pool behind it.
+
+Trade-offs: the pool stays claimed for the whole run (a writer run waits up to one pass once it
+is in flight), the UI shows one long run with many materializations, the run uses CPU for as long
+as events arrive, and the whole-table blocking rules (unique keys, amounts) run once per pass that
+changed the table instead of once per run.
 """
 
 import time
@@ -39,7 +44,7 @@ from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.quality.scope import RunScope
 
 from .assets import DELTA_WRITER_POOL, report_metadata
-from .jobs import FOLLOW_JOB, WRITER_TAG
+from .jobs import FOLLOW_JOB, IN_FLIGHT, WRITER_TAG
 from .quality_checks import outcome_result
 from .resources import PlatformResource
 
@@ -151,6 +156,16 @@ def one_pass(
     return PassResult(raw.events_read, written)
 
 
+def waiting_writer(instance: dg.DagsterInstance, own_run_id: str) -> dg.DagsterRun | None:
+    """Another Delta writer run (maintenance, rebuild, recompute, redrive) that is in flight, so
+    waiting for the writer pool this run holds: the run then yields it after its current pass."""
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        writer = run.tags.get(WRITER_TAG)
+        if writer is not None and writer != "projection" and run.run_id != own_run_id:
+            return run
+    return None
+
+
 @dg.op(
     pool=DELTA_WRITER_POOL,
     tags={"layer": "all"},
@@ -191,6 +206,14 @@ def follow_projection(
             if result.events_read:
                 last_news = now
             if now - start >= cap or now - last_news >= idle_for:
+                break
+            waiting = waiting_writer(context.instance, context.run_id)
+            if waiting is not None:
+                context.log.info(
+                    "yielding the Delta writer pool to run %s (%s)",
+                    waiting.run_id,
+                    waiting.tags.get(WRITER_TAG),
+                )
                 break
             if not result.events_read:
                 time.sleep(POLL_SECONDS)

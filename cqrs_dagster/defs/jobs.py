@@ -13,6 +13,13 @@ PROJECTION_JOB = "project_read_models"
 FOLLOW_JOB = "follow_read_models"
 PROJECTION_JOBS = (PROJECTION_JOB, FOLLOW_JOB)
 WRITER_TAG = "cqrs/delta-writer"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 # Full replays of raw_events: run daily by the check-only ``replay_audit`` job (defs/rebuild.py),
 # never with every projection run.
 REPLAY_AUDITS = [

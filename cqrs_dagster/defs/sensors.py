@@ -17,7 +17,7 @@ from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
 from .follow import follow_read_models
-from .jobs import FOLLOW_JOB, PROJECTION_JOB, PROJECTION_JOBS, project_read_models
+from .jobs import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB, PROJECTION_JOBS, project_read_models
 from .resources import PlatformResource
 
 SENSOR_NAME = "cqrs_events_sensor"
@@ -26,13 +26,6 @@ SENSOR_NAME = "cqrs_events_sensor"
 # so with an interval equal to the loop period, elapsed is often 4.9x s and every other loop is
 # skipped: ticks 10 s apart (measured). Asking for one second less keeps the requested spacing.
 TICK_JITTER_SECONDS = 1
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def _latest_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:

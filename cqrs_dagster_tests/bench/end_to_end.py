@@ -323,7 +323,8 @@ def follow_phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int, in
     parts: dict[str, list[float]] = {
         "accepted -> on the bus (relay)": [],
         "on the bus -> end of the pass that applied it (wait for a pass / a run, pass)": [],
-        "end of the pass -> seen by the poller": [],
+        # negative when the poller saw the rows before the pass had logged its materializations
+        "end of the pass (materializations logged) -> seen by the poller": [],
     }
     for order, accepted in load.accepted.items():
         where = on_bus.get(order)

@@ -13,6 +13,7 @@ import pytest
 
 import cqrs_dagster
 from cqrs_dagster.defs import follow
+from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
 from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections import schemas
@@ -192,6 +193,10 @@ def test_failing_blocking_rule_fails_the_run_before_the_next_table(
     evaluations = [e.get_dagster_event().asset_check_evaluation_data for e in logged]
     failed = [(e.check_name, e.asset_key) for e in evaluations if not e.passed]
     assert failed == [(name, dg.AssetKey(written))]
+    # The alert sensor reads the same check execution records as for the asset job's checks.
+    key = dg.AssetCheckKey(dg.AssetKey(written), name)
+    view = latest_check_evaluations(instance, [key])[key]
+    assert (view.outcome, view.run_id) == ("failed", result.run_id)
 
 
 def test_follow_evaluates_exactly_the_asset_jobs_blocking_checks() -> None:
@@ -213,3 +218,54 @@ def test_follow_job_claims_the_writer_pool_and_tag() -> None:
     assert job.executor_def.name == "in_process"
     assert "follow_projection" in job.graph.node_dict
     assert follow.follow_projection.pool == DELTA_WRITER_POOL
+
+
+def test_follow_run_yields_the_writer_pool_to_a_waiting_maintenance_run(
+    settings: Settings, instance: dg.DagsterInstance, platform: PlatformResource
+) -> None:
+    """With a maintenance run in flight, the run ends after its first pass instead of following
+    until idle (60 s here) or the cap."""
+    from cqrs_dagster.defs.jobs import WRITER_TAG
+
+    publish(settings, SC.events)
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="maintain_read_models",
+            run_id="maintenance-run",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={WRITER_TAG: "maintenance"},
+        )
+    )
+    job = all_defs().resolve_job_def(FOLLOW_JOB)
+    config = {"ops": {"follow_projection": {"config": {"max_seconds": 60, "idle_seconds": 60}}}}
+    result = job.execute_in_process(
+        run_config=config, instance=instance, resources={"platform": platform}
+    )
+    assert result.success
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("yielding the Delta writer pool to run maintenance-run" in m for m in messages)
+    assert materialized(result, schemas.DAILY_ORDER_METRICS)
+
+
+def test_runs_of_other_writers_only_count_while_in_flight(instance: dg.DagsterInstance) -> None:
+    from cqrs_dagster.defs.jobs import WRITER_TAG
+
+    for run_id, status, writer in [
+        ("done", dg.DagsterRunStatus.SUCCESS, "maintenance"),
+        ("other-projection", dg.DagsterRunStatus.STARTED, "projection"),
+        ("no-writer", dg.DagsterRunStatus.STARTED, None),
+    ]:
+        tags = {WRITER_TAG: writer} if writer else {}
+        instance.add_run(dg.DagsterRun(job_name="j", run_id=run_id, status=status, tags=tags))
+    assert follow.waiting_writer(instance, "own") is None
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="rebuild_read_models",
+            run_id="rebuild",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={WRITER_TAG: "rebuild"},
+        )
+    )
+    waiting = follow.waiting_writer(instance, "own")
+    assert waiting is not None and waiting.run_id == "rebuild"
+    assert follow.waiting_writer(instance, "rebuild") is None
