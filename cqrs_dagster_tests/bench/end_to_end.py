@@ -425,9 +425,14 @@ def _notes(mode: Mode, rate: float, seconds: float) -> list[str]:
     runs = f"{mode.runs} projection runs" + (
         f", {mode.passes} passes that applied events" if mode.follow is not None else ""
     )
+    short = (
+        f" (BELOW the offered {rate:.0f}/s: its latencies are at the achieved rate)"
+        if mode.achieved < 0.95 * rate
+        else ""
+    )
     return [
         f"{mode.label}: CreateOrder at {rate:.0f}/s for {seconds:.0f} s on a fixed schedule "
-        f"(asyncio + httpx, <= {IN_FLIGHT} in flight); achieved {mode.achieved:,.1f} commands/s "
+        f"(asyncio + httpx, <= {IN_FLIGHT} in flight); achieved {mode.achieved:,.1f} commands/s{short} "
         f"({load.sent} of {int(rate * seconds)} sent in the window, {len(load.accepted)} accepted, "
         f"{load.errors} errors; sends behind schedule p95 {_pct(load.late_sends, 0.95):.3f} s)",
         f"{mode.label}: {len(samples)}/{len(load.accepted)} orders seen through GET /api/v1/orders "
@@ -487,7 +492,14 @@ def run(repetitions: int) -> Report:
                 [max(samples, default=float("nan"))],
                 key="e",
             ),
-            Measurement(f"{label}: achieved command rate", "commands/s", [mode.achieved], key="e"),
+            # The latency targets hold at the offered rate only if the platform sustained it.
+            Measurement(
+                f"{label}: achieved command rate",
+                "commands/s",
+                [mode.achieved],
+                target=Target(">=", 0.95 * rate),
+                key="e",
+            ),
         ]
         report.series.append(
             Series(
