@@ -28,6 +28,7 @@ changed the table instead of once per run.
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import sleep
 
 import dagster as dg
 
@@ -187,6 +188,7 @@ def follow_projection(
     passes = events = 0
     with platform.bus() as bus:
         while True:
+            pass_started = time.monotonic()
             result = one_pass(
                 context, bus, tables, settings.projection_batch_size, first=passes == 0
             )
@@ -216,7 +218,10 @@ def follow_projection(
                 )
                 break
             if not result.events_read:
-                time.sleep(POLL_SECONDS)
+                sleep(POLL_SECONDS)
+            else:
+                pace = settings.projection_follow_min_pass_seconds
+                sleep(max(0.0, pass_started + pace - time.monotonic()))
     context.log.info(
         "followed the bus for %.1f s: %s passes, %s events",
         time.monotonic() - start,

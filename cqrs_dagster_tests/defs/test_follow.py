@@ -269,3 +269,25 @@ def test_runs_of_other_writers_only_count_while_in_flight(instance: dg.DagsterIn
     waiting = follow.waiting_writer(instance, "own")
     assert waiting is not None and waiting.run_id == "rebuild"
     assert follow.waiting_writer(instance, "rebuild") is None
+
+
+@pytest.mark.parametrize("pace", [0.0, 60.0])
+def test_min_pass_seconds_paces_passes_that_applied_events(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+    pace: float,
+) -> None:
+    """After a pass that applied events the run waits out the rest of the pass period (none by
+    default); idle passes keep polling every POLL_SECONDS."""
+    slept: list[float] = []
+    monkeypatch.setattr(follow, "sleep", slept.append)
+    monkeypatch.setenv("CQRS_PROJECTION_FOLLOW_MIN_PASS_SECONDS", str(pace))
+    publish(settings, SC.events)
+    assert run_follow(instance, platform, idle=0.2).success
+    paced = [s for s in slept if s != follow.POLL_SECONDS]
+    if pace:
+        assert len(paced) == 1 and 0 < paced[0] <= pace
+    else:
+        assert all(s == 0 for s in paced)
