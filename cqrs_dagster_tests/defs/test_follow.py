@@ -280,7 +280,7 @@ def test_min_pass_seconds_paces_passes_that_applied_events(
     pace: float,
 ) -> None:
     """After a pass that applied events the run waits out the rest of the pass period (none by
-    default); idle passes keep polling every POLL_SECONDS."""
+    pace 0); idle passes keep polling every POLL_SECONDS."""
     slept: list[float] = []
     monkeypatch.setattr(follow, "sleep", slept.append)
     monkeypatch.setenv("CQRS_PROJECTION_FOLLOW_MIN_PASS_SECONDS", str(pace))
