@@ -9,7 +9,7 @@ Each start (~30 s) goes through:
 1. idle memory (f, per-batch start only): the total RSS of every process ``cqrs up`` started,
    sampled after the platform has been up and idle for ~20 s (median of several samples);
 2. load (e): CreateOrder commands on a fixed schedule (asyncio + httpx, a bounded number in
-   flight) at 200/s for 180 s (``BENCH_FULL=1``; quick: 100/s for 30 s). Visibility is detected
+   flight) at 200/s for 180 s (``BENCH_FULL=1``; quick: 100/s for 15 s). Visibility is detected
    through the query API's list endpoint (``GET /api/v1/orders?customer_id=&created_from=``,
    keyset-paginated), polled from the oldest order not yet seen, so each poll reads about
    (lag x rate) rows instead of one request per order;
@@ -446,7 +446,7 @@ def _notes(mode: Mode, rate: float, seconds: float) -> list[str]:
 def run(repetitions: int) -> Report:
     del repetitions  # one platform start per mode, the load run once each: see the notes
     rate = float(sized(100, 200))
-    seconds = float(sized(30, 180))
+    seconds = float(sized(15, 180))  # quick: keeps `make bench` under 5 minutes
     modes = [Mode("per-batch", None), Mode("follow", FOLLOW_SECONDS)]
     keep = os.environ.get("BENCH_E2E_KEEP")  # a folder: keep the platforms' data for a look
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-e2e-", dir=keep) as tmp:
