@@ -110,8 +110,8 @@ content_types = st.sampled_from(
 def files_digest(db: Path) -> str:
     """Digest of the store's whole logical content (every table, row and schema object).
 
-    Not of the file bytes: the store checkpoints its WAL into the main file in the background
-    after commits, which moves bytes between the two files without changing any content.
+    Not of the file bytes: a WAL checkpoint (the group-commit writer runs them itself) moves
+    bytes between the WAL and the main file without changing any content.
     """
     digest = hashlib.sha256()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
