@@ -76,23 +76,9 @@ class CommandHandler:
         command_id = command.commandId or uuid7()
         if client_id and (previous := self.store.command_result(command_id)) is not None:
             return CommandResult(previous, replayed=True)
-        ctx = CommandContext(
-            command_id=command_id,
-            correlation_id=command.correlationId or command_id,
-            now=self.clock(),
-            user_id=user_id,
-            source=self.source,
-        )
+        ctx = self._context(command, command_id, user_id)
         try:
-            decision = self._decide(command, ctx)
-            if (
-                command.expectedVersion is not None
-                and command.expectedVersion != decision.expected_version
-            ):
-                raise VersionConflict(
-                    f"{decision.aggregate_type} {decision.aggregate_id} is at version "
-                    f"{decision.expected_version}, command expected {command.expectedVersion}"
-                )
+            decision = self._checked_decision(command, ctx)
         except DomainError:
             # A retry whose lookup ran just before its original committed decides against the
             # changed aggregate and fails: if the command id is recorded now, replay it instead.
@@ -103,9 +89,7 @@ class CommandHandler:
         body = self._result_body(decision)
         try:
             self.store.save(
-                StoredAggregate(
-                    decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
-                ),
+                _stored(decision),
                 decision.expected_version,
                 decision.events,
                 command_id,
@@ -153,28 +137,12 @@ class CommandHandler:
             command_id = command.commandId
             if (previous := batch.command_result(command_id)) is not None:
                 return CommandResult(previous, replayed=True)
-        ctx = CommandContext(
-            command_id=command_id,
-            correlation_id=command.correlationId or command_id,
-            now=self.clock(),
-            user_id=user_id,
-            source=self.source,
-        )
+        ctx = self._context(command, command_id, user_id)
         try:
-            decision = self._decide(command, ctx, batch.load)
-            if (
-                command.expectedVersion is not None
-                and command.expectedVersion != decision.expected_version
-            ):
-                raise VersionConflict(
-                    f"{decision.aggregate_type} {decision.aggregate_id} is at version "
-                    f"{decision.expected_version}, command expected {command.expectedVersion}"
-                )
+            decision = self._checked_decision(command, ctx, batch.load)
             body = self._result_body(decision)
             batch.save(
-                StoredAggregate(
-                    decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
-                ),
+                _stored(decision),
                 decision.expected_version,
                 decision.events,
                 command_id,
@@ -186,6 +154,30 @@ class CommandHandler:
                 raise
             return CommandResult(raced, replayed=True)
         return CommandResult(body)
+
+    def _context(self, command: Command, command_id: str, user_id: str) -> CommandContext:
+        return CommandContext(
+            command_id=command_id,
+            correlation_id=command.correlationId or command_id,
+            now=self.clock(),
+            user_id=user_id,
+            source=self.source,
+        )
+
+    def _checked_decision(
+        self, command: Command, ctx: CommandContext, load: Loader | None = None
+    ) -> Decision:
+        """:meth:`_decide`, then the command's ``expectedVersion`` (VersionConflict if it differs)."""
+        decision = self._decide(command, ctx, load)
+        if (
+            command.expectedVersion is not None
+            and command.expectedVersion != decision.expected_version
+        ):
+            raise VersionConflict(
+                f"{decision.aggregate_type} {decision.aggregate_id} is at version "
+                f"{decision.expected_version}, command expected {command.expectedVersion}"
+            )
+        return decision
 
     def _decide(
         self, command: Command, ctx: CommandContext, load: Loader | None = None
@@ -245,3 +237,9 @@ def _batch_keys(commands: Sequence[tuple[Command, str]]) -> tuple[list[Aggregate
             case UpdateOrderStatus() | CancelOrder():
                 keys.append((ORDER, command.orderId))
     return keys, ids
+
+
+def _stored(decision: Decision) -> StoredAggregate:
+    return StoredAggregate(
+        decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
+    )

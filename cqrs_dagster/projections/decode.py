@@ -18,24 +18,11 @@ import itertools
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, EVENT_TYPES
+from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, ENVELOPE_FIELDS, EVENT_TYPES
 
 from .vectorized import duck
 
-_FIELDS = [
-    "eventId",
-    "eventType",
-    "aggregateId",
-    "aggregateType",
-    "version",
-    "timestamp",
-    "correlationId",
-    "causationId",
-    "data",
-    "metadata",
-    "schemaVersion",
-]
-_SPEC = "{" + ", ".join(f'"{f}": "JSON"' for f in _FIELDS) + "}"
+_SPEC = "{" + ", ".join(f'"{f}": "JSON"' for f in ENVELOPE_FIELDS) + "}"
 _TYPES = ", ".join(f"'{t}'" for t in sorted(EVENT_TYPES))
 _TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
 
