@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DATA_DIR ?= .cqrs
 API_PORT ?= 8000
 UI_PORT ?= 3000
@@ -13,8 +14,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The bench extra (the peer, plots, profilers) only for `make bench`: `make test` never needs it.
+$(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -33,8 +39,8 @@ run: $(STAMP)
 	$(BIN)/cqrs up --data-dir $(DATA_DIR) --api-port $(API_PORT) --ui-port $(UI_PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check cqrs_dagster cqrs_dagster_tests
-	$(BIN)/ruff format --check cqrs_dagster cqrs_dagster_tests
+	$(BIN)/ruff check cqrs_dagster cqrs_dagster_tests cqrs_bench
+	$(BIN)/ruff format --check cqrs_dagster cqrs_dagster_tests cqrs_bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cqrs_dagster
@@ -46,15 +52,17 @@ pytest: $(STAMP) servers-install browser-install
 test: lint typecheck pytest
 
 # Quick sizes by default (a few minutes); BENCH_FULL=1 for the sizes the targets are stated for.
-# Writes bench/results/ and the table in BENCHMARKS.md.
+# Writes bench/results/ and the table in BENCHMARKS.md. The harness's own tests (cqrs_bench/tests)
+# run first; a failure stops the bench.
 # wrk (Debian) drives the HTTP write-side benchmark: C, so the load generator costs little CPU.
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 
-bench: $(STAMP) servers-install bench-tools
-	$(BIN)/python -m cqrs_dagster_tests.bench
-	$(BIN)/python -m cqrs_dagster_tests.bench.summary
+bench: $(BENCH_STAMP) servers-install bench-tools
+	$(BIN)/pytest -q -p no:cacheprovider cqrs_bench/tests
+	$(BIN)/python -m cqrs_bench
+	$(BIN)/python -m cqrs_bench.summary
 
 clean:
 	rm -rf $(VENV) node_modules .cqrs .pytest_cache .mypy_cache .ruff_cache

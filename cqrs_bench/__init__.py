@@ -1,4 +1,4 @@
-"""Benchmarks (``make bench`` / ``python -m cqrs_dagster_tests.bench``). Not tests: no asserts.
+"""Benchmarks (``make bench`` / ``python -m cqrs_bench``). Not tests: no asserts.
 
 Each benchmark is a module in this package with a ``run(repetitions) -> Report`` function, listed
 in ``__main__.BENCHMARKS``. A :class:`Report` holds measurements (one value per repetition; the
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "bench" / "results"))
 
 

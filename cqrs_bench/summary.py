@@ -1,6 +1,6 @@
 """Render ``bench/results/*.json`` as one markdown table into BENCHMARKS.md (between markers).
 
-``python -m cqrs_dagster_tests.bench.summary`` (``make bench`` runs it last), so the table in
+``python -m cqrs_bench.summary`` (``make bench`` runs it last), so the table in
 BENCHMARKS.md is always the figures of the last run, with the commands that produced them.
 """
 

@@ -1,4 +1,5 @@
-"""The benchmark harness and the peer stay runnable: `make bench` is not part of `make test`."""
+"""The benchmark harness and the peer stay runnable. They need the bench extra (matplotlib,
+eventsourcing), so `make bench` runs them before the benchmarks and `make test` does not."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-from cqrs_dagster_tests.bench import Measurement, Ratio, Report, Series, Target, summary
-from cqrs_dagster_tests.bench.peer import command_rate, projection_rate
-from cqrs_dagster_tests.bench.results import write
+from cqrs_bench import Measurement, Ratio, Report, Series, Target, summary
+from cqrs_bench.peer import command_rate, projection_rate
+from cqrs_bench.results import write
 
 
 def test_target_and_ratio_verdicts_land_in_the_json_and_plot(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``python -m cqrs_dagster_tests.bench [NAME ...] [--repetitions N]``: run benchmarks, print medians.
+"""``python -m cqrs_bench [NAME ...] [--repetitions N]``: run benchmarks, print medians.
 
 Writes ``bench/results/<name>.json`` and its plots for each benchmark run. Quick sizes by default;
 ``BENCH_FULL=1`` for the sizes the targets are stated for.
@@ -18,19 +18,19 @@ from collections.abc import Sequence
 from . import full_mode
 from .results import write
 
-# name -> module under cqrs_dagster_tests.bench, in run order.
+# name -> module under cqrs_bench, in run order.
 BENCHMARKS: dict[str, str] = {
-    "write_side": "cqrs_dagster_tests.bench.write_side",  # (a), (b)
-    "catch_up": "cqrs_dagster_tests.bench.catch_up",  # (c), (f)
-    "read_side": "cqrs_dagster_tests.bench.read_side",  # (d), (f)
-    "rebuild": "cqrs_dagster_tests.bench.rebuild",
-    "query": "cqrs_dagster_tests.bench.query",  # (g)
-    "end_to_end": "cqrs_dagster_tests.bench.end_to_end",  # (e), (f)
+    "write_side": "cqrs_bench.write_side",  # (a), (b)
+    "catch_up": "cqrs_bench.catch_up",  # (c), (f)
+    "read_side": "cqrs_bench.read_side",  # (d), (f)
+    "rebuild": "cqrs_bench.rebuild",
+    "query": "cqrs_bench.query",  # (g)
+    "end_to_end": "cqrs_bench.end_to_end",  # (e), (f)
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cqrs_dagster_tests.bench")
+    parser = argparse.ArgumentParser(prog="python -m cqrs_bench")
     parser.add_argument("names", nargs="*", help=f"some of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--repetitions", type=int, default=None, help="default: 3 (5 full)")
     args = parser.parse_args(argv)
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = module.run(repetitions)
         if not report.command:
             report.command = (
-                f"{mode}.venv/bin/python -m cqrs_dagster_tests.bench {name} "
-                f"--repetitions {repetitions}"
+                f"{mode}.venv/bin/python -m cqrs_bench {name} --repetitions {repetitions}"
             )
         print(report.render(), flush=True)
         for path in write(name, report):

@@ -30,6 +30,7 @@ import contextlib
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +43,6 @@ from typing import Any
 import httpx
 
 from cqrs_dagster.cli.procs import descendants
-from cqrs_dagster_tests.fixtures.platform import wait_ready
 from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group
 
 from . import Measurement, Report, Series, Target, full_mode, sized
@@ -53,6 +53,22 @@ IN_FLIGHT = 64
 POLL_SECONDS = 0.2
 PAGE = 500
 FOLLOW_SECONDS = 600.0  # cqrs up --follow: one run follows the bus for up to 10 minutes
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``url`` answers below 500 (a copy of the test fixture's helper, which lives
+    in a module that imports pytest)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cqrs up exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
 def _rss_mb(pids: set[int]) -> float:
