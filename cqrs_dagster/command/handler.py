@@ -33,7 +33,7 @@ from cqrs_dagster.domain.errors import DomainError, DuplicateCommand, VersionCon
 from cqrs_dagster.domain.events import CUSTOMER, ORDER
 from cqrs_dagster.domain.ids import uuid7
 
-from .writestore.port import AggregateKey, StoredAggregate, WriteBatch, WriteStore
+from .writestore.port import AggregateKey, Save, StoredAggregate, WriteBatch, WriteStore
 
 Loader = Callable[[str, str], StoredAggregate | None]
 
@@ -88,13 +88,7 @@ class CommandHandler:
             return CommandResult(raced, replayed=True)
         body = self._result_body(decision)
         try:
-            self.store.save(
-                _stored(decision),
-                decision.expected_version,
-                decision.events,
-                command_id,
-                body,
-            )
+            self.store.save(_save(decision, command_id, body))
         except DuplicateCommand:
             raced = self.store.command_result(command_id)
             if raced is None:
@@ -141,13 +135,7 @@ class CommandHandler:
         try:
             decision = self._checked_decision(command, ctx, batch.load)
             body = self._result_body(decision)
-            batch.save(
-                _stored(decision),
-                decision.expected_version,
-                decision.events,
-                command_id,
-                body,
-            )
+            batch.save(_save(decision, command_id, body))
         except DomainError:
             raced = batch.recheck_command_result(command_id) if client_id else None
             if raced is None:
@@ -239,7 +227,14 @@ def _batch_keys(commands: Sequence[tuple[Command, str]]) -> tuple[list[Aggregate
     return keys, ids
 
 
-def _stored(decision: Decision) -> StoredAggregate:
-    return StoredAggregate(
-        decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
+def _save(decision: Decision, command_id: str, body: dict[str, Any]) -> Save:
+    """What ``decision`` writes: the aggregate's new state, its events and the command's result."""
+    return Save(
+        aggregate=StoredAggregate(
+            decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
+        ),
+        expected_version=decision.expected_version,
+        events=decision.events,
+        command_id=command_id,
+        result=body,
     )

@@ -25,7 +25,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError
 
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
-from cqrs_dagster.command.writestore.port import StoredAggregate, WriteStore
+from cqrs_dagster.command.writestore.port import Save, StoredAggregate, WriteStore
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import ORDER, EventEnvelope
 from cqrs_dagster.eventbus.local import LocalEventBus
@@ -140,7 +140,7 @@ def test_mark_published_retries_when_a_command_changed_the_document(
 
 def test_save_with_unknown_aggregate_type_is_rejected(cosmos: CosmosWriteStore) -> None:
     with pytest.raises(ValueError, match="unknown aggregate type"):
-        cosmos.save(StoredAggregate("Invoice", "i1", 1, {}), 0, (), "c1", {})
+        cosmos.save(Save(StoredAggregate("Invoice", "i1", 1, {}), 0, (), "c1", {}))
 
 
 def test_from_settings_names_the_missing_setting() -> None:

@@ -19,7 +19,7 @@ from typing import Literal
 
 import pytest
 
-from cqrs_dagster.command.writestore.port import StoredAggregate, WriteStore
+from cqrs_dagster.command.writestore.port import Save, StoredAggregate, WriteStore
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.domain.errors import VersionConflict
 from cqrs_dagster.domain.events import ORDER
@@ -92,11 +92,13 @@ def test_failure_after_the_first_writes_rolls_the_whole_save_back(tmp_path: Path
         reused = replace(make_event("o1", 2), event_id=first.event_id)
         with pytest.raises(sqlite3.IntegrityError):
             store.save(
-                StoredAggregate(ORDER, "o1", 3, {"broken": True}),
-                1,
-                (make_event("o1", 2), reused),
-                "c-broken",
-                {},
+                Save(
+                    aggregate=StoredAggregate(ORDER, "o1", 3, {"broken": True}),
+                    expected_version=1,
+                    events=(make_event("o1", 2), reused),
+                    command_id="c-broken",
+                    result={},
+                )
             )
         stored = store.load(ORDER, "o1")
         assert stored is not None and stored.version == 1 and "broken" not in stored.state
@@ -113,11 +115,13 @@ def test_value_that_is_not_json_is_refused_and_nothing_is_written(tmp_path: Path
     try:
         with pytest.raises(TypeError):
             store.save(
-                StoredAggregate(ORDER, "o1", 1, {"total": Decimal("1.10")}),
-                0,
-                (make_event("o1", 1),),
-                "c1",
-                {},
+                Save(
+                    aggregate=StoredAggregate(ORDER, "o1", 1, {"total": Decimal("1.10")}),
+                    expected_version=0,
+                    events=(make_event("o1", 1),),
+                    command_id="c1",
+                    result={},
+                )
             )
         assert store.load(ORDER, "o1") is None
         assert store.command_result("c1") is None
@@ -159,11 +163,13 @@ def _race_round(store: WriteStore, name: str, expected: int, barrier: threading.
     barrier.wait(timeout=30)
     try:
         store.save(
-            StoredAggregate(ORDER, "contested", expected + 1, {"writer": name}),
-            expected,
-            (event,),
-            f"{name}-{expected}",
-            {"writer": name},
+            Save(
+                aggregate=StoredAggregate(ORDER, "contested", expected + 1, {"writer": name}),
+                expected_version=expected,
+                events=(event,),
+                command_id=f"{name}-{expected}",
+                result={"writer": name},
+            )
         )
     except VersionConflict:
         return "conflict"
@@ -258,7 +264,13 @@ def test_in_process_writers_queue_on_the_writer_lock(tmp_path: Path) -> None:
     for n in range(50):
         with store.batch() as batch:
             batch.save(
-                StoredAggregate(ORDER, f"b{n}", 1, {}), 0, (make_event(f"b{n}", 1),), f"k{n}", {}
+                Save(
+                    aggregate=StoredAggregate(ORDER, f"b{n}", 1, {}),
+                    expected_version=0,
+                    events=(make_event(f"b{n}", 1),),
+                    command_id=f"k{n}",
+                    result={},
+                )
             )
     thread.join()
     assert errors == []

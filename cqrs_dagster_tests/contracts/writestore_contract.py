@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from cqrs_dagster.command.writestore.port import StoredAggregate, WriteStore
+from cqrs_dagster.command.writestore.port import Save, StoredAggregate, WriteStore
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER, ORDER_CREATED, ORDER_UPDATED, EventEnvelope
 
@@ -60,11 +60,15 @@ def commit(
     )
     version = from_version + n_events
     store.save(
-        StoredAggregate(aggregate_type, aggregate_id, version, {"id": aggregate_id, "v": version}),
-        from_version,
-        events,
-        command_id or f"cmd-{aggregate_type}-{aggregate_id}-{version}",
-        {"aggregateId": aggregate_id, "version": version},
+        Save(
+            aggregate=StoredAggregate(
+                aggregate_type, aggregate_id, version, {"id": aggregate_id, "v": version}
+            ),
+            expected_version=from_version,
+            events=events,
+            command_id=command_id or f"cmd-{aggregate_type}-{aggregate_id}-{version}",
+            result={"aggregateId": aggregate_id, "version": version},
+        )
     )
     return events
 
@@ -110,7 +114,7 @@ class WriteStoreContract:
         events = (make_event("o1", 1), make_event("o1", 2))
         state = {"orderId": "o1", "status": "s2", "version": 2}
         result = {"aggregateId": "o1", "version": 2, "eventIds": [e.event_id for e in events]}
-        store.save(StoredAggregate(ORDER, "o1", 2, state), 0, events, "c1", result)
+        store.save(Save(StoredAggregate(ORDER, "o1", 2, state), 0, events, "c1", result))
 
         assert store.load(ORDER, "o1") == StoredAggregate(ORDER, "o1", 2, state)
         assert store.command_result("c1") == result
@@ -142,7 +146,13 @@ class WriteStoreContract:
         stale = make_event("o1", 2)
         with pytest.raises(VersionConflict):
             store.save(
-                StoredAggregate(ORDER, "o1", 2, {"stale": True}), 1, (stale,), "c-stale", {"x": 1}
+                Save(
+                    aggregate=StoredAggregate(ORDER, "o1", 2, {"stale": True}),
+                    expected_version=1,
+                    events=(stale,),
+                    command_id="c-stale",
+                    result={"x": 1},
+                )
             )
         assert store.load(ORDER, "o1") == before
         assert store.command_result("c-stale") is None
@@ -199,7 +209,13 @@ class WriteStoreContract:
             "consistencyToken": "Order:o1:1",
         }
         store.save(
-            StoredAggregate(ORDER, "o1", 1, {"v": 1}), 0, (make_event("o1", 1),), "c1", result
+            Save(
+                aggregate=StoredAggregate(ORDER, "o1", 1, {"v": 1}),
+                expected_version=0,
+                events=(make_event("o1", 1),),
+                command_id="c1",
+                result=result,
+            )
         )
         back = store.command_result("c1")
         assert back == result
@@ -225,7 +241,7 @@ class WriteStoreContract:
             "nested": {"a": [1, "2", {"b": None}], "c": {"d": ["x", 1.5e-7]}},
             "version": 1,
         }
-        store.save(StoredAggregate(CUSTOMER, "c1", 1, state), 0, (), "cmd", {})
+        store.save(Save(StoredAggregate(CUSTOMER, "c1", 1, state), 0, (), "cmd", {}))
         stored = store.load(CUSTOMER, "c1")
         assert stored is not None
         assert stored.state == state
@@ -233,7 +249,7 @@ class WriteStoreContract:
 
     def test_pending_events_round_trip_the_envelope(self, store: WriteStore) -> None:
         event = make_event("o1", 1, items=[{"sku": "A", "unitPrice": "9.99"}], note="ü")
-        store.save(StoredAggregate(ORDER, "o1", 1, {}), 0, (event,), "c1", {})
+        store.save(Save(StoredAggregate(ORDER, "o1", 1, {}), 0, (event,), "c1", {}))
         (back,) = store.pending_events(1)
         assert back == event
         assert back.to_dict() == event.to_dict()
@@ -290,13 +306,13 @@ class WriteStoreContract:
         with store.batch() as batch:
             batch.prefetch([(ORDER, "a"), (ORDER, "b")], ["k1"])
             assert batch.load(ORDER, "a") is None
-            batch.save(StoredAggregate(ORDER, "a", 1, {"v": 1}), 0, (a1,), "k1", {"n": 1})
-            batch.save(StoredAggregate(ORDER, "b", 1, {"v": 1}), 0, (b1,), "k2", {"n": 2})
+            batch.save(Save(StoredAggregate(ORDER, "a", 1, {"v": 1}), 0, (a1,), "k1", {"n": 1}))
+            batch.save(Save(StoredAggregate(ORDER, "b", 1, {"v": 1}), 0, (b1,), "k2", {"n": 2}))
             # Later commands of the batch see its earlier saves.
             seen = batch.load(ORDER, "a")
             assert seen is not None and seen.version == 1 and seen.state == {"v": 1}
             assert batch.command_result("k1") == {"n": 1}
-            batch.save(StoredAggregate(ORDER, "a", 2, {"v": 2}), 1, (a2,), "k3", {"n": 3})
+            batch.save(Save(StoredAggregate(ORDER, "a", 2, {"v": 2}), 1, (a2,), "k3", {"n": 3}))
         stored = store.load(ORDER, "a")
         assert stored is not None and stored.version == 2 and stored.state == {"v": 2}
         assert store.command_result("k3") == {"n": 3}
@@ -308,14 +324,16 @@ class WriteStoreContract:
         commit(store, "x", 0)
         good1, good2 = make_event("g1", 1), make_event("g2", 1)
         with store.batch() as batch:
-            batch.save(StoredAggregate(ORDER, "g1", 1, {}), 0, (good1,), "k-g1", {"ok": 1})
+            batch.save(Save(StoredAggregate(ORDER, "g1", 1, {}), 0, (good1,), "k-g1", {"ok": 1}))
             with pytest.raises(VersionConflict):  # x is at version 1
-                batch.save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-x", {})
+                batch.save(
+                    Save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-x", {})
+                )
             with pytest.raises(DuplicateCommand):  # k-g1 was saved earlier in this batch
                 batch.save(
-                    StoredAggregate(ORDER, "g3", 1, {}), 0, (make_event("g3", 1),), "k-g1", {}
+                    Save(StoredAggregate(ORDER, "g3", 1, {}), 0, (make_event("g3", 1),), "k-g1", {})
                 )
-            batch.save(StoredAggregate(ORDER, "g2", 1, {}), 0, (good2,), "k-g2", {"ok": 2})
+            batch.save(Save(StoredAggregate(ORDER, "g2", 1, {}), 0, (good2,), "k-g2", {"ok": 2}))
         assert store.command_result("k-x") is None and store.load(ORDER, "g3") is None
         assert store.command_result("k-g1") == {"ok": 1}
         stored = store.load(ORDER, "x")
@@ -327,5 +345,7 @@ class WriteStoreContract:
     ) -> None:
         commit(store, "x", 0, command_id="k-stored")
         with store.batch() as batch, pytest.raises(DuplicateCommand):
-            batch.save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-stored", {})
+            batch.save(
+                Save(StoredAggregate(ORDER, "x", 1, {}), 0, (make_event("x", 1),), "k-stored", {})
+            )
         assert len(store.pending_events(10)) == 1

@@ -24,11 +24,10 @@ import orjson
 
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
-from cqrs_dagster.command.writestore.port import StoredAggregate
+from cqrs_dagster.command.writestore.port import Save
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.domain.commands import parse_command
 from cqrs_dagster.domain.errors import DomainError
-from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
 from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.tables import TableStore
@@ -50,15 +49,8 @@ class KillAfterCommitStore(SqliteWriteStore):
         self.kill_after = kill_after
         self.saves = 0
 
-    def save(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
-        super().save(aggregate, expected_version, events, command_id, result)
+    def save(self, save: Save) -> None:
+        super().save(save)
         self.saves += 1
         if self.saves == self.kill_after:
             die()

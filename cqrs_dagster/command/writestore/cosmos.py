@@ -79,7 +79,7 @@ from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER, EventEnvelope
 from cqrs_dagster.settings import Settings
 
-from .port import StoredAggregate, WriteStore
+from .port import Save, StoredAggregate, WriteStore
 
 CONTAINERS = {CUSTOMER: "customers", ORDER: "orders"}
 MARK_RETRIES = 50
@@ -185,15 +185,9 @@ class CosmosWriteStore(WriteStore):
             return None
         return StoredAggregate(aggregate_type, aggregate_id, int(doc["version"]), doc["state"])
 
-    def save(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
-        agg_type, agg_id = aggregate.aggregate_type, aggregate.aggregate_id
+    def save(self, save: Save) -> None:
+        agg_type, agg_id = save.key
+        command_id, expected_version = save.command_id, save.expected_version
         if self.command_result(command_id) is not None:
             raise DuplicateCommand(f"command {command_id} was already processed")
         doc = self._read(agg_type, agg_id)
@@ -213,14 +207,14 @@ class CosmosWriteStore(WriteStore):
             "lastT": 0,
         }
         t = _CLOCK.next(int(base["lastT"]) + 1)
-        pending = [*base["pending"], *({"t": t, "event": e.to_dict()} for e in events)]
+        pending = [*base["pending"], *({"t": t, "event": e.to_dict()} for e in save.events)]
         new_doc = {
             "id": agg_id,
             "aggregateType": agg_type,
-            "version": aggregate.version,
-            "state": aggregate.state,
+            "version": save.aggregate.version,
+            "state": save.aggregate.state,
             "commandIds": [*base["commandIds"], command_id],
-            "commandResults": {**base["commandResults"], command_id: dict(result)},
+            "commandResults": {**base["commandResults"], command_id: dict(save.result)},
             "pending": pending,
             "lastT": t,
             **_pending_index(pending),

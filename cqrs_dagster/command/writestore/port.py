@@ -1,5 +1,8 @@
 """The WriteStore port: aggregate state plus its outbox, written in one atomic write.
 
+A save is one :class:`Save` record: the aggregate's new state, the version it must replace, its
+events, and the command id with its result.
+
 Group commit goes through :meth:`WriteStore.batch`: a :class:`WriteBatch` loads aggregates and
 command results and takes saves, each checked like :meth:`WriteStore.save` (version, command id)
 against the store AND the batch's earlier saves, so commands decided one after another in a batch
@@ -33,6 +36,27 @@ class StoredAggregate:
 
 
 AggregateKey = tuple[str, str]  # (aggregate_type, aggregate_id)
+
+
+@dataclass(frozen=True)
+class Save:
+    """What one command writes in one atomic save (see :meth:`WriteStore.save`)."""
+
+    aggregate: StoredAggregate
+    """The aggregate's new state and version."""
+    expected_version: int
+    """The version the store must hold before the write (0: the aggregate must not exist)."""
+    events: Sequence[EventEnvelope]
+    """The new events, in version order, for the outbox."""
+    command_id: str
+    """The processed command's id, recorded so a retry replays instead of writing again."""
+    result: Mapping[str, Any]
+    """What the command returned, recorded under ``command_id``."""
+
+    @property
+    def key(self) -> AggregateKey:
+        """``(aggregate_type, aggregate_id)`` of the saved aggregate."""
+        return (self.aggregate.aggregate_type, self.aggregate.aggregate_id)
 
 
 class WriteBatch:
@@ -83,23 +107,16 @@ class WriteBatch:
         self._results.pop(command_id, None)
         return self.command_result(command_id)
 
-    def save(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
+    def save(self, save: Save) -> None:
         """Like :meth:`WriteStore.save`, seen by the batch's later loads; raises for this save only."""
-        key = (aggregate.aggregate_type, aggregate.aggregate_id)
+        key = save.key
         try:
-            self._write(aggregate, expected_version, events, command_id, result)
+            self._write(save)
         except BaseException:
-            self._forget(key, command_id)
+            self._forget(key, save.command_id)
             raise
-        self._aggregates[key] = aggregate
-        self._results[command_id] = dict(result)
+        self._aggregates[key] = save.aggregate
+        self._results[save.command_id] = dict(save.result)
 
     # -- what an adapter overrides --------------------------------------------------------------
 
@@ -116,15 +133,8 @@ class WriteBatch:
     def _fetch_results(self, command_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         return {cid: self.store.command_result(cid) for cid in command_ids}
 
-    def _write(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
-        self.store.save(aggregate, expected_version, events, command_id, result)
+    def _write(self, save: Save) -> None:
+        self.store.save(save)
 
 
 class WriteStore(ABC):
@@ -140,19 +150,13 @@ class WriteStore(ABC):
         """The aggregate's current state, or None if it does not exist."""
 
     @abstractmethod
-    def save(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
+    def save(self, save: Save) -> None:
         """In ONE atomic write: the new state, its events into the outbox and command_id -> result.
 
-        Raises VersionConflict if the stored version is not ``expected_version`` (0: must not
-        exist) and DuplicateCommand if ``command_id`` was already recorded; either way nothing is
-        written. DuplicateCommand takes precedence (a raced retry then replays, not 409s).
+        Raises VersionConflict if the stored version is not ``save.expected_version`` (0: must
+        not exist) and DuplicateCommand if ``save.command_id`` was already recorded; either way
+        nothing is written. DuplicateCommand takes precedence (a raced retry then replays, not
+        409s).
         """
 
     @abstractmethod

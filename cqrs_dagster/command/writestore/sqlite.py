@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ import orjson
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import EventEnvelope, utc_iso
 
-from .port import AggregateKey, StoredAggregate, WriteBatch, WriteStore
+from .port import AggregateKey, Save, StoredAggregate, WriteBatch, WriteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -195,22 +195,15 @@ class SqliteWriteStore(WriteStore):
             return None
         return StoredAggregate(aggregate_type, aggregate_id, int(row[0]), orjson.loads(row[1]))
 
-    def save(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
+    def save(self, save: Save) -> None:
         # Serialize first: a value that is not JSON fails before the transaction starts.
-        state = _dumps(aggregate.state)
-        result_json = _dumps(dict(result))
+        state = _dumps(save.aggregate.state)
+        result_json = _dumps(dict(save.result))
         outbox_rows = [
             (e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.to_json().decode())
-            for e in events
+            for e in save.events
         ]
-        key = (aggregate.aggregate_type, aggregate.aggregate_id)
+        key, command_id, expected_version = save.key, save.command_id, save.expected_version
         conn = self._conn()
         with self._transaction(conn):
             # The command id is checked first: a retried command that raced its original replays
@@ -234,13 +227,13 @@ class SqliteWriteStore(WriteStore):
                 conn.execute(
                     "INSERT INTO aggregates (aggregate_type, aggregate_id, version, state)"
                     " VALUES (?, ?, ?, ?)",
-                    (*key, aggregate.version, state),
+                    (*key, save.aggregate.version, state),
                 )
             else:
                 conn.execute(
                     "UPDATE aggregates SET version = ?, state = ?"
                     " WHERE aggregate_type = ? AND aggregate_id = ?",
-                    (aggregate.version, state, *key),
+                    (save.aggregate.version, state, *key),
                 )
             conn.executemany(
                 "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, body)"
@@ -332,29 +325,22 @@ class _SqliteBatch(WriteBatch):
     def recheck_command_result(self, command_id: str) -> dict[str, Any] | None:
         return self.command_result(command_id)
 
-    def _write(
-        self,
-        aggregate: StoredAggregate,
-        expected_version: int,
-        events: Sequence[EventEnvelope],
-        command_id: str,
-        result: Mapping[str, Any],
-    ) -> None:
-        if self.command_result(command_id) is not None:
-            raise DuplicateCommand(f"command {command_id} was already processed")
-        key = (aggregate.aggregate_type, aggregate.aggregate_id)
+    def _write(self, save: Save) -> None:
+        if self.command_result(save.command_id) is not None:
+            raise DuplicateCommand(f"command {save.command_id} was already processed")
+        key = save.key
         stored = self.load(*key)
         current = 0 if stored is None else stored.version
-        if current != expected_version:
+        if current != save.expected_version:
             raise VersionConflict(
-                f"{key[0]} {key[1]} is at version {current}, expected {expected_version}"
+                f"{key[0]} {key[1]} is at version {current}, expected {save.expected_version}"
             )
         # Serialize everything before buffering anything: a value that is not JSON fails alone.
-        command_row = (command_id, _dumps(dict(result)))
-        aggregate_row = (*key, aggregate.version, _dumps(aggregate.state))
+        command_row = (save.command_id, _dumps(dict(save.result)))
+        aggregate_row = (*key, save.aggregate.version, _dumps(save.aggregate.state))
         outbox_rows = [
             (e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.to_json().decode())
-            for e in events
+            for e in save.events
         ]
         self._command_rows.append(command_row)
         self._aggregate_rows.append(aggregate_row)
