@@ -17,7 +17,7 @@ import logging
 
 import azure.functions as func
 
-from cqrs_dagster.command.functions_host import default_host
+from cqrs_dagster.web.functions import default_host
 
 RELAY_SCHEDULE = "*/5 * * * * *"  # NCRONTAB with seconds
 

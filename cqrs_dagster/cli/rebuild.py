@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cqrs_dagster.projections.rebuild import REBUILDABLE, describe, rebuild
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import SettingsError, load_settings
+from cqrs_dagster.wiring import make_table_store
 
 WIDTH = 30
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         settings = load_settings(data_dir=args.data_dir)
-        tables = TableStore.from_settings(settings)
+        tables = make_table_store(settings)
     except (SettingsError, ValueError, OSError) as exc:
         print(f"cqrs rebuild: {exc}", file=sys.stderr)
         return 2

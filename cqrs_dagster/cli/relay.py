@@ -10,9 +10,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.settings import SettingsError, load_settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import CommandSide
 
 log = logging.getLogger("cqrs_dagster.cli.relay")
 
@@ -46,17 +45,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(data_dir=args.data_dir)
         settings.validate_for_env(read_store=False)
-        store = make_write_store(settings)
+        side = CommandSide(settings)
     except (SettingsError, ValueError, OSError) as exc:
         print(f"cqrs relay: {exc}", file=sys.stderr)
         return 2
     try:
-        bus = make_event_bus(settings)
+        relay = side.relay()
     except (SettingsError, ValueError, OSError) as exc:
-        store.close()
+        side.close()
         print(f"cqrs relay: {exc}", file=sys.stderr)
         return 2
-    relay = OutboxRelay(store, bus, batch_size=settings.relay_batch_size)
     try:
         if args.once:
             try:
@@ -84,5 +82,4 @@ def run(args: argparse.Namespace) -> int:
         log.info("stopped after publishing %d events", relay.published_total)
         return 0
     finally:
-        bus.close()
-        store.close()
+        side.close()

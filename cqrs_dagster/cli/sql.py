@@ -81,8 +81,9 @@ RENDERERS = {"table": render_table, "csv": render_csv, "json": render_json}
 
 
 def run(args: argparse.Namespace) -> int:
-    from cqrs_dagster.query.views import NotReadOnly, QueryError, ReadModels, check_read_only
+    from cqrs_dagster.query.views import NotReadOnly, QueryError, check_read_only
     from cqrs_dagster.settings import load_settings
+    from cqrs_dagster.wiring import make_read_models
 
     try:
         check_read_only(args.query)
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings(data_dir=args.data_dir)
     try:
-        with ReadModels.from_settings(settings) as views:
+        with make_read_models(settings) as views:
             result = views.query(args.query)
     except QueryError as exc:
         print(f"cqrs sql: {exc}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """The platform resource: gives assets, checks and sensors the adapters of the chosen environment.
 
+The adapters are built by :mod:`cqrs_dagster.wiring`, as in every other host.
+
 Configuration is read by :mod:`cqrs_dagster.settings` (``CQRS_*`` variables) when a run or a tick
 starts, never at import time; ``data_dir`` and ``env`` may be overridden here (tests do).
 Secrets (Cosmos key, Event Hubs connection string, storage key) stay in the environment and are
@@ -15,7 +17,7 @@ from pydantic import PrivateAttr
 from cqrs_dagster.eventbus.port import EventBus
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings, load_settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 
 
 class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -43,7 +45,7 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_settings(data_dir=self.data_dir, env=self.env, delta_root=self.delta_root)
 
     def tables(self) -> TableStore:
-        return TableStore.from_settings(self.settings())
+        return make_table_store(self.settings())
 
     @contextmanager
     def bus(self) -> Iterator[EventBus]:

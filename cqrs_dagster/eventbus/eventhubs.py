@@ -2,7 +2,7 @@
 
 - **Auth.** A connection string (SAS key; also the local test server's
   ``...;UseDevelopmentEmulator=true``), or a fully qualified namespace with an Entra ID credential
-  (``DefaultAzureCredential`` from settings).
+  (``DefaultAzureCredential``: see :func:`cqrs_dagster.wiring.make_eventhubs_bus`).
 - **send.** Events are grouped by partition key (the aggregate id) in first-seen order; each group
   goes out as ``EventDataBatch``es created with that partition key, one after another, so Event
   Hubs keeps their order. A group that does not fit in one batch (the link's max message size,
@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
-
-from cqrs_dagster.settings import Settings
 
 from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
 
@@ -76,28 +74,6 @@ class EventHubsBus(EventBus):
         self._send_lock = threading.Lock()
         self._partition_count: int | None = None
         self._workers: list[threading.Thread] = []
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EventHubsBus:
-        """Connection string if set, else namespace + ``DefaultAzureCredential`` (Entra ID)."""
-        settings.require("eventhub_name", "eventhub_consumer_group")
-        hub, group = settings.eventhub_name, settings.eventhub_consumer_group
-        secret = settings.eventhub_connection_string
-        if secret is not None and secret.get_secret_value():
-            return cls(
-                connection_string=secret.get_secret_value(), eventhub_name=hub, consumer_group=group
-            )
-        if settings.eventhub_namespace:
-            from azure.identity import DefaultAzureCredential
-
-            return cls(
-                fully_qualified_namespace=settings.eventhub_namespace,
-                credential=DefaultAzureCredential(),
-                eventhub_name=hub,
-                consumer_group=group,
-            )
-        settings.require("eventhub_connection_string")
-        raise AssertionError("unreachable: require() raises")  # pragma: no cover
 
     def _make(self, client_cls: Any, **extra: Any) -> Any:
         options = {**self._options, **extra}

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from . import pointers
 from .schemas import ORDERS, RAW_EVENTS, SCHEMAS
-from .storage import delta_storage_options, is_local_root
-
-if TYPE_CHECKING:
-    from cqrs_dagster.settings import Settings
 
 # Partition columns per table (absent: unpartitioned). raw_events by the event's own UTC date (a
 # republished duplicate shares it); orders by creation day (recent orders -> few files to rewrite).
@@ -107,11 +102,3 @@ class TableStore:
         if created is None:  # pragma: no cover - create just succeeded
             raise RuntimeError(f"Delta table {self.uri(name)} could not be created")
         return created
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TableStore:
-        """Tables under ``settings.delta_root_uri``; remote roots get the Azure storage options."""
-        root = settings.delta_root_uri
-        if settings.env == "local" and is_local_root(root):
-            return cls(root=root)
-        return cls(root=root, storage_options=delta_storage_options(settings))

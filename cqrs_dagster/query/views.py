@@ -29,7 +29,6 @@ from deltalake import DeltaTable
 
 from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
-from cqrs_dagster.settings import Settings
 
 from .parquet import ParquetSource, parquet_source
 
@@ -125,10 +124,6 @@ class ReadModels:
             self._own.execute(view_sql(name))
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReadModels:
-        return cls(TableStore.from_settings(settings))
 
     def refresh(self, names: Iterable[str] | None = None) -> dict[str, int | None]:
         """Load new commits of the tables (default: all); returns their Delta versions (None: absent).

@@ -1,10 +1,10 @@
 """The HTTP application: command API (and query API), health, OpenAPI, outbox relay thread.
 
-``build_app(settings)`` is the command host's composition: on startup its lifespan opens the write
-store and the bus that ``settings`` selects, starts the :class:`GroupCommitter` (the one writer
-thread that applies HTTP commands in group commits) and the :class:`OutboxRelay` in a background
-thread; on shutdown it finishes the queued commands, stops and joins the threads, then closes the
-adapters.
+``build_app(settings)`` is the HTTP host: on startup its lifespan opens the command side that
+``settings`` selects (a :class:`~cqrs_dagster.wiring.CommandSide`: the write store and the bus),
+starts its group committer (the one writer thread that applies HTTP commands in group commits) and
+its outbox relay in a background thread; on shutdown it finishes the queued commands, stops and
+joins the threads, then closes the adapters.
 """
 
 from __future__ import annotations
@@ -20,16 +20,12 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse, Response
 
-from cqrs_dagster.command import api as command_api
-from cqrs_dagster.command.group_commit import GroupCommitter
-from cqrs_dagster.command.handler import CommandHandler
-from cqrs_dagster.command.relay import OutboxRelay
-from cqrs_dagster.query.api import build_query_router
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import CommandSide
 
-from . import problems
+from . import commands, problems
 from .problems import problem_response, problem_responses
+from .queries import build_query_router
 from .security import ApiSecurity
 
 log = logging.getLogger(__name__)
@@ -49,24 +45,24 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = make_write_store(settings)
+        side = CommandSide(settings)
         try:
-            bus = make_event_bus(settings)
+            bus = side.bus()
         except BaseException:
-            store.close()
+            side.close()
             raise
-        app.state.store = store
+        app.state.store = side.store
         app.state.bus = bus
-        app.state.command_handler = CommandHandler(store)
+        app.state.command_handler = side.handler
         # With a store that commits a batch at once (SQLite), every HTTP command goes through
         # one writer thread that group-commits (see group_commit); otherwise (Cosmos DB) each
         # command is its own write, run concurrently in the thread pool.
-        committer = GroupCommitter(app.state.command_handler) if store.group_commit else None
+        committer = side.committer()
         app.state.committer = committer
         stop = threading.Event()
         thread: threading.Thread | None = None
         if run_relay:
-            relay = OutboxRelay(store, bus, settings.relay_batch_size)
+            relay = side.relay()
             thread = threading.Thread(
                 target=relay.run_forever,
                 args=(stop, settings.relay_interval_seconds),
@@ -88,8 +84,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                     log.error("outbox relay did not stop within %s s", RELAY_JOIN_TIMEOUT_SECONDS)
                 else:
                     log.info("outbox relay stopped")
-            bus.close()
-            store.close()
+            side.close()
 
     app = FastAPI(
         title="cqrs-dagster",
@@ -100,8 +95,8 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     )
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
-    app.add_middleware(command_api.CommandFastPath)
-    app.include_router(command_api.router)
+    app.add_middleware(commands.CommandFastPath)
+    app.include_router(commands.router)
     app.include_router(build_query_router(settings))
     app.add_api_route(
         "/api/v1/healthz",
@@ -112,7 +107,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         response_model=None,
         responses={200: {"description": "All checks pass."}, **problem_responses(503)},
     )
-    extra_components = {**problems.openapi_components(), **command_api.openapi_components()}
+    extra_components = {**problems.openapi_components(), **commands.openapi_components()}
     app.openapi = lambda: _openapi(app, extra_components)  # type: ignore[method-assign]
     return app
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cqrs_dagster.command.api import MAX_BODY_BYTES
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
+from cqrs_dagster.web.commands import MAX_BODY_BYTES
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
 URL = "/api/v1/commands"

@@ -30,6 +30,7 @@ from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import ORDER, EventEnvelope
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.settings import Settings, SettingsError
+from cqrs_dagster.wiring import make_cosmos_write_store
 from cqrs_dagster_tests.contracts.writestore_contract import (
     WriteStoreContract,
     commit,
@@ -145,7 +146,7 @@ def test_save_with_unknown_aggregate_type_is_rejected(cosmos: CosmosWriteStore) 
 
 def test_from_settings_names_the_missing_setting() -> None:
     with pytest.raises(SettingsError, match="CQRS_COSMOS_ENDPOINT"):
-        CosmosWriteStore.from_settings(Settings(env="azure"))
+        make_cosmos_write_store(Settings(env="azure"))
 
 
 def test_from_settings_connects(cosmos_server: CosmosServer) -> None:
@@ -155,7 +156,7 @@ def test_from_settings_connects(cosmos_server: CosmosServer) -> None:
         cosmos_key=cosmos_server.key,  # type: ignore[arg-type]
         cosmos_database=cosmos_server.fresh_database_name(),
     )
-    store = CosmosWriteStore.from_settings(settings)
+    store = make_cosmos_write_store(settings)
     try:
         commit(store, "o1", 0, command_id="c1")
         assert store.command_result("c1") == {"aggregateId": "o1", "version": 1}

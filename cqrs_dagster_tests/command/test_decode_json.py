@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cqrs_dagster.command.execution import decode_json
+from cqrs_dagster.web.execution import decode_json
 from cqrs_dagster.web.problems import ProblemError
 
 JSON_VALUES = st.recursive(

@@ -22,17 +22,17 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from cqrs_dagster import function_app
-from cqrs_dagster.command.execution import MAX_BODY_BYTES
-from cqrs_dagster.command.functions_host import (
+from cqrs_dagster.command.handler import CommandHandler
+from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
+from cqrs_dagster.domain.events import CUSTOMER, EventEnvelope
+from cqrs_dagster.eventbus.local import LocalEventBus
+from cqrs_dagster.web.execution import MAX_BODY_BYTES
+from cqrs_dagster.web.functions import (
     FunctionsHost,
     default_host,
     execute_command,
     reset_default_host,
 )
-from cqrs_dagster.command.handler import CommandHandler
-from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
-from cqrs_dagster.domain.events import CUSTOMER, EventEnvelope
-from cqrs_dagster.eventbus.local import LocalEventBus
 
 URL = "http://localhost/api/v1/commands"
 PROBLEM = "application/problem+json"

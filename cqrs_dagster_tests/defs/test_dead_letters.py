@@ -22,9 +22,8 @@ from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.dead_letters import read_dead_letters
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 from cqrs_dagster_tests.faults.dagster_jobs import breakable_projection_job, run_config
 from cqrs_dagster_tests.faults.harness import (
     clean_replay,
@@ -112,7 +111,7 @@ def test_poison_dead_letter_check_and_redrive(tmp_path: Path, instance: dg.Dagst
     publish(settings, [e for e in events if e not in first_of_late])
 
     run_id = project(instance, platform)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     letters = read_dead_letters(tables, unresolved_only=True).to_pylist()
     assert {d["event_id"] for d in letters} == {e.event_id for e in poison}
     for d in letters:

@@ -22,7 +22,7 @@ from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 from cqrs_dagster_tests.projections.scenario import build, snapshot
 
 SC = build(seed=5, customers=6, orders=40)
@@ -63,7 +63,7 @@ def normalized(tables: TableStore) -> dict[str, list[dict[str, Any]]]:
 def clean_pass(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     settings = Settings(env="local", data_dir=tmp_path / "clean")
     publish(settings, SC.events)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     bus = make_event_bus(settings)
     try:
         run_all(bus, tables, max_events=100_000, run_id="clean")
@@ -75,7 +75,7 @@ def clean_pass(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
 def publish_after_first_raw_commit(settings: Settings, done: threading.Event) -> None:
     """The second half reaches the bus only once the run has committed its first raw batch, so
     it can only be applied by a later pass of the same run."""
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     while not done.wait(0.02):
         if txn(tables.open(schemas.RAW_EVENTS), seq_app_id(schemas.RAW_EVENTS)) >= 0:
             publish(settings, SC.events[FIRST:])

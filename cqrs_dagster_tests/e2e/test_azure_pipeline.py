@@ -29,7 +29,7 @@ from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 from cqrs_dagster_tests.e2e.azure_env import serve
 from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group, wait_until
 
@@ -150,7 +150,7 @@ def test_commands_through_cosmos_event_hubs_and_blob_delta_to_the_query_api(
         assert {m["table"] for m in status} == set(schemas.READ_MODELS)
         assert all(m["lag_events"] == 0 and m["checkpoint"] for m in status), status
 
-        tables = TableStore.from_settings(settings)
+        tables = make_table_store(settings)
         assert tables.uri(schemas.ORDERS).startswith("az://")
         before = snapshot(tables)
         raw = before[schemas.RAW_EVENTS]
@@ -196,7 +196,7 @@ def test_cqrs_up_env_azure_serves_a_command_back_after_a_projection_run(
                 store.close()
             bus = make_event_bus(settings)
             try:
-                run_all(bus, TableStore.from_settings(settings), max_events=100, run_id="up-azure")
+                run_all(bus, make_table_store(settings), max_events=100, run_id="up-azure")
             finally:
                 bus.close()
             path = f"/api/v1/orders/o-up?consistent_with={order['consistencyToken']}"

@@ -19,9 +19,8 @@ import pytest
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.schemas import RAW_EVENTS
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 from cqrs_dagster_tests.command.test_relay import assert_delivered, bus_events, seed
 from cqrs_dagster_tests.fixtures.procs import ROOT, stop_group
 
@@ -83,7 +82,7 @@ def test_relay_killed_between_publish_and_mark_loses_and_doubles_nothing(
         on_hub = Counter(env.event_id for _, env in bus_events(bus))
         assert sum(on_hub.values()) == len(committed) + expected_duplicates
 
-        tables = TableStore.from_settings(settings)
+        tables = make_table_store(settings)
         run_all(bus, tables, max_events=1_000, run_id=f"after-crash-{mode}")
         raw = tables.open(RAW_EVENTS)
         assert raw is not None

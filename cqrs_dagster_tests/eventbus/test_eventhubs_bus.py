@@ -13,6 +13,7 @@ from azure.identity import DefaultAzureCredential
 from cqrs_dagster.eventbus.eventhubs import EventHubsBus
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent
 from cqrs_dagster.settings import Settings, SettingsError
+from cqrs_dagster.wiring import make_eventhubs_bus
 from cqrs_dagster_tests.contracts.eventbus_contract import EventBusContract, read_all, where
 from cqrs_dagster_tests.fixtures.eventhubs import EventHubsServer
 
@@ -34,7 +35,7 @@ def test_entra_id_settings_build_a_bus_without_network() -> None:
     settings = Settings(
         env="azure", eventhub_namespace="cqrs-ns.servicebus.windows.net", eventhub_name="orders"
     )
-    bus = EventHubsBus.from_settings(settings)
+    bus = make_eventhubs_bus(settings)
     try:
         assert isinstance(bus._credential, DefaultAzureCredential)
         assert bus.fully_qualified_namespace == "cqrs-ns.servicebus.windows.net"
@@ -45,7 +46,7 @@ def test_entra_id_settings_build_a_bus_without_network() -> None:
 
 def test_missing_connection_setting_is_named() -> None:
     with pytest.raises(SettingsError, match="CQRS_EVENTHUB_CONNECTION_STRING"):
-        EventHubsBus.from_settings(Settings(env="azure"))
+        make_eventhubs_bus(Settings(env="azure"))
 
 
 def test_constructor_needs_exactly_one_way_to_connect() -> None:
@@ -63,7 +64,7 @@ def test_connection_string_settings_reach_the_server(eventhubs_server: EventHubs
         eventhub_connection_string=eventhubs_server.connection_string,
         eventhub_name=hub,
     )
-    bus = EventHubsBus.from_settings(settings)
+    bus = make_eventhubs_bus(settings)
     try:
         assert bus.partition_count == eventhubs_server.partition_count
         bus.send([OutgoingEvent("a", b"x")])

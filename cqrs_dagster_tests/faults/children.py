@@ -30,9 +30,8 @@ from cqrs_dagster.domain.commands import parse_command
 from cqrs_dagster.domain.errors import DomainError
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
 from cqrs_dagster.projections.runner import run_all
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 
 EXIT_NOT_KILLED = 3  # the child reached its end without its kill point
 
@@ -124,7 +123,7 @@ def main(argv: list[str]) -> int:
         bus = make_event_bus(settings)
         run_all(
             bus,
-            TableStore.from_settings(settings),
+            make_table_store(settings),
             max_events=100_000,
             batch_size=int(args.get("batch", 100_000)),
             run_id=str(args.get("run_id", "killed-run")),

@@ -38,7 +38,7 @@ from cqrs_dagster.projections.schemas import (
 )
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 from cqrs_dagster_tests.faults.children import handle_all
 from cqrs_dagster_tests.fixtures.procs import ROOT, stop_group
 
@@ -142,7 +142,7 @@ def project(settings: Settings, run_id: str = "run", batch: int = 100_000) -> in
     bus = make_event_bus(settings)
     try:
         reports = run_all(
-            bus, TableStore.from_settings(settings), max_events=100_000, batch_size=batch,
+            bus, make_table_store(settings), max_events=100_000, batch_size=batch,
             run_id=run_id,
         )  # fmt: skip
     finally:
@@ -264,7 +264,7 @@ def duplicate_keys(tables: TableStore) -> int:
 def verify(settings: Settings, scratch: Path) -> Verdict:
     """Check the end state of ``settings``' data dir against its write store and a clean replay."""
     committed = committed_events(settings)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     raw = table_rows(tables, RAW_EVENTS)
     raw_ids = {r["event_id"] for r in raw}
     committed_ids = {e.event_id for e in committed}

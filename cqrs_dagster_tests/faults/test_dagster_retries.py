@@ -17,8 +17,8 @@ from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.defs.sensors import build_events_sensor
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_table_store
 
 from .dagster_jobs import breakable_projection_job, run_config
 from .harness import CommandModel, handle, local_settings, relay, summary, verify
@@ -41,7 +41,7 @@ def seeded(tmp_path: Path, seed: int, count: int = 30) -> Settings:
 
 
 def versions(settings: Settings) -> dict[str, int | None]:
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     out: dict[str, int | None] = {}
     for name in schemas.ALL_TABLES:
         table = tables.open(name)
@@ -111,7 +111,7 @@ def test_failed_run_reexecuted_from_failure(
         e.step_key for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
     }
     assert failed_steps == {broken}
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     raw_seq = txn(tables.open(schemas.RAW_EVENTS), seq_app_id(schemas.RAW_EVENTS))
     assert raw_seq > 0  # the steps before the failure committed
     assert tables.open(broken) is None

@@ -10,7 +10,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from cqrs_dagster.projections.schemas import ORDERS, SCHEMAS
-from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.wiring import make_table_store
 
 from .harness import CommandModel, handle, local_settings, project, relay, table_rows, verify
 
@@ -29,7 +29,7 @@ def test_verify_catches_lost_events_duplicates_and_wrong_rows(tmp_path: Path) ->
     assert lost.events_lost == 5 and lost.differing_tables
 
     project(settings)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     row = table_rows(tables, ORDERS)[0]
     changed = {**row, "status": "Teleported"}
     write_deltalake(

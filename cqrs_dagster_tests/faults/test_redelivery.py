@@ -14,8 +14,7 @@ import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.projections.schemas import ORDER_SUMMARY
-from cqrs_dagster.projections.tables import TableStore
-from cqrs_dagster.wiring import make_write_store
+from cqrs_dagster.wiring import make_table_store, make_write_store
 
 from .harness import (
     CommandModel,
@@ -71,7 +70,7 @@ def test_redelivered_and_reordered_batches_give_the_clean_replay(tmp_path: Path,
             if rng.random() < 0.6:
                 project(settings, f"run-{runs}", batch=rng.randint(4, 20))
                 runs += 1
-                summary_rows = table_rows(TableStore.from_settings(settings), ORDER_SUMMARY)
+                summary_rows = table_rows(make_table_store(settings), ORDER_SUMMARY)
                 saw_orphan_orders |= any(r["customer_name"] is None for r in summary_rows)
         republish(settings, delivered[0])  # a stale batch after everything
         redeliveries += 1
@@ -84,7 +83,7 @@ def test_redelivered_and_reordered_batches_give_the_clean_replay(tmp_path: Path,
     assert bus_redeliveries(settings) >= redeliveries
     verdict = verify(settings, tmp_path / "clean")
     verdict.assert_ok()
-    final = table_rows(TableStore.from_settings(settings), ORDER_SUMMARY)
+    final = table_rows(make_table_store(settings), ORDER_SUMMARY)
     assert all(r["customer_name"] is not None for r in final)
     summary(
         f"redelivery_reorder[{seed}]", faults=redeliveries + 1, runs_survived=runs,

@@ -15,9 +15,8 @@ import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from cqrs_dagster.projections.storage import EMULATOR_KEY, delta_storage_options
-from cqrs_dagster.projections.tables import TableStore
-from cqrs_dagster.settings import Settings, SettingsError
+from cqrs_dagster.settings import EMULATOR_KEY, Settings, SettingsError, delta_storage_options
+from cqrs_dagster.wiring import make_table_store
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 
 # -- options (no server) -------------------------------------------------------------------------
@@ -192,7 +191,7 @@ def test_write_merge_read_and_checkpoint_on_azurite(
 @pytest.mark.servers
 def test_table_store_from_settings_uses_the_azure_options(azurite_server: AzuriteServer) -> None:
     container = azurite_server.fresh_container()
-    store = TableStore.from_settings(azurite_server.settings(container, "lake"))
+    store = make_table_store(azurite_server.settings(container, "lake"))
     assert store.root == f"az://{container}/lake"
     assert store.storage_options == delta_storage_options(
         azurite_server.settings(container, "lake")

@@ -13,7 +13,7 @@ from cqrs_dagster.projections import pointers
 from cqrs_dagster.projections.rebuild import rebuild
 from cqrs_dagster.projections.retired import drop_retired, rollback
 from cqrs_dagster.projections.schemas import ORDERS
-from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.wiring import make_table_store
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 
 from .scenario import new_bus
@@ -30,7 +30,7 @@ def test_rebuild_switches_and_rolls_back_on_blob_storage(
     azurite_server: AzuriteServer, tmp_path: Path
 ) -> None:
     container = azurite_server.fresh_container()
-    tables = TableStore.from_settings(azurite_server.settings(container))
+    tables = make_table_store(azurite_server.settings(container))
     assert tables.physical(ORDERS) == ORDERS  # no document yet
     bus = new_bus(tmp_path / "bus.sqlite")
     seed(bus, events=80)
@@ -42,7 +42,7 @@ def test_rebuild_switches_and_rolls_back_on_blob_storage(
     assert blobs(azurite_server, container, f"delta/{pointers.DOCUMENT}") == [
         f"delta/{pointers.DOCUMENT}"
     ]
-    other = TableStore.from_settings(azurite_server.settings(container))
+    other = make_table_store(azurite_server.settings(container))
     assert other.physical(ORDERS) == report.new_physical
     assert other.open(ORDERS).to_pyarrow_table().sort_by("order_id") == before
     old = DeltaTable(tables.physical_uri(ORDERS), storage_options=tables.storage_options)

@@ -12,7 +12,7 @@ from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.status import read_checkpoints
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 from cqrs_dagster_tests.defs.seed import run_commands, seed_commands
 
 
@@ -29,7 +29,7 @@ def snapshot(tables: TableStore) -> dict[str, pd.DataFrame]:
 def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
     settings = Settings(env="local", data_dir=tmp_path / "data")
     seed_commands(settings, customers=2, orders_per_customer=2)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     bus = make_event_bus(settings)
     run_all(bus, tables, max_events=10_000, run_id="a")
     # A few more small commits so there is something to compact.

@@ -18,7 +18,7 @@ from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 from cqrs_dagster_tests.defs.seed import seed_commands
 
 
@@ -26,7 +26,7 @@ from cqrs_dagster_tests.defs.seed import seed_commands
 def healthy(tmp_path: Path) -> TableStore:
     settings = Settings(env="local", data_dir=tmp_path / "data")
     seed_commands(settings, customers=3, orders_per_customer=2)
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     bus = make_event_bus(settings)
     try:
         run_all(bus, tables, max_events=10_000, run_id="seed")

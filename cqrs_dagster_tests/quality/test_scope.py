@@ -16,7 +16,7 @@ from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.scope import RunScope, raw_scope_of_run
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_table_store
 from cqrs_dagster_tests.defs.seed import run_commands, seed_commands
 
 
@@ -24,7 +24,7 @@ from cqrs_dagster_tests.defs.seed import run_commands, seed_commands
 def two_runs(tmp_path: Path) -> tuple[Settings, TableStore]:
     settings = Settings(env="local", data_dir=tmp_path / "data")
     seed_commands(settings, customers=2, orders_per_customer=2)  # 2 + 4 + 2 = 8 events
-    tables = TableStore.from_settings(settings)
+    tables = make_table_store(settings)
     bus = make_event_bus(settings)
     run_all(bus, tables, max_events=10_000, run_id="run-1")
     run_commands(settings, [{"type": "UpdateCustomer", "customerId": "cust-0", "name": "Z"}])

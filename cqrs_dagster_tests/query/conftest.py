@@ -15,9 +15,8 @@ from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.domain.commands import parse_command
 from cqrs_dagster.projections.runner import run_all
-from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_write_store
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 STATUSES = ("Paid", "Shipped", "Delivered")
@@ -45,7 +44,7 @@ class Platform:
         self.bus = make_event_bus(self.settings)
         self.handler = CommandHandler(self.store, clock=self.clock)
         self.relay = OutboxRelay(self.store, self.bus)
-        self.tables = TableStore.from_settings(self.settings)
+        self.tables = make_table_store(self.settings)
         self.runs = 0
 
     def send(self, command: dict[str, Any]) -> dict[str, Any]:

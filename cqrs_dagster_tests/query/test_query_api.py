@@ -21,12 +21,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cqrs_dagster.projections.schemas import READ_MODELS
-from cqrs_dagster.query.api import encode_cursor
 from cqrs_dagster.query.rows import json_rows
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from cqrs_dagster.web.queries import encode_cursor
 from cqrs_dagster_tests.query.conftest import Platform
 
 INJECTIONS = [

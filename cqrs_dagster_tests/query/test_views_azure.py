@@ -1,6 +1,6 @@
 """The local views over Delta tables in Blob storage (Azurite, ``az://`` root, azure settings).
 
-Covers: ReadModels.from_settings on azure settings reads every table through the storage options
+Covers: make_read_models on azure settings reads every table through the storage options
 and each view equals the table it was copied from; a later commit in Blob storage is seen by the
 next query; a string predicate works over the remote, MERGE-written files; the API's lookups
 (rows_where) read the remote tables through the pyarrow path.
@@ -13,8 +13,7 @@ import pytest
 from deltalake import write_deltalake
 
 from cqrs_dagster.projections.schemas import READ_MODELS
-from cqrs_dagster.projections.tables import TableStore
-from cqrs_dagster.query.views import ReadModels
+from cqrs_dagster.wiring import make_read_models, make_table_store
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 from cqrs_dagster_tests.query.conftest import Platform
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.servers
 
 def test_views_over_blob_storage(azurite_server: AzuriteServer, seeded: Platform) -> None:
     settings = azurite_server.settings(azurite_server.fresh_container())
-    remote = TableStore.from_settings(settings)
+    remote = make_table_store(settings)
     for name in READ_MODELS:
         local = seeded.tables.open(name)
         assert local is not None
@@ -42,7 +41,7 @@ def test_views_over_blob_storage(azurite_server: AzuriteServer, seeded: Platform
         .when_matched_update({"status": "s.status"})
         .execute()
     )
-    with ReadModels.from_settings(settings) as models:
+    with make_read_models(settings) as models:
         for name in READ_MODELS:
             local = seeded.tables.open(name)
             assert local is not None

@@ -77,7 +77,6 @@ from azure.cosmos.exceptions import (
 
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER, EventEnvelope
-from cqrs_dagster.settings import Settings
 
 from .port import Save, StoredAggregate, WriteStore
 
@@ -131,18 +130,6 @@ class CosmosWriteStore(WriteStore):
             )
             for agg_type, name in CONTAINERS.items()
         }
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CosmosWriteStore:
-        """Connect with ``CQRS_COSMOS_ENDPOINT`` / ``CQRS_COSMOS_KEY`` / ``CQRS_COSMOS_DATABASE``."""
-        settings.require("cosmos_endpoint", "cosmos_key", "cosmos_database")
-        assert settings.cosmos_endpoint is not None and settings.cosmos_key is not None
-        client = CosmosClient(
-            settings.cosmos_endpoint,
-            credential=settings.cosmos_key.get_secret_value(),
-            enable_endpoint_discovery=False,
-        )
-        return cls(client, settings.cosmos_database)
 
     def close(self) -> None:
         if self._owns_client:

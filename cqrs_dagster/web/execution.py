@@ -14,11 +14,11 @@ from typing import Any, NoReturn
 import orjson
 from pydantic import ValidationError
 
+from cqrs_dagster.command.handler import CommandHandler, CommandResult
 from cqrs_dagster.domain.commands import COMMAND_TYPES, Command, parse_command
 from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
-from cqrs_dagster.web.problems import ProblemError, field_errors
 
-from .handler import CommandHandler, CommandResult
+from .problems import ProblemError, field_errors
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
 JSON_MEDIA_TYPE = "application/json"

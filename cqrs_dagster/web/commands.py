@@ -24,16 +24,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cqrs_dagster.command.group_commit import CommitterClosed, GroupCommitter
+from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES
 from cqrs_dagster.domain.errors import DomainError
-from cqrs_dagster.web.problems import ProblemError, problem_response, problem_responses
-from cqrs_dagster.web.security import (
-    AUTH_RESPONSES,
-    ApiSecurity,
-    Principal,
-    presented_key,
-    require_role,
-)
 
 from .execution import (
     JSON_MEDIA_TYPE,
@@ -45,8 +39,8 @@ from .execution import (
     too_large,
     validate_command,
 )
-from .group_commit import CommitterClosed, GroupCommitter
-from .handler import CommandHandler
+from .problems import ProblemError, problem_response, problem_responses
+from .security import AUTH_RESPONSES, ApiSecurity, Principal, presented_key, require_role
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 COMMANDS_PATH = "/api/v1/commands"

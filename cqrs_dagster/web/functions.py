@@ -2,11 +2,12 @@
 
 :func:`execute_command` is the framework-free core of ``POST /api/v1/commands``: bytes in,
 ``(status, headers, body bytes)`` out, with the same rules as the FastAPI route in
-:mod:`cqrs_dagster.command.api` (1 MiB cap, ``application/json`` only, JSON numbers decoded as
+:mod:`cqrs_dagster.web.commands` (1 MiB cap, ``application/json`` only, JSON numbers decoded as
 Decimal, 422 with field paths, 404/409 for domain errors, 201 applied / 200 replayed,
 problem+json for every error, nothing written on any error). :class:`FunctionsHost` holds the
-adapters one Functions worker process reuses across invocations (built from :class:`Settings` on
-first use) and adapts ``azure.functions`` requests; ``cqrs_dagster/function_app.py`` only
+adapters one Functions worker process reuses across invocations (a
+:class:`~cqrs_dagster.wiring.CommandSide` built from :class:`Settings` on first use) and adapts
+``azure.functions`` requests; ``cqrs_dagster/function_app.py`` only
 declares the triggers.
 """
 
@@ -19,9 +20,10 @@ from collections.abc import Mapping
 import azure.functions as func
 import orjson
 
+from cqrs_dagster.command.handler import CommandHandler
+from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.settings import Settings, load_settings
-from cqrs_dagster.web.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
-from cqrs_dagster.web.security import API_KEY_HEADER, ApiSecurity
+from cqrs_dagster.wiring import CommandSide
 
 from .execution import (
     JSON_MEDIA_TYPE,
@@ -30,8 +32,8 @@ from .execution import (
     decode_json,
     result_status_and_body,
 )
-from .handler import CommandHandler
-from .relay import OutboxRelay
+from .problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
+from .security import API_KEY_HEADER, ApiSecurity
 
 RELAY_MAX_ROUNDS = 100  # per timer tick: bounded, the next tick continues
 
@@ -66,23 +68,15 @@ class FunctionsHost:
     """The adapters one Functions worker reuses: write store, bus, handler, relay, API keys."""
 
     def __init__(self, settings: Settings) -> None:
-        from cqrs_dagster.wiring import make_write_store
-
         self.settings = settings
-        self.store = make_write_store(settings)
-        self.handler = CommandHandler(self.store, source="cqrs-functions")
+        self.side = CommandSide(settings, source="cqrs-functions")
+        self.store = self.side.store
+        self.handler: CommandHandler = self.side.handler
         self.security = ApiSecurity.from_settings(settings)
-        self._bus_lock = threading.Lock()
-        self._relay: OutboxRelay | None = None
 
     def relay(self) -> OutboxRelay:
-        with self._bus_lock:
-            if self._relay is None:  # the HTTP function never needs the bus
-                from cqrs_dagster.wiring import make_event_bus
-
-                bus = make_event_bus(self.settings)
-                self._relay = OutboxRelay(self.store, bus, self.settings.relay_batch_size)
-            return self._relay
+        """The relay, connecting to the bus on first use (the HTTP function never needs it)."""
+        return self.side.relay()
 
     def handle_http(self, req: func.HttpRequest) -> func.HttpResponse:
         """``POST /api/v1/commands``: API key (if configured) -> writer role -> command."""
@@ -106,11 +100,7 @@ class FunctionsHost:
         return self.relay().drain(RELAY_MAX_ROUNDS)
 
     def close(self) -> None:
-        with self._bus_lock:
-            if self._relay is not None:
-                self._relay.bus.close()
-                self._relay = None
-        self.store.close()
+        self.side.close()
 
 
 def _bearer(value: str | None) -> str | None:

@@ -36,14 +36,14 @@ from cqrs_dagster.projections.schemas import (
     READ_MODELS,
 )
 from cqrs_dagster.projections.status import projection_lag, read_checkpoints
+from cqrs_dagster.query import consistency
+from cqrs_dagster.query.rows import json_rows, json_value
+from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.web.problems import ProblemError, problem_body, problem_responses
-from cqrs_dagster.web.security import AUTH_RESPONSES, require_role
-from cqrs_dagster.wiring import make_event_bus
+from cqrs_dagster.wiring import make_event_bus, make_read_models
 
-from . import consistency
-from .rows import json_rows, json_value
-from .views import ReadModels
+from .problems import ProblemError, problem_body, problem_responses
+from .security import AUTH_RESPONSES, require_role
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -110,7 +110,7 @@ class _Models:
     def get(self) -> ReadModels:
         with self._lock:
             if self._models is None:
-                self._models = ReadModels.from_settings(self._settings)
+                self._models = make_read_models(self._settings)
             return self._models
 
 
