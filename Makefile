@@ -41,6 +41,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cqrs_dagster cqrs_dagster_tests cqrs_bench
 	$(BIN)/ruff format --check cqrs_dagster cqrs_dagster_tests cqrs_bench
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cqrs_dagster
