@@ -1,6 +1,6 @@
 """Catch-up benchmark (issue 7 (c), (f)): a backlog of events on the real local bus -> raw_events ->
 orders, customers -> order_summary, daily_order_metrics, with the very functions the Dagster
-assets call (``projections.runner.run_all``: ingest, silver, gold), timed in a child process
+assets call (``projections.pipeline.catch_up``: ingest, silver, gold), timed in a child process
 whose peak RSS is read with ``getrusage(RUSAGE_CHILDREN)``. One extra repetition runs the real
 ``project_read_models`` job with ``execute_in_process`` on the same backlog (Dagster's own run
 overhead and the run's blocking checks included). The peer (eventsourcing ``Projection``) projects
@@ -28,11 +28,10 @@ import orjson
 from cqrs_dagster.domain.ids import uuid7
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
-from cqrs_dagster.projections.runner import RAW_BATCH
+from cqrs_dagster.projections.pipeline import MAX_EVENTS_PER_RUN, RAW_BATCH
 
 from . import Measurement, Ratio, Report, Target, profiled, sized
 
-MAX_EVENTS_PER_RUN = 250_000  # cqrs_dagster.defs.assets.MAX_EVENTS_PER_RUN (not imported: Dagster)
 T0 = datetime(2026, 8, 1, tzinfo=UTC)
 STATUSES = ("Paid", "Shipped", "Delivered")
 SEND_BATCH = 5_000
@@ -150,7 +149,7 @@ def warm_up() -> None:
     long-lived projection process (a Dagster code server's run worker) has paid them already."""
     import pandas  # noqa: F401
 
-    from cqrs_dagster.projections.vectorized import duck
+    from cqrs_dagster.projections.engines.duckdb.connection import duck
 
     duck().close()
 
@@ -176,9 +175,10 @@ def _measured(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 
 def project_backlog(data_dir: str, events: int, batch: int) -> dict[str, Any]:
-    """The catch-up as the Dagster assets do it, minus Dagster: ``run_all`` (raw ingest, silver,
+    """The catch-up as the Dagster assets do it, minus Dagster: ``catch_up`` (raw ingest, silver,
     gold) over the whole backlog."""
-    from cqrs_dagster.projections.runner import run_all
+    from cqrs_dagster.projections.context import StepContext
+    from cqrs_dagster.projections.pipeline import catch_up
     from cqrs_dagster.projections.tables import TableStore
 
     folder = Path(data_dir)
@@ -186,7 +186,9 @@ def project_backlog(data_dir: str, events: int, batch: int) -> dict[str, Any]:
     tables = TableStore(root=str(folder / "delta"))
     started = time.perf_counter()
     try:
-        reports = run_all(bus, tables, max_events=events, run_id="catch-up", batch_size=batch)
+        reports = catch_up(
+            StepContext(tables, "catch-up"), bus, max_events=events, batch_size=batch
+        ).reports
     finally:
         bus.close()
     seconds = time.perf_counter() - started
@@ -242,7 +244,7 @@ def run(repetitions: int) -> Report:
         f"{events:,} events on the local bus ({PARTITIONS} partitions): ~4% CustomerRegistered,"
         " ~2% CustomerUpdated, ~31% OrderCreated, the rest OrderUpdated status moves;"
         " UUIDv7 ids, time-ordered",
-        f"timed: projections.runner.run_all (the functions the Dagster assets call): silver"
+        f"timed: projections.pipeline.catch_up (the functions the Dagster assets call): silver"
         f" batches of {batch:,}, raw commits of {RAW_BATCH:,}, in a spawned child process (peak RSS = its own VmHWM); Dagster's run"
         " overhead NOT included in the rate; the 'one Dagster run' line is execute_in_process"
         " of project_read_models (projection_batch_size 50k, blocking checks and run start"

@@ -235,7 +235,7 @@ def phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int]:
     """Median seconds of each phase per order, and the number of projection runs."""
     import dagster as dg
 
-    from cqrs_dagster.defs.jobs import PROJECTION_JOB
+    from cqrs_dagster.defs.names import PROJECTION_JOB
 
     with contextlib.closing(
         sqlite3.connect(f"file:{data_dir / 'bus.sqlite'}?mode=ro", uri=True)
@@ -301,7 +301,7 @@ def follow_phases(data_dir: Path, load: Load) -> tuple[dict[str, float], int, in
     table."""
     import dagster as dg
 
-    from cqrs_dagster.defs.jobs import FOLLOW_JOB
+    from cqrs_dagster.defs.names import FOLLOW_JOB
     from cqrs_dagster.projections.raw_ingest import partition_app_id
 
     with contextlib.closing(
@@ -394,7 +394,7 @@ class Mode:
 def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory: bool) -> None:
     """Start ``cqrs up`` (with ``--follow`` in follow mode), wait for its first projection run,
     optionally sample idle memory, run the load, and find where the time went."""
-    from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
+    from cqrs_dagster.defs.names import FOLLOW_JOB, PROJECTION_JOB
 
     tmp = root / mode.label
     tmp.mkdir(parents=True)

@@ -4,9 +4,9 @@ Data (built once per run): ``datasets.build_orders`` (UUIDv7 ids from the creati
 ``orders`` partitioned by created_day); ``order_summary`` (what GET /orders/{id} reads) written as
 a full rebuild writes it (``build_order_summary(full=True)``: every order joined to its customer's
 name, sorted by order_id); ``daily_order_metrics`` from the same rows with the projection's own
-``gold.daily_metrics``. Served by ``cqrs api`` (uvicorn, the app ``cqrs up`` serves, rate limit
-off, no relay). Per repetition: GET /api/v1/orders/{id} for random existing ids (p50, p99), and
-GET /api/v1/metrics/daily for the year (365 rows; median of several calls).
+``engines.duckdb.gold.daily_metrics``. Served by ``cqrs api`` (uvicorn, the app ``cqrs up``
+serves, rate limit off, no relay). Per repetition: GET /api/v1/orders/{id} for random existing ids
+(p50, p99), and GET /api/v1/metrics/daily for the year (365 rows; median of several calls).
 
 A pyinstrument profile of the lookups in-process (the server's ReadModels path) goes to
 ``results/profiles/query-lookup.txt``.
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
-from cqrs_dagster.projections.gold import daily_metrics, summary_rows
+from cqrs_dagster.projections.engines.duckdb.gold import daily_metrics, summary_rows
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster_tests.fixtures.procs import (

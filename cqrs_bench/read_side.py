@@ -92,6 +92,7 @@ def write_raw(tables: TableStore, recent: list[str], batches: int) -> None:
 def merge_batches(root: str, batches: int, profile: str = "") -> dict[str, Any]:
     """``batches`` successive 10k-event steps of ``project_orders``: seconds of each; with
     ``profile``, one more (untimed) step under pyinstrument."""
+    from cqrs_dagster.projections.context import StepContext
     from cqrs_dagster.projections.silver import project_orders
 
     tables = TableStore(root=root)
@@ -100,10 +101,10 @@ def merge_batches(root: str, batches: int, profile: str = "") -> dict[str, Any]:
     for b in range(batches + (1 if profile else 0)):
         if b == batches:
             with profiled(profile):
-                report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
+                report = project_orders(StepContext(tables, f"bench-{b}"), max_events=BATCH)
         else:
             before = time.process_time()
-            report = project_orders(tables, max_events=BATCH, run_id=f"bench-{b}")
+            report = project_orders(StepContext(tables, f"bench-{b}"), max_events=BATCH)
             seconds.append(report.seconds)
             cpu.append(time.process_time() - before)
         if report.events_applied != BATCH:

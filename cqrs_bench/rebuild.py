@@ -17,6 +17,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from cqrs_dagster.domain.ids import uuid7
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.rebuild import rebuild
 from cqrs_dagster.projections.schemas import ORDERS, RAW_EVENTS_SCHEMA
@@ -121,7 +122,7 @@ def run(repetitions: int) -> Report:
             _write_raw(tables, orders)
             t1 = time.perf_counter()
             while txn(tables.open(ORDERS), seq_app_id(ORDERS)) < events - 1:
-                project_orders(tables, max_events=BATCH, run_id="live")
+                project_orders(StepContext(tables, "live"), max_events=BATCH)
             live.values.append(events / (time.perf_counter() - t1))
             result = rebuild(tables, ORDERS, run_id="bench", batch_size=BATCH)
             if not (result.switched and result.equal):

@@ -15,11 +15,12 @@ from typing import Any
 import dagster as dg
 
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.dead_letters import read_dead_letters, redrive
-from cqrs_dagster.projections.gold import build_daily_order_metrics, build_order_summary
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.dead_letters import read_dead_letters
+from cqrs_dagster.projections.pipeline import layer
+from cqrs_dagster.projections.redrive import redrive
 
-from .assets import DELTA_WRITER_POOL
-from .jobs import WRITER_TAG
+from .names import DELTA_WRITER_POOL, WRITER_TAG
 from .resources import PlatformResource
 
 CHECK_NAME = "dead_letter_events_unresolved"
@@ -88,9 +89,10 @@ def redrive_silver_dead_letters(
 def rebuild_gold_after_redrive(
     context: dg.OpExecutionContext, platform: PlatformResource, resolved: dict[str, int]
 ) -> None:
-    tables = platform.tables()
-    for step in (build_order_summary, build_daily_order_metrics):
-        report = step(tables, run_id=context.run_id, full=True)
+    ctx = StepContext(platform.tables(), context.run_id)
+    batch = platform.settings().projection_batch_size
+    for gold in layer("gold"):
+        report = gold.run(ctx, max_events=batch, full=True)
         metadata: dict[str, Any] = {
             "rows_written": dg.MetadataValue.int(report.rows_written),
             "row_count": dg.MetadataValue.int(report.row_count),

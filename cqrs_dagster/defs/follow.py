@@ -26,53 +26,27 @@ changed the table instead of once per run.
 """
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from time import sleep
 
 import dagster as dg
 
-from cqrs_dagster.eventbus.port import EventBus
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.delta_io import seq_app_id, txn
-from cqrs_dagster.projections.gold import build_daily_order_metrics, build_order_summary
-from cqrs_dagster.projections.raw_ingest import ingest_raw_events
-from cqrs_dagster.projections.report import StepReport
-from cqrs_dagster.projections.silver import project_customers, project_orders
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
-from cqrs_dagster.quality import rules
+from cqrs_dagster.quality.catalog import blocking_on
 from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.quality.scope import RunScope
 
-from .assets import DELTA_WRITER_POOL, report_metadata
-from .jobs import FOLLOW_JOB, IN_FLIGHT, WRITER_TAG
+from .names import DELTA_WRITER_POOL, FOLLOW_JOB, IN_FLIGHT, WRITER_TAG
 from .quality_checks import outcome_result
+from .read_models import report_metadata
 from .resources import PlatformResource
 
 # Idle passes poll the bus this often: half of it is the mean added latency of an event arriving
 # while the run is idle.
 POLL_SECONDS = 0.25
-
-# The blocking checks of the asset job, by stage: the rules of defs/quality_checks.py, called the
-# same way (raw rules read only the rows the pass appended). Names are the asset checks' names,
-# so an evaluation logged here lands on the same check in the UI (a test keeps the sets equal).
-RawRule = Callable[[TableStore, RunScope], CheckOutcome]
-TableRule = Callable[[TableStore], CheckOutcome]
-RAW_BLOCKING: dict[str, RawRule] = {
-    "raw_events_unique_event_ids": rules.unique_event_ids,
-    "raw_events_envelope_schema": rules.envelope_schema,
-}
-SILVER_BLOCKING: dict[str, tuple[str, TableRule]] = {
-    "orders_unique_keys": (
-        schemas.ORDERS,
-        lambda t: rules.unique_keys(t, schemas.ORDERS, "order_id"),
-    ),
-    "orders_amounts": (schemas.ORDERS, rules.order_amounts),
-    "customers_unique_keys": (
-        schemas.CUSTOMERS,
-        lambda t: rules.unique_keys(t, schemas.CUSTOMERS, "customer_id"),
-    ),
-}
 
 
 class FollowConfig(dg.Config):
@@ -80,14 +54,6 @@ class FollowConfig(dg.Config):
 
     max_seconds: float | None = None
     idle_seconds: float | None = None
-
-
-@dataclass
-class PassResult:
-    """What one pass read from the bus, and the reports of the tables it wrote, by table."""
-
-    events_read: int
-    reports: dict[str, list[StepReport]]
 
 
 def _check(context: dg.OpExecutionContext, table: str, name: str, outcome: CheckOutcome) -> None:
@@ -111,50 +77,22 @@ def _check(context: dg.OpExecutionContext, table: str, name: str, outcome: Check
         )
 
 
-def one_pass(
-    context: dg.OpExecutionContext,
-    bus: EventBus,
-    tables: TableStore,
-    batch: int,
-    *,
-    first: bool,
-) -> PassResult:
-    """raw_events (one bus batch) -> raw checks -> silver up to raw -> silver checks -> gold.
+class BlockingChecks:
+    """The blocking checks of the catalog, evaluated by a pass between layers under the asset
+    checks' names (raw rules read only the rows the pass appended)."""
 
-    Gold runs when silver moved, and on the first pass (a heartbeat run, or a backlog a crashed
-    run left behind gold)."""
-    run_id = context.run_id
-    raw_table = schemas.RAW_EVENTS
-    before = txn(tables.open(raw_table), seq_app_id(raw_table))
-    raw = ingest_raw_events(bus, tables, max_events=batch, run_id=run_id)
-    raw_seq = raw.checkpoint.get(seq_app_id(raw_table), before)
-    written: dict[str, list[StepReport]] = {}
-    if raw.events_read or first:
-        written[raw_table] = [raw]
-    if raw_seq > before:
-        scope = RunScope(after_seq=before, upto_seq=raw_seq)
-        for name, raw_rule in RAW_BLOCKING.items():
-            _check(context, raw_table, name, raw_rule(tables, scope))
-    silver_moved = False
-    for project in (project_orders, project_customers):
-        steps: list[StepReport] = []
-        while True:  # catch up with raw (a crashed run may have left a backlog)
-            step = project(tables, max_events=batch, run_id=run_id)
-            steps.append(step)
-            if step.checkpoint.get(seq_app_id(step.table), raw_seq) >= raw_seq:
-                break
-        if any(s.events_read for s in steps) or first:
-            written[steps[-1].table] = steps
-            silver_moved = silver_moved or any(s.events_read for s in steps)
-    for name, (table, table_rule) in SILVER_BLOCKING.items():
-        if table in written:
-            _check(context, table, name, table_rule(tables))
-    if silver_moved or first:
-        summary = build_order_summary(tables, run_id=run_id)
-        daily = build_daily_order_metrics(tables, run_id=run_id)
-        written[summary.table] = [summary]
-        written[daily.table] = [daily]
-    return PassResult(raw.events_read, written)
+    def __init__(self, context: dg.OpExecutionContext, tables: TableStore) -> None:
+        self.context, self.tables = context, tables
+
+    def raw_appended(self, after_seq: int, upto_seq: int) -> None:
+        scope = RunScope(after_seq=after_seq, upto_seq=upto_seq)
+        for check in blocking_on(schemas.RAW_EVENTS):
+            _check(self.context, check.table, check.name, check.evaluate(self.tables, scope))
+
+    def tables_written(self, tables: Sequence[str]) -> None:
+        for table in tables:
+            for check in blocking_on(table):
+                _check(self.context, table, check.name, check.evaluate(self.tables))
 
 
 def waiting_writer(instance: dg.DagsterInstance, own_run_id: str) -> dg.DagsterRun | None:
@@ -182,25 +120,27 @@ def follow_projection(
         if config.idle_seconds is None
         else config.idle_seconds
     )
-    tables = platform.tables()
+    ctx = StepContext(platform.tables(), context.run_id)
+    tables = ctx.tables
+    checks = BlockingChecks(context, tables)
+    batch = settings.projection_batch_size
     start = time.monotonic()
     last_news = start
     passes = events = 0
     with platform.bus() as bus:
         while True:
             pass_started = time.monotonic()
-            result = one_pass(
-                context, bus, tables, settings.projection_batch_size, first=passes == 0
-            )
+            result = catch_up(ctx, bus, max_events=batch, first=passes == 0, checks=checks)
             passes += 1
             events += result.events_read
-            for reports in result.reports.values():
+            for reports in result.written.values():
                 context.log_event(
                     dg.AssetMaterialization(
                         asset_key=reports[-1].table,
                         metadata={
                             **report_metadata(reports, bus, tables),
                             "follow_pass": dg.MetadataValue.int(passes),
+                            "engine": dg.MetadataValue.text(ctx.engine.name),
                         },
                     )
                 )

@@ -1,14 +1,12 @@
-"""Jobs that keep the platform healthy: table maintenance and the check-only freshness job."""
+"""Table maintenance: compaction, vacuum and log checkpoints of every Delta table, and the drop of
+physical tables a rebuild retired."""
 
 import dagster as dg
 
-from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.maintenance import maintain_all
 from cqrs_dagster.projections.retired import drop_retired
 
-from .assets import DELTA_WRITER_POOL
-from .checks import OUTBOX_RELAY_LAG, freshness_check_key
-from .jobs import QUALITY_AUDITS, WHOLE_TABLE_RERUNS, WRITER_TAG
+from .names import DELTA_WRITER_POOL, WRITER_TAG
 from .resources import PlatformResource
 
 
@@ -52,32 +50,3 @@ def maintain_delta_tables(context: dg.OpExecutionContext, platform: PlatformReso
 )
 def maintain_read_models() -> None:
     maintain_delta_tables()
-
-
-check_read_model_freshness = dg.define_asset_job(
-    "check_read_model_freshness",
-    selection=dg.AssetSelection.checks(
-        *[freshness_check_key(t) for t in schemas.READ_MODELS], OUTBOX_RELAY_LAG
-    ),
-    executor_def=dg.in_process_executor,
-    description="Freshness-lag checks of every read model and the outbox relay lag, materializing nothing.",
-)
-
-check_read_model_quality = dg.define_asset_job(
-    "check_read_model_quality",
-    selection=dg.AssetSelection.checks(*QUALITY_AUDITS, *WHOLE_TABLE_RERUNS),
-    executor_def=dg.in_process_executor,
-    description=(
-        "Whole-table audits: version sequences, reconciliation, gold vs recompute, dead letters, "
-        "and the in-run raw_events checks over the whole table."
-    ),
-)
-
-recompute_gold = dg.define_asset_job(
-    "recompute_gold",
-    selection=dg.AssetSelection.assets(schemas.ORDER_SUMMARY, schemas.DAILY_ORDER_METRICS),
-    executor_def=dg.in_process_executor,
-    tags={WRITER_TAG: "recompute"},
-    config={"ops": {schemas.DAILY_ORDER_METRICS: {"config": {"full": True}}}},
-    description="Recompute the gold tables from the silver tables (daily_order_metrics in full).",
-)

@@ -12,10 +12,8 @@ import dagster as dg
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.rebuild import REBUILDABLE, describe, rebuild, replay_audit
 
-from .assets import DELTA_WRITER_POOL
-from .jobs import WRITER_TAG
+from .names import DELTA_WRITER_POOL, WRITER_TAG
 from .resources import PlatformResource
-from .schedules import utc_schedule
 
 AUDITED = (schemas.ORDERS, schemas.CUSTOMERS)
 AUDIT_SCRATCH = "_audit"  # under the Delta root; each audit deletes its own folder
@@ -115,21 +113,6 @@ def build_audit_check(table: str) -> dg.AssetChecksDefinition:
     return _audit
 
 
-orders_replay_audit = build_audit_check(schemas.ORDERS)
-customers_replay_audit = build_audit_check(schemas.CUSTOMERS)
-
-replay_audit_job = dg.define_asset_job(
-    "replay_audit",
-    selection=dg.AssetSelection.checks(
-        *[dg.AssetCheckKey(dg.AssetKey(t), f"{t}_replay_audit") for t in AUDITED]
-    ),
-    executor_def=dg.in_process_executor,
-    description="Replay raw_events into scratch tables and compare with the live silver tables.",
-)
-
-replay_audit_schedule = utc_schedule(
-    "replay_audit_schedule",
-    replay_audit_job,
-    "30 4 * * *",
-    "Daily 04:30 UTC: replay audit of orders and customers against raw_events.",
-)
+# Full replays of raw_events: run daily by the check-only ``replay_audit`` job (defs/jobs.py),
+# never with every projection run.
+REPLAY_AUDITS = [build_audit_check(table) for table in AUDITED]

@@ -1,4 +1,5 @@
-"""Schedules (all UTC, RUNNING by default): freshness checks, gold recompute, maintenance."""
+"""Schedules (all UTC, RUNNING by default): freshness checks, quality audits, gold recompute,
+maintenance, replay audit."""
 
 from __future__ import annotations  # no decorated Dagster functions here
 
@@ -11,12 +12,13 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-from .maintenance import (
+from .jobs import (
     check_read_model_freshness,
     check_read_model_quality,
-    maintain_read_models,
     recompute_gold,
+    replay_audit_job,
 )
+from .maintenance import maintain_read_models
 
 
 def utc_schedule(
@@ -62,4 +64,11 @@ table_maintenance_schedule = utc_schedule(
     maintain_read_models,
     "45 3 * * *",
     "Daily 03:45 UTC: compact, vacuum and checkpoint every Delta table.",
+)
+
+replay_audit_schedule = utc_schedule(
+    "replay_audit_schedule",
+    replay_audit_job,
+    "30 4 * * *",
+    "Daily 04:30 UTC: replay audit of orders and customers against raw_events.",
 )

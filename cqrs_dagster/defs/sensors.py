@@ -17,7 +17,8 @@ from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
 from .follow import follow_read_models
-from .jobs import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB, PROJECTION_JOBS, project_read_models
+from .jobs import project_read_models
+from .names import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB, PROJECTION_JOBS
 from .resources import PlatformResource
 
 SENSOR_NAME = "cqrs_events_sensor"

@@ -1,8 +1,7 @@
 """The dead_letter_events table: poison events with their reason, written idempotently.
 
 A dead letter's key is ``"<stage>:<partition>:<sequence_number>"`` (the event's bus position), so
-re-running a crashed step never writes it twice. ``redrive`` re-applies unresolved silver dead
-letters through the current folds and marks those that now apply as resolved.
+re-running a crashed step never writes it twice. Re-applying them is :mod:`.redrive`'s job.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties
 
-from .delta_io import Clock, Fault, hit, utc_now
-from .schemas import CUSTOMERS, DEAD_LETTER_EVENTS, DEAD_LETTER_EVENTS_SCHEMA, ORDERS
+from .context import Clock, utc_now
+from .schemas import DEAD_LETTER_EVENTS, DEAD_LETTER_EVENTS_SCHEMA
 from .tables import TableStore
 
 
@@ -139,28 +138,3 @@ def resolve_dead_letters(
         .execute()
     )
     return int(metrics.get("num_target_rows_updated", 0))
-
-
-def redrive(
-    tables: TableStore,
-    *,
-    run_id: str,
-    stages: Sequence[str] = (ORDERS, CUSTOMERS),
-    fault: Fault = None,
-    clock: Clock = utc_now,
-) -> dict[str, int]:
-    """Re-apply unresolved silver dead letters through the current folds; returns resolved per stage.
-
-    A dead letter is resolved when its event now applies, or is already covered by a newer row
-    version. Rows are merged first, then the letters are marked: a crash in between is harmless
-    (the re-run finds the events covered and resolves them).
-    """
-    from .silver import reapply  # the silver writer imports this module
-
-    resolved: dict[str, int] = {}
-    for stage in stages:
-        letters = read_dead_letters(tables, stage=stage, unresolved_only=True)
-        ok_ids = reapply(tables, stage, letters.to_pylist(), run_id=run_id)
-        hit(fault, f"redrive.{stage}.before_resolve")
-        resolved[stage] = resolve_dead_letters(tables, ok_ids, run_id=run_id, clock=clock)
-    return resolved

@@ -1,30 +1,14 @@
-"""Small Delta helpers shared by the projection steps: checkpoints (txn app ids), counts, times."""
+"""Delta reads shared by the projection steps: checkpoints (txn app ids), pruned scans, counts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-
-from .schemas import SCHEMAS
-from .tables import PARTITION_BY
-
-Fault = Callable[[str], None] | None
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def hit(fault: Fault, point: str) -> None:
-    """Test hook: call ``fault(point)`` at a named point of a step."""
-    if fault is not None:
-        fault(point)
+from deltalake import DeltaTable
 
 
 def seq_app_id(table: str) -> str:
@@ -54,27 +38,6 @@ def from_micros(value: int) -> datetime | None:
     if value < 0:
         return None
     return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
-
-
-def commit_props(checkpoints: Mapping[str, int], run_id: str, operation: str) -> CommitProperties:
-    """Commit properties carrying the checkpoints (txn actions) and who wrote the commit."""
-    return CommitProperties(
-        custom_metadata={"cqrs.run_id": run_id, "cqrs.operation": operation},
-        app_transactions=[Transaction(app, version) for app, version in checkpoints.items()],
-    )
-
-
-def commit_checkpoints_only(
-    table: DeltaTable, name: str, checkpoints: Mapping[str, int], run_id: str, operation: str
-) -> None:
-    """A commit with no rows that moves checkpoints (a MERGE of nothing commits nothing)."""
-    write_deltalake(
-        table,
-        SCHEMAS[name].empty_table(),
-        mode="append",
-        partition_by=PARTITION_BY.get(name),
-        commit_properties=commit_props(checkpoints, run_id, operation),
-    )
 
 
 def isin(column: str, values: Sequence[Any], type_: pa.DataType | None = None) -> pc.Expression:

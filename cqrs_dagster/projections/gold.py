@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from cqrs_dagster.domain.events import CUSTOMER_REGISTERED, CUSTOMER_UPDATED, ORDER_CREATED
-from cqrs_dagster.domain.money import CENT
 
+from .commit import commit_checkpoints_only, overwrite, upsert
+from .context import StepContext
 from .delta_io import (
-    Fault,
-    commit_checkpoints_only,
-    commit_props,
     enqueued_app_id,
     from_micros,
-    hit,
     isin,
     read_raw_range,
     release_memory,
@@ -63,26 +59,12 @@ def _covered(tables: TableStore, sources: tuple[str, ...]) -> tuple[int, int]:
     return min(points)
 
 
-def summary_rows(orders: pa.Table, customers: pa.Table) -> pa.Table:
-    """order_summary rows: orders joined to their customer's name (null until it is known)."""
-    names = customers.select(["customer_id", "name"]).rename_columns(
-        ["customer_id", "customer_name"]
-    )
-    joined = orders.join(names, "customer_id", join_type="left outer")
-    return joined.select(SUMMARY_COLUMNS).cast(ORDER_SUMMARY_SCHEMA).sort_by("order_id")
-
-
-def build_order_summary(
-    tables: TableStore,
-    *,
-    run_id: str,
-    fault: Fault = None,
-    full: bool = False,
-) -> StepReport:
+def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
     """Bring order_summary up to the raw position both silver tables have reached (or, with
     ``full``, rewrite it from every silver row: after a redrive changed rows behind the
     checkpoints)."""
     started = time.perf_counter()
+    tables = ctx.tables
     target = tables.ensure(ORDER_SUMMARY)
     after = txn(target, seq_app_id(ORDER_SUMMARY))
     upto, newest_us = _covered(tables, (ORDERS, CUSTOMERS))
@@ -92,18 +74,14 @@ def build_order_summary(
     if (upto <= after and not full) or raw is None or orders is None or customers is None:
         return _report(ORDER_SUMMARY, target, started)
     if full:
-        rows = summary_rows(
-            orders.to_pyarrow_table(), customers.to_pyarrow_table(columns=["customer_id", "name"])
+        rows = ctx.engine.order_summary(
+            orders.to_pyarrow_table(columns=ORDER_COLUMNS),
+            customers.to_pyarrow_table(columns=["customer_id", "name"]),
         )
         checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
-        hit(fault, "order_summary.before_merge")
-        write_deltalake(
-            target,
-            rows,
-            mode="overwrite",
-            commit_properties=commit_props(checkpoint, run_id, "build_order_summary_full"),
-        )
-        hit(fault, "order_summary.after_merge")
+        ctx.hit("order_summary.before_merge")
+        overwrite(target, rows, checkpoint, ctx.run_id, "build_order_summary_full")
+        ctx.hit("order_summary.after_merge")
         return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
     batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id"], ordered=False)
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
@@ -123,78 +101,24 @@ def build_order_summary(
         isin("customer_id", cust_ids),
         columns=["customer_id", "name"],
     )
-    rows = summary_rows(touched, names)
+    rows = ctx.engine.order_summary(touched, names)
     checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
-    hit(fault, "order_summary.before_merge")
-    if rows.num_rows and row_count(target) == 0:  # first build: nothing to merge with
-        write_deltalake(
-            target,
-            rows,
-            mode="append",
-            commit_properties=commit_props(checkpoint, run_id, "build_order_summary"),
-        )
-        target.update_incremental()
-    elif rows.num_rows:
-        (
-            target.merge(
-                rows,
-                "t.order_id = s.order_id",
-                source_alias="s",
-                target_alias="t",
-                streamed_exec=False,
-                commit_properties=commit_props(checkpoint, run_id, "build_order_summary"),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        target.update_incremental()
-    if txn(target, seq_app_id(ORDER_SUMMARY)) != upto:
-        commit_checkpoints_only(target, ORDER_SUMMARY, checkpoint, run_id, "build_order_summary")
-    hit(fault, "order_summary.after_merge")
+    ctx.hit("order_summary.before_merge")
+    upsert(target, ORDER_SUMMARY, "order_id", rows, checkpoint, ctx.run_id, "build_order_summary")
+    ctx.hit("order_summary.after_merge")
     return _report(
         ORDER_SUMMARY, target, started, events_read=batch.num_rows, written=rows.num_rows
     )
-
-
-def daily_metrics(orders: pa.Table) -> pa.Table:
-    """Per created day: order count, revenue, average order value (half-up cents), customers."""
-    grouped = orders.group_by("created_day").aggregate(
-        [
-            ("order_id", "count"),
-            ("total_amount", "sum"),
-            ("customer_id", "count_distinct"),
-        ]
-    )
-    out = []
-    for row in grouped.to_pylist():
-        count = int(row["order_id_count"])
-        revenue = Decimal(row["total_amount_sum"]).quantize(CENT)
-        out.append(
-            {
-                "order_date": row["created_day"],
-                "order_count": count,
-                "total_revenue": revenue,
-                "avg_order_value": (revenue / count).quantize(CENT, rounding=ROUND_HALF_UP),
-                "unique_customers": int(row["customer_id_count_distinct"]),
-            }
-        )
-    return pa.Table.from_pylist(out, schema=DAILY_ORDER_METRICS_SCHEMA).sort_by("order_date")
 
 
 def _day_literals(days: list[date]) -> str:
     return ", ".join(f"'{d.isoformat()}'" for d in days)
 
 
-def build_daily_order_metrics(
-    tables: TableStore,
-    *,
-    run_id: str,
-    fault: Fault = None,
-    full: bool = False,
-) -> StepReport:
+def build_daily_order_metrics(ctx: StepContext, *, full: bool = False) -> StepReport:
     """Recompute the days created since the checkpoint (or every day with ``full``)."""
     started = time.perf_counter()
+    tables = ctx.tables
     target = tables.ensure(DAILY_ORDER_METRICS)
     after = -1 if full else txn(target, seq_app_id(DAILY_ORDER_METRICS))
     upto, newest_us = _covered(tables, (ORDERS,))
@@ -206,20 +130,20 @@ def build_daily_order_metrics(
         seq_app_id(DAILY_ORDER_METRICS): upto,
         enqueued_app_id(DAILY_ORDER_METRICS): newest_us,
     }
-    props = commit_props(checkpoint, run_id, "build_daily_order_metrics")
+    operation = "build_daily_order_metrics"
     columns = ["order_id", "customer_id", "total_amount", "created_day"]
     events_read = 0
     if full:
-        rows = daily_metrics(orders.to_pyarrow_table(columns=columns))
-        hit(fault, "daily_order_metrics.before_commit")
-        write_deltalake(target, rows, mode="overwrite", commit_properties=props)
+        rows = ctx.engine.daily_metrics(orders.to_pyarrow_table(columns=columns))
+        ctx.hit("daily_order_metrics.before_commit")
+        overwrite(target, rows, checkpoint, ctx.run_id, operation)
     else:
         batch = read_raw_range(raw, after, upto, ["event_type", "event_timestamp"], ordered=False)
         events_read = batch.num_rows
         created = batch.filter(pc.field("event_type") == ORDER_CREATED)
         days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))
         rows = (
-            daily_metrics(
+            ctx.engine.daily_metrics(
                 scan(
                     orders,
                     [("created_day", "in", [d.isoformat() for d in days])],
@@ -230,20 +154,13 @@ def build_daily_order_metrics(
             if days
             else DAILY_ORDER_METRICS_SCHEMA.empty_table()
         )
-        hit(fault, "daily_order_metrics.before_commit")
+        ctx.hit("daily_order_metrics.before_commit")
         if days:
-            write_deltalake(
-                target,
-                rows,
-                mode="overwrite",
-                predicate=f"order_date IN ({_day_literals(days)})",
-                commit_properties=props,
-            )
+            predicate = f"order_date IN ({_day_literals(days)})"
+            overwrite(target, rows, checkpoint, ctx.run_id, operation, predicate=predicate)
         else:
-            commit_checkpoints_only(
-                target, DAILY_ORDER_METRICS, checkpoint, run_id, "build_daily_order_metrics"
-            )
-    hit(fault, "daily_order_metrics.after_commit")
+            commit_checkpoints_only(target, DAILY_ORDER_METRICS, checkpoint, ctx.run_id, operation)
+    ctx.hit("daily_order_metrics.after_commit")
     return _report(
         DAILY_ORDER_METRICS, target, started, events_read=events_read, written=rows.num_rows
     )

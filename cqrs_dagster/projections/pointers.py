@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from deltalake._internal import DeltaFileSystemHandler
 
-from .storage import is_local_root
+from cqrs_dagster.settings import is_local_root
 
 DOCUMENT = "_cqrs_tables.json"
 FORMAT = 1

@@ -16,32 +16,28 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from cqrs_dagster.domain.events import EVENT_TYPES, EnvelopeError, EventEnvelope
 from cqrs_dagster.domain.upcasting import upcast
 from cqrs_dagster.eventbus.port import EventBus, ReceivedEvent
 
+from .commit import append
+from .context import StepContext
 from .dead_letters import DeadLetter, write_dead_letters
-from .decode import decode_bodies
 from .delta_io import (
-    Clock,
-    Fault,
-    commit_props,
     enqueued_app_id,
     from_micros,
-    hit,
     release_memory,
     row_count,
     scan,
     seq_app_id,
     to_micros,
     txn,
-    utc_now,
 )
+from .engine import ProjectionEngine
 from .report import StepReport
 from .schemas import RAW_EVENTS, RAW_EVENTS_SCHEMA, TS
-from .tables import PARTITION_BY, TableStore
 
 STAGE = RAW_EVENTS
 
@@ -150,11 +146,13 @@ def _dead_letter(msg: ReceivedEvent, reason: str) -> DeadLetter:
     )
 
 
-def _decoded(messages: list[ReceivedEvent], now: datetime) -> tuple[pa.Table, list[DeadLetter]]:
+def _decoded(
+    engine: ProjectionEngine, messages: list[ReceivedEvent], now: datetime
+) -> tuple[pa.Table, list[DeadLetter]]:
     """raw_events rows (without ``ingest_seq``) of the decodable messages, in bus order, and the
-    dead letters of the others. Canonical envelopes are decoded vectorized; the rest (old schema
-    versions, odd shapes, poison) one by one by :func:`parse_body`."""
-    decoded = decode_bodies([m.body for m in messages])
+    dead letters of the others. The engine decodes canonical envelopes; the rest (old schema
+    versions, odd shapes, repeated keys, poison) are decoded one by one by :func:`parse_body`."""
+    decoded = engine.decode([m.body for m in messages])
     fast = decoded.filter(decoded["fast"]).drop_columns(["fast"])
     letters: list[DeadLetter] = []
     slow: list[dict[str, Any]] = []
@@ -201,26 +199,18 @@ def _first_of_each_id(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.is_in(rows["i"], first["i_min"]))
 
 
-def ingest_raw_events(
-    bus: EventBus,
-    tables: TableStore,
-    *,
-    max_events: int,
-    run_id: str,
-    fault: Fault = None,
-    clock: Clock = utc_now,
-) -> StepReport:
+def ingest_raw_events(ctx: StepContext, bus: EventBus, *, max_events: int) -> StepReport:
     """Append the bus's new events to raw_events with their checkpoints in the same commit."""
     started = time.perf_counter()
-    table = tables.ensure(RAW_EVENTS)
+    table = ctx.tables.ensure(RAW_EVENTS)
     partitions = range(bus.partition_count)
     after = {p: txn(table, partition_app_id(p)) for p in partitions}
     last_seq = txn(table, seq_app_id(RAW_EVENTS))
     newest_us = txn(table, enqueued_app_id(RAW_EVENTS))
     messages = read_batch(bus, after, max_events)
 
-    now = clock()
-    decoded, letters = _decoded(messages, now)
+    now = ctx.clock()
+    decoded, letters = _decoded(ctx.engine, messages, now)
     unique = _first_of_each_id(decoded)
     existing = _existing_ids(table, unique)
     fresh = unique.filter(pc.invert(pc.is_in(unique["event_id"], existing)))
@@ -237,21 +227,13 @@ def ingest_raw_events(
     checkpoint[seq_app_id(RAW_EVENTS)] = last_seq
     checkpoint[enqueued_app_id(RAW_EVENTS)] = newest_us
 
-    hit(fault, "raw.before_dead_letters")
-    write_dead_letters(tables, letters, run_id=run_id, clock=clock)
-    hit(fault, "raw.before_commit")
-    version = table.version()
+    ctx.hit("raw.before_dead_letters")
+    write_dead_letters(ctx.tables, letters, run_id=ctx.run_id, clock=ctx.clock)
+    ctx.hit("raw.before_commit")
     if messages:
-        write_deltalake(
-            table,
-            fresh.cast(RAW_EVENTS_SCHEMA),
-            mode="append",
-            partition_by=PARTITION_BY[RAW_EVENTS],
-            commit_properties=commit_props(checkpoint, run_id, "ingest_raw_events"),
-        )
-        table.update_incremental()
-        version = table.version()
-    hit(fault, "raw.after_commit")
+        append(table, RAW_EVENTS, fresh, checkpoint, ctx.run_id, "ingest_raw_events")
+    version = table.version()
+    ctx.hit("raw.after_commit")
     release_memory()
     return StepReport(
         table=RAW_EVENTS,

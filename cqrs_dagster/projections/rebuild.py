@@ -39,8 +39,12 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from . import pointers
-from .delta_io import Fault, commit_checkpoints_only, enqueued_app_id, hit, seq_app_id, txn
-from .gold import build_daily_order_metrics, build_order_summary
+from .commit import commit_checkpoints_only
+from .context import Fault, StepContext, hit
+from .delta_io import enqueued_app_id, seq_app_id, txn
+from .engine import ProjectionEngine
+from .engines import DuckDBEngine
+from .pipeline import stage
 from .schemas import (
     CUSTOMERS,
     DAILY_ORDER_METRICS,
@@ -49,7 +53,7 @@ from .schemas import (
     ORDERS,
     SCHEMAS,
 )
-from .silver import SPECS, project
+from .silver import SPECS
 from .tables import TableStore
 
 Progress = Callable[[int, int], None]
@@ -154,6 +158,7 @@ class Replayer:
         batch_size: int,
         progress: Progress,
         write_live: bool,
+        engine: ProjectionEngine,
     ) -> None:
         if table not in KEYS:
             raise ValueError(f"{table!r} cannot be rebuilt; choose one of {', '.join(KEYS)}")
@@ -162,6 +167,8 @@ class Replayer:
         self.shadow_tables = tables.with_overrides(
             {table: shadow_uri, DEAD_LETTER_EVENTS: f"{scratch_uri}/{DEAD_LETTER_EVENTS}"}
         )
+        self.live = StepContext(tables, run_id, engine)
+        self.stage = stage(table)
         self.replayed = 0
 
     def shadow(self) -> DeltaTable:
@@ -173,14 +180,10 @@ class Replayer:
     def advance(self, target: int) -> None:
         """Replay raw events into the shadow up to ``target`` (silver: exactly to it)."""
         at = self.checkpoint(self.shadow())
-        if self.table in SPECS:
-            spec = SPECS[self.table]
+        if self.stage.batched:
             while at < target:
-                step = project(
-                    spec,
-                    self.shadow_tables,
-                    max_events=min(self.batch_size, target - at),
-                    run_id=self.run_id,
+                step = self.stage.run(
+                    self.live.on(self.shadow_tables), max_events=min(self.batch_size, target - at)
                 )
                 moved = step.checkpoint[seq_app_id(self.table)]
                 if moved <= at:
@@ -196,10 +199,7 @@ class Replayer:
         self.progress(now + 1, max(now, target) + 1)
 
     def _build_gold(self, tables: TableStore, *, full: bool) -> None:
-        if self.table == ORDER_SUMMARY:
-            build_order_summary(tables, run_id=self.run_id)
-        else:
-            build_daily_order_metrics(tables, run_id=self.run_id, full=full)
+        self.stage.run(self.live.on(tables), max_events=self.batch_size, full=full)
 
     def sync(self, live_uri: str) -> tuple[DeltaTable, int]:
         """Advance the shadow until it sits at the checkpoint of a snapshot of the live table;
@@ -231,6 +231,7 @@ def rebuild(
     batch_size: int = 100_000,
     force: bool = False,
     fault: Fault = None,
+    engine: ProjectionEngine | None = None,
 ) -> RebuildReport:
     """Rebuild ``table`` into a shadow, compare with live, switch readers if equal (or forced)."""
     started = time.perf_counter()
@@ -248,6 +249,7 @@ def rebuild(
         batch_size=batch_size,
         progress=progress,
         write_live=True,
+        engine=engine or DuckDBEngine(),
     )
     try:
         live, at = replay.sync(tables.physical_uri(old))
@@ -261,7 +263,7 @@ def rebuild(
         tables.switch(table, new, expected=old, by=run_id)
         hit(fault, "rebuild.after_switch")
         final = _fence(tables, table, old, run_id)
-        caught_up = _catch_up(tables, table, final, run_id, batch_size)
+        caught_up = _catch_up(replay.live, table, final, batch_size)
     finally:
         pointers.delete_folder(tables.root, tables.storage_options, scratch)
     return RebuildReport(
@@ -294,20 +296,16 @@ def _fence(tables: TableStore, table: str, physical: str, run_id: str) -> int:
     raise RuntimeError(f"could not fence {uri}")
 
 
-def _catch_up(tables: TableStore, table: str, final: int, run_id: str, batch_size: int) -> int:
+def _catch_up(ctx: StepContext, table: str, final: int, batch_size: int) -> int:
     """Bring the (now current) new table to the old table's final checkpoint with the live step."""
+    tables = ctx.tables
     start = txn(tables.open(table), seq_app_id(table))
     for _ in range(MAX_ROUNDS * 10):
         at = txn(tables.open(table), seq_app_id(table))
         if at >= final:
             return at - start
         try:
-            if table in SPECS:
-                project(SPECS[table], tables, max_events=batch_size, run_id=run_id)
-            elif table == ORDER_SUMMARY:
-                build_order_summary(tables, run_id=run_id)
-            else:
-                build_daily_order_metrics(tables, run_id=run_id)
+            stage(table).run(ctx, max_events=batch_size)
         except CommitFailedError:
             continue  # the live projection committed the same batch first
     raise RuntimeError(f"could not catch {table} up to {final}")
@@ -321,6 +319,7 @@ def replay_audit(
     scratch_root: str,
     batch_size: int = 100_000,
     progress: Progress = _no_progress,
+    engine: ProjectionEngine | None = None,
 ) -> AuditReport:
     """Replay raw_events into a scratch copy of a silver table and compare it with the live
     table at the live checkpoint. Writes nothing under the live root; the scratch is deleted.
@@ -341,6 +340,7 @@ def replay_audit(
         batch_size=batch_size,
         progress=progress,
         write_live=False,
+        engine=engine or DuckDBEngine(),
     )
     try:
         live, at = replay.sync(tables.uri(table))

@@ -10,27 +10,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from cqrs_dagster.domain.events import EventEnvelope
 
+from .commit import merge_versioned
+from .context import Fault, StepContext
 from .customers import EVENT_TYPES as CUSTOMER_EVENTS
 from .customers import fold_customers
 from .dead_letters import DeadLetter, write_dead_letters
 from .delta_io import (
-    Clock,
-    Fault,
-    commit_checkpoints_only,
-    commit_props,
     enqueued_app_id,
     from_micros,
-    hit,
     in_ingest_order,
     isin,
     read_raw_range,
@@ -40,36 +36,31 @@ from .delta_io import (
     seq_app_id,
     to_micros,
     txn,
-    utc_now,
 )
+from .engine import ProjectionEngine
 from .folding import FoldResult, Row
 from .orders import EVENT_TYPES as ORDER_EVENTS
 from .orders import fold_orders
 from .report import StepReport
 from .schemas import CUSTOMERS, ORDERS, RAW_EVENTS, SCHEMAS
-from .tables import PARTITION_BY, TableStore
-from .vectorized import FastFold, fast_fold_customers, fast_fold_orders
+from .tables import TableStore
 
 
 @dataclass(frozen=True)
 class SilverSpec:
-    """What distinguishes one silver table: its key, events, fold and partition column."""
+    """What distinguishes one silver table: its key, events, the reference (Python) fold and
+    partition column. The engine folds the clean keys; ``fold`` the rest."""
 
     table: str
     key: str
     event_types: frozenset[str]
     fold: Callable[[Mapping[str, Row], Sequence[EventEnvelope]], FoldResult]
     partition: str | None = None
-    fast_fold: FastFold | None = None
 
 
 SPECS: dict[str, SilverSpec] = {
-    ORDERS: SilverSpec(
-        ORDERS, "order_id", ORDER_EVENTS, fold_orders, "created_day", fast_fold_orders
-    ),
-    CUSTOMERS: SilverSpec(
-        CUSTOMERS, "customer_id", CUSTOMER_EVENTS, fold_customers, None, fast_fold_customers
-    ),
+    ORDERS: SilverSpec(ORDERS, "order_id", ORDER_EVENTS, fold_orders, "created_day"),
+    CUSTOMERS: SilverSpec(CUSTOMERS, "customer_id", CUSTOMER_EVENTS, fold_customers),
 }
 
 
@@ -126,17 +117,17 @@ def current_rows(target: DeltaTable, spec: SilverSpec, keys: Sequence[str]) -> d
 
 
 def fold_batch(
-    spec: SilverSpec, mine: pa.Table, current: pa.Table
+    spec: SilverSpec, engine: ProjectionEngine, mine: pa.Table, current: pa.Table
 ) -> tuple[list[pa.Table], FoldResult, list[Row]]:
-    """Fold a batch of raw rows: clean keys vectorized, the others through the Python fold.
+    """Fold a batch of raw rows: clean keys by the engine, the others through the Python fold.
 
-    Returns the vectorized rows, the Python fold's result and the raw rows it folded.
+    Returns the engine's rows, the Python fold's result and the raw rows it folded.
     """
     fast: list[pa.Table] = []
     fast_applied = 0
     slow = mine
-    if spec.fast_fold is not None and mine.num_rows:
-        rows, fast_applied, others = spec.fast_fold(mine, current)
+    if mine.num_rows:
+        rows, fast_applied, others = engine.fold(spec.table, mine, current)
         fast.append(rows)
         slow = mine.filter(pc.is_in(mine["aggregate_id"], others))
         current = current.filter(pc.is_in(current[spec.key], others))
@@ -148,15 +139,10 @@ def fold_batch(
     return fast, merged, raw_rows
 
 
-def appended_app_id(table: str) -> str:
-    """Txn app id of a silver table's append of new keys: the raw ``ingest_seq`` of its batch."""
-    return f"{table}/appended_seq"
-
-
 def merge_rows(
     target: DeltaTable,
     spec: SilverSpec,
-    rows: Sequence[Row] | pa.Table,
+    rows: pa.Table,
     checkpoint: Mapping[str, int],
     run_id: str,
     operation: str,
@@ -164,83 +150,26 @@ def merge_rows(
     existing: pa.Array | None = None,
     fault: Fault = None,
 ) -> None:
-    """MERGE rows on the key (newer version wins) with ``checkpoint`` in the same commit.
-
-    With ``existing`` (the keys that have a row: the fold read them), rows of the other keys are
-    APPENDED first, sorted by key, in a commit of their own: a MERGE rewrites every file it
-    matches, and with inserts in it its output file grows with the table, so a catch-up would
-    rewrite ever larger files. Appended in key order (time-ordered ids), new rows form narrow
-    files that later MERGEs of recent keys prune to. Still exactly once: a crash between the two
-    commits leaves the appended rows without the checkpoint; the re-run reads them as current
-    rows, whose versions cover the batch's events for them, so they are skipped, not added
-    again. The append carries its own txn app id (``<table>/appended_seq``), so a concurrent
-    writer's append of the same batch conflicts like its MERGE would.
-    """
-    source = (
-        rows
-        if isinstance(rows, pa.Table)
-        else pa.Table.from_pylist(list(rows), schema=SCHEMAS[spec.table])
+    """The committer's version-guarded MERGE with this table's key and partition."""
+    merge_versioned(
+        target,
+        spec.table,
+        spec.key,
+        rows,
+        checkpoint,
+        run_id,
+        operation,
+        partition=spec.partition,
+        existing=existing,
+        fault=fault,
     )
-    if existing is not None and source.num_rows:
-        is_new = pc.invert(pc.is_in(source[spec.key], existing))
-        fresh = source.filter(is_new).sort_by(spec.key)
-        source = source.filter(pc.invert(is_new))
-        if fresh.num_rows:
-            seq = checkpoint.get(seq_app_id(spec.table), -1)
-            write_deltalake(
-                target,
-                fresh,
-                mode="append",
-                partition_by=PARTITION_BY.get(spec.table),
-                commit_properties=commit_props(
-                    {appended_app_id(spec.table): seq}, run_id, operation
-                ),
-            )
-            target.update_incremental()
-        hit(fault, f"{spec.table}.after_append")
-    if source.num_rows == 0:
-        if checkpoint:
-            commit_checkpoints_only(target, spec.table, checkpoint, run_id, operation)
-        return
-    predicate = f"t.{spec.key} = s.{spec.key}"
-    if spec.partition is not None:
-        days = sorted(pc.unique(source[spec.partition]).to_pylist())
-        listed = ", ".join(f"'{d.isoformat()}'" for d in days if isinstance(d, date))
-        predicate += (
-            f" AND t.{spec.partition} = s.{spec.partition} AND t.{spec.partition} IN ({listed})"
-        )
-    (
-        target.merge(
-            source,
-            predicate,
-            source_alias="s",
-            target_alias="t",
-            streamed_exec=False,
-            commit_properties=commit_props(checkpoint, run_id, operation),
-        )
-        .when_matched_update_all(predicate="s.version > t.version")
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    # A MERGE whose guard rejected every row commits nothing: move the checkpoint on its own.
-    target.update_incremental()
-    if checkpoint and any(txn(target, app) != v for app, v in checkpoint.items()):
-        commit_checkpoints_only(target, spec.table, checkpoint, run_id, operation)
 
 
-def project(
-    spec: SilverSpec,
-    tables: TableStore,
-    *,
-    max_events: int,
-    run_id: str,
-    fault: Fault = None,
-    clock: Clock = utc_now,
-) -> StepReport:
+def project(spec: SilverSpec, ctx: StepContext, *, max_events: int) -> StepReport:
     """One incremental, exactly-once step of a silver table."""
     started = time.perf_counter()
-    target = tables.ensure(spec.table)
-    raw = tables.open(RAW_EVENTS)
+    target = ctx.tables.ensure(spec.table)
+    raw = ctx.tables.open(RAW_EVENTS)
     after = txn(target, seq_app_id(spec.table))
     newest_us = txn(target, enqueued_app_id(spec.table))
     raw_last = txn(raw, seq_app_id(RAW_EVENTS))
@@ -254,7 +183,7 @@ def project(
     mine = in_ingest_order(batch.filter(pc.is_in(batch["event_type"], types)))
     keys = pc.unique(mine["aggregate_id"]).to_pylist()
     current = current_table(target, spec, keys)
-    fast, result, raw_rows = fold_batch(spec, mine, current)
+    fast, result, raw_rows = fold_batch(spec, ctx.engine, mine, current)
 
     where = {r["event_id"]: r for r in raw_rows}
     letters = [
@@ -269,10 +198,10 @@ def project(
         )
         for err in result.errors
     ]
-    hit(fault, f"{spec.table}.before_dead_letters")
-    write_dead_letters(tables, letters, run_id=run_id, clock=clock)
+    ctx.hit(f"{spec.table}.before_dead_letters")
+    write_dead_letters(ctx.tables, letters, run_id=ctx.run_id, clock=ctx.clock)
     checkpoint = {seq_app_id(spec.table): upto, enqueued_app_id(spec.table): newest_us}
-    hit(fault, f"{spec.table}.before_merge")
+    ctx.hit(f"{spec.table}.before_merge")
     rows = pa.concat_tables(
         [*fast, pa.Table.from_pylist(list(result.rows.values()), schema=SCHEMAS[spec.table])]
     )
@@ -281,12 +210,12 @@ def project(
         spec,
         rows,
         checkpoint,
-        run_id,
+        ctx.run_id,
         f"project_{spec.table}",
         existing=current[spec.key],
-        fault=fault,
+        fault=ctx.fault,
     )
-    hit(fault, f"{spec.table}.after_merge")
+    ctx.hit(f"{spec.table}.after_merge")
     return _report(
         spec.table,
         target,
@@ -331,22 +260,14 @@ def _report(
     )
 
 
-def project_orders(
-    tables: TableStore, *, max_events: int, run_id: str, fault: Fault = None, clock: Clock = utc_now
-) -> StepReport:
+def project_orders(ctx: StepContext, *, max_events: int) -> StepReport:
     """Apply new Order events from raw_events to ``orders``."""
-    return project(
-        SPECS[ORDERS], tables, max_events=max_events, run_id=run_id, fault=fault, clock=clock
-    )
+    return project(SPECS[ORDERS], ctx, max_events=max_events)
 
 
-def project_customers(
-    tables: TableStore, *, max_events: int, run_id: str, fault: Fault = None, clock: Clock = utc_now
-) -> StepReport:
+def project_customers(ctx: StepContext, *, max_events: int) -> StepReport:
     """Apply new Customer events from raw_events to ``customers``."""
-    return project(
-        SPECS[CUSTOMERS], tables, max_events=max_events, run_id=run_id, fault=fault, clock=clock
-    )
+    return project(SPECS[CUSTOMERS], ctx, max_events=max_events)
 
 
 def reapply(
@@ -368,6 +289,7 @@ def reapply(
         events.append(event)
     keys = list(dict.fromkeys(e.aggregate_id for e in events))
     result = spec.fold(current_rows(target, spec, keys), events)
-    merge_rows(target, spec, list(result.rows.values()), {}, run_id, f"redrive_{spec.table}")
+    rows = pa.Table.from_pylist(list(result.rows.values()), schema=SCHEMAS[spec.table])
+    merge_rows(target, spec, rows, {}, run_id, f"redrive_{spec.table}")
     failed = {err.event.event_id for err in result.errors}
     return [by_event[e.event_id] for e in events if e.event_id not in failed]

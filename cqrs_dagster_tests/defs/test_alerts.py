@@ -24,9 +24,10 @@ from cqrs_dagster.defs.alerting.factory import make_alert_sink
 from cqrs_dagster.defs.alerting.sensor import SENSOR_NAME, build_alerts_sensor
 from cqrs_dagster.defs.alerting.slack import SlackAlertSink
 from cqrs_dagster.defs.alerting.teams import TeamsAlertSink
-from cqrs_dagster.defs.checks import build_freshness_lag_check
+from cqrs_dagster.defs.lag_checks import build_freshness_lag_check
 from cqrs_dagster.defs.resources import PlatformResource
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.schemas import READ_MODELS
 from cqrs_dagster.projections.status import projection_lag
 from cqrs_dagster.settings import Settings
@@ -119,7 +120,7 @@ def test_stale_read_model_gives_one_warn_one_error_one_recovery(
     sensor.tick()
 
     with platform.bus() as bus:
-        run_all(bus, platform.tables(), max_events=1_000, run_id="catch-up")
+        catch_up(StepContext(platform.tables(), "catch-up"), bus, max_events=1_000)
     assert strict.resolve_job_def("lag_check").execute_in_process(instance=instance).success
     sensor.tick()
     sensor.tick()
@@ -163,7 +164,7 @@ def test_lag_growing_with_the_clock_goes_warn_then_error_then_recovers(
     assert job.execute_in_process(instance=instance).success  # now above 8 s
     sensor.tick()
     with platform.bus() as bus:
-        run_all(bus, platform.tables(), max_events=1_000, run_id="catch-up")
+        catch_up(StepContext(platform.tables(), "catch-up"), bus, max_events=1_000)
     assert job.execute_in_process(instance=instance).success
     sensor.tick()
     sensor.tick()

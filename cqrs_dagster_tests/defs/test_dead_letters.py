@@ -15,9 +15,9 @@ import dagster as dg
 import orjson
 import pytest
 
-from cqrs_dagster.defs.assets import raw_events
 from cqrs_dagster.defs.dead_letters import CHECK_NAME, dead_letter_events_unresolved
 from cqrs_dagster.defs.dead_letters import redrive_dead_letters as redrive_job
+from cqrs_dagster.defs.read_models import READ_MODEL_ASSETS
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.projections import schemas
@@ -63,7 +63,7 @@ def project(instance: dg.DagsterInstance, platform: PlatformResource) -> str:
 
 def check(instance: dg.DagsterInstance, platform: PlatformResource) -> dg.AssetCheckEvaluation:
     defs = dg.Definitions(
-        assets=[raw_events],
+        assets=READ_MODEL_ASSETS[:1],  # raw_events
         asset_checks=[dead_letter_events_unresolved],
         jobs=[CHECK_JOB],
         resources={"platform": platform},

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 import cqrs_dagster
-from cqrs_dagster.defs.jobs import PROJECTION_JOB
+from cqrs_dagster.defs.names import PROJECTION_JOB
 from cqrs_dagster.defs.sensors import SENSOR_NAME
 from cqrs_dagster.projections import schemas
 

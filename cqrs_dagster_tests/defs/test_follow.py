@@ -4,6 +4,7 @@ under the assets' keys and names, and a failing blocking rule stops it before th
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import pytest
 import cqrs_dagster
 from cqrs_dagster.defs import follow
 from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
-from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
+from cqrs_dagster.defs.names import FOLLOW_JOB, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
-from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections import pipeline, schemas
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.quality import catalog
 from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store
@@ -29,6 +32,9 @@ SC = build(seed=5, customers=6, orders=40)
 FIRST = len(SC.events) // 2
 # Columns stamped at ingest (wall clock, ingest order): they differ between any two passes.
 STAMPS = {"ingested_at", "ingest_seq"}
+
+# The blocking checks of the catalog: what a follow pass evaluates.
+BLOCKING = {c.name for c in catalog.CHECKS if c.blocking}
 
 
 def all_defs() -> dg.Definitions:
@@ -66,7 +72,7 @@ def clean_pass(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     tables = make_table_store(settings)
     bus = make_event_bus(settings)
     try:
-        run_all(bus, tables, max_events=100_000, run_id="clean")
+        catch_up(StepContext(tables, "clean"), bus, max_events=100_000)
     finally:
         bus.close()
     return normalized(tables)
@@ -121,7 +127,7 @@ def test_follow_run_applies_late_events_exactly_once_and_logs_materializations(
     checks = {
         (e.asset_key.path[-1], e.check_name, e.passed) for e in result.get_asset_check_evaluations()
     }
-    assert {name for _, name, _ in checks} == set(follow.RAW_BLOCKING) | set(follow.SILVER_BLOCKING)
+    assert {name for _, name, _ in checks} == BLOCKING
     assert all(passed for _, _, passed in checks)
 
     again = run_follow(instance, platform, idle=0.1)  # a re-run over caught-up tables
@@ -140,19 +146,19 @@ def test_crash_mid_pass_then_rerun_equals_a_clean_pass(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = getattr(follow, "project_customers")  # noqa: B009 - the name the op calls
+    real = getattr(pipeline, "project_customers")  # noqa: B009 - the name the stage calls
     calls = {"n": 0}
 
-    def crashing(tables: TableStore, **kwargs: Any) -> Any:
+    def crashing(ctx: StepContext, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:  # the second pass: raw_events and orders committed, customers not
             raise Crash("killed mid-pass")
-        return real(tables, **kwargs)
+        return real(ctx, **kwargs)
 
-    monkeypatch.setattr(follow, "project_customers", crashing)
+    monkeypatch.setattr(pipeline, "project_customers", crashing)
     crashed = follow_with_late_events(settings, instance, platform)
     assert not crashed.success
-    monkeypatch.setattr(follow, "project_customers", real)
+    monkeypatch.setattr(pipeline, "project_customers", real)
     rerun = run_follow(instance, platform, idle=0.1)
     assert rerun.success
     assert normalized(platform.tables()) == clean_pass(tmp_path)
@@ -178,11 +184,11 @@ def test_failing_blocking_rule_fails_the_run_before_the_next_table(
     def failing(*_args: Any) -> CheckOutcome:
         return CheckOutcome(False, "planted failure", {"offending": 1}, ["x"])
 
-    if stage == "raw":
-        monkeypatch.setitem(follow.RAW_BLOCKING, name, failing)
-    else:
-        table, _rule = follow.SILVER_BLOCKING[name]
-        monkeypatch.setitem(follow.SILVER_BLOCKING, name, (table, failing))
+    planted = tuple(
+        dataclasses.replace(c, rule=failing) if c.name == name else c for c in catalog.CHECKS
+    )
+    assert any(c.name == name for c in catalog.CHECKS)
+    monkeypatch.setattr(catalog, "CHECKS", planted)
     publish(settings, SC.events)
     result = run_follow(instance, platform)
     assert not result.success
@@ -204,14 +210,13 @@ def test_follow_evaluates_exactly_the_asset_jobs_blocking_checks() -> None:
     defs = all_defs()
     graph = defs.resolve_job_def(PROJECTION_JOB).asset_layer.asset_graph
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == set(follow.RAW_BLOCKING) | set(follow.SILVER_BLOCKING)
+    assert blocking == BLOCKING
     known = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert blocking <= known
 
 
 def test_follow_job_claims_the_writer_pool_and_tag() -> None:
-    from cqrs_dagster.defs.assets import DELTA_WRITER_POOL
-    from cqrs_dagster.defs.jobs import WRITER_TAG
+    from cqrs_dagster.defs.names import DELTA_WRITER_POOL, WRITER_TAG
 
     job = all_defs().resolve_job_def(FOLLOW_JOB)
     assert job.tags[WRITER_TAG] == "projection"
@@ -225,7 +230,7 @@ def test_follow_run_yields_the_writer_pool_to_a_waiting_maintenance_run(
 ) -> None:
     """With a maintenance run in flight, the run ends after its first pass instead of following
     until idle (60 s here) or the cap."""
-    from cqrs_dagster.defs.jobs import WRITER_TAG
+    from cqrs_dagster.defs.names import WRITER_TAG
 
     publish(settings, SC.events)
     instance.add_run(
@@ -248,7 +253,7 @@ def test_follow_run_yields_the_writer_pool_to_a_waiting_maintenance_run(
 
 
 def test_runs_of_other_writers_only_count_while_in_flight(instance: dg.DagsterInstance) -> None:
-    from cqrs_dagster.defs.jobs import WRITER_TAG
+    from cqrs_dagster.defs.names import WRITER_TAG
 
     for run_id, status, writer in [
         ("done", dg.DagsterRunStatus.SUCCESS, "maintenance"),

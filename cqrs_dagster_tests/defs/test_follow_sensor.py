@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from cqrs_dagster.defs.jobs import FOLLOW_JOB, PROJECTION_JOB
+from cqrs_dagster.defs.names import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
-from cqrs_dagster.defs.sensors import IN_FLIGHT, build_events_sensor
+from cqrs_dagster.defs.sensors import build_events_sensor
 from cqrs_dagster.settings import Settings
 
 SENSOR = build_events_sensor(5)

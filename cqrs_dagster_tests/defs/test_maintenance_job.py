@@ -12,8 +12,9 @@ import pytest
 import cqrs_dagster
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.rebuild import rebuild
-from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.status import read_checkpoints
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus
@@ -36,10 +37,10 @@ def test_maintenance_job_keeps_contents_and_drops_retired_tables(
     platform = PlatformResource(data_dir=str(seeded.data_dir), env="local")
     tables = platform.tables()
     bus = make_event_bus(seeded)
-    run_all(bus, tables, max_events=10_000, run_id="seed")
+    catch_up(StepContext(tables, "seed"), bus, max_events=10_000)
     for i in range(3):  # more small commits to compact
         run_commands(seeded, [{"type": "UpdateCustomer", "customerId": "cust-1", "name": f"N{i}"}])
-        run_all(bus, tables, max_events=10_000, run_id=f"more-{i}")
+        catch_up(StepContext(tables, f"more-{i}"), bus, max_events=10_000)
     bus.close()
     rebuild(tables, schemas.ORDERS, run_id="blue-green")
     old_physical = schemas.ORDERS

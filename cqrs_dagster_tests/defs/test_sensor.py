@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cqrs_dagster.defs.jobs import PROJECTION_JOB
+from cqrs_dagster.defs.names import PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.defs.sensors import build_events_sensor
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus
 
@@ -61,7 +62,7 @@ def test_caught_up_read_models_skip(
     seeded: Settings, instance: dg.DagsterInstance, platform: PlatformResource
 ) -> None:
     bus = make_event_bus(seeded)
-    run_all(bus, platform.tables(), max_events=10_000, run_id="test")
+    catch_up(StepContext(platform.tables(), "test"), bus, max_events=10_000)
     bus.close()
     recent_run(instance, dg.DagsterRunStatus.SUCCESS)
     result = tick(instance, platform)

@@ -22,10 +22,11 @@ import pyarrow as pa
 import pytest
 
 import cqrs_dagster
-from cqrs_dagster.defs.jobs import PROJECTION_JOB
+from cqrs_dagster.defs.names import PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
@@ -196,7 +197,7 @@ def test_cqrs_up_env_azure_serves_a_command_back_after_a_projection_run(
                 store.close()
             bus = make_event_bus(settings)
             try:
-                run_all(bus, make_table_store(settings), max_events=100, run_id="up-azure")
+                catch_up(StepContext(make_table_store(settings), "up-azure"), bus, max_events=100)
             finally:
                 bus.close()
             path = f"/api/v1/orders/o-up?consistent_with={order['consistencyToken']}"

@@ -17,7 +17,8 @@ from collections import Counter
 import pytest
 
 from cqrs_dagster.command.relay import OutboxRelay
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.schemas import RAW_EVENTS
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
@@ -83,7 +84,7 @@ def test_relay_killed_between_publish_and_mark_loses_and_doubles_nothing(
         assert sum(on_hub.values()) == len(committed) + expected_duplicates
 
         tables = make_table_store(settings)
-        run_all(bus, tables, max_events=1_000, run_id=f"after-crash-{mode}")
+        catch_up(StepContext(tables, f"after-crash-{mode}"), bus, max_events=1_000)
         raw = tables.open(RAW_EVENTS)
         assert raw is not None
         ids = raw.to_pyarrow_table(columns=["event_id"]).column("event_id").to_pylist()

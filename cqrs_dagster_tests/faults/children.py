@@ -8,7 +8,7 @@ Run as ``python -m cqrs_dagster_tests.faults.children <mode> <data_dir> <partiti
 - ``relay``: drain the outbox with ``args["batch"]``; die after the ``kill_at``-th bus send
   (``mode="after-publish"``: published, not marked) or after the ``kill_at``-th single event
   (``mode="between-events"``: the relay sends one event at a time).
-- ``project``: ``run_all`` with a fault hook that dies at the ``nth`` hit of ``point``.
+- ``project``: ``catch_up`` with a fault hook that dies at the ``nth`` hit of ``point``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.domain.commands import parse_command
 from cqrs_dagster.domain.errors import DomainError
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store
 
@@ -121,13 +122,15 @@ def main(argv: list[str]) -> int:
                     die()
 
         bus = make_event_bus(settings)
-        run_all(
+        catch_up(
+            StepContext(
+                make_table_store(settings),
+                str(args.get("run_id", "killed-run")),
+                fault=fault,
+            ),
             bus,
-            make_table_store(settings),
             max_events=100_000,
             batch_size=int(args.get("batch", 100_000)),
-            run_id=str(args.get("run_id", "killed-run")),
-            fault=fault,
         )
     else:
         raise SystemExit(f"unknown mode {mode}")

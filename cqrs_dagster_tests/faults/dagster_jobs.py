@@ -9,14 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from cqrs_dagster.defs.assets import (
-    customers,
-    daily_order_metrics,
-    order_summary,
-    orders,
-    raw_events,
-)
-from cqrs_dagster.defs.jobs import PROJECTION_JOB
+from cqrs_dagster.defs.names import PROJECTION_JOB
+from cqrs_dagster.defs.read_models import READ_MODEL_ASSETS
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections.tables import TableStore
 
@@ -33,9 +27,6 @@ class BreakablePlatform(PlatformResource):
         if self.block_marker and marker.exists():
             return store.with_overrides({self.block_table: str(marker / self.block_table)})
         return store
-
-
-READ_MODEL_ASSETS = [raw_events, orders, customers, order_summary, daily_order_metrics]
 
 
 def breakable_projection_job() -> dg.JobDefinition:

@@ -26,7 +26,8 @@ from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.eventbus.local import LocalEventBus
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.schemas import (
     ALL_TABLES,
     CUSTOMERS,
@@ -141,13 +142,13 @@ def project(settings: Settings, run_id: str = "run", batch: int = 100_000) -> in
     """A clean projection run over everything on the bus; returns raw events applied."""
     bus = make_event_bus(settings)
     try:
-        reports = run_all(
-            bus, make_table_store(settings), max_events=100_000, batch_size=batch,
-            run_id=run_id,
+        result = catch_up(
+            StepContext(make_table_store(settings), run_id), bus, max_events=100_000,
+            batch_size=batch,
         )  # fmt: skip
     finally:
         bus.close()
-    return sum(r.events_applied for r in reports if r.table == RAW_EVENTS)
+    return sum(r.events_applied for r in result.reports if r.table == RAW_EVENTS)
 
 
 def republish(settings: Settings, events: Sequence[EventEnvelope]) -> None:
@@ -228,7 +229,7 @@ def clean_replay(
     tables = TableStore(root=str(root / "delta"))
     try:
         bus.publish(list(events))
-        run_all(bus, tables, max_events=1_000_000, run_id="clean-replay")
+        catch_up(StepContext(tables, "clean-replay"), bus, max_events=1_000_000)
     finally:
         bus.close()
     return normalized(tables)

@@ -1,4 +1,4 @@
-"""A projection child process SIGKILLed AT EACH named fault point of ``run_all`` (raw, silver and
+"""A projection child process SIGKILLed AT EACH named fault point of ``catch_up`` (raw, silver and
 gold steps, before and after their commits), twice per point (another seed, and for batched steps
 a later batch), then a clean re-run: nothing lost, no duplicate, tables equal to a clean replay.
 New commands arrive between the kill and the re-run, as they would in production."""

@@ -12,7 +12,8 @@ import pytest
 
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.schemas import (
     CUSTOMERS,
     DAILY_ORDER_METRICS,
@@ -60,14 +61,11 @@ def seeded_bus(path: Path) -> LocalEventBus:
 
 
 def run(bus: LocalEventBus, tables: TableStore, fault: Any = None) -> None:
-    run_all(
+    catch_up(
+        StepContext(tables, "run", fault=fault, clock=fixed_clock),
         bus,
-        tables,
         max_events=10_000,
         batch_size=BATCH,
-        run_id="run",
-        clock=fixed_clock,
-        fault=fault,
     )
 
 

@@ -12,10 +12,12 @@ import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.eventbus.port import OutgoingEvent
-from cqrs_dagster.projections.dead_letters import read_dead_letters, redrive
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.dead_letters import read_dead_letters
 from cqrs_dagster.projections.gold import build_daily_order_metrics
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.redrive import redrive
 from cqrs_dagster.projections.schemas import DAILY_ORDER_METRICS, ORDER_SUMMARY, ORDERS
 from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.status import events_behind, projection_lag
@@ -50,7 +52,7 @@ def test_gold_matches_pandas_and_incremental_equals_full(tmp_path: Path) -> None
     sc = build(seed=21, customers=6, orders=40)
     bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
     bus.publish(sc.events)
-    run_all(bus, tables, max_events=10_000, batch_size=17, run_id="r", clock=fixed_clock)
+    catch_up(StepContext(tables, "r", clock=fixed_clock), bus, max_events=10_000, batch_size=17)
     got = snapshot(tables)
     assert len({r["order_date"] for r in got[DAILY_ORDER_METRICS]}) >= 2
     assert sorted(got[DAILY_ORDER_METRICS], key=lambda r: r["order_date"]) == expected_daily(
@@ -62,7 +64,7 @@ def test_gold_matches_pandas_and_incremental_equals_full(tmp_path: Path) -> None
         assert summary[oid]["customer_name"] == sc.customers[o["customerId"]]["name"]
         assert summary[oid]["status"] == o["status"]
         assert summary[oid]["total_amount"] == Decimal(o["totalAmount"])
-    full = build_daily_order_metrics(tables, run_id="full", full=True)
+    full = build_daily_order_metrics(StepContext(tables, "full"), full=True)
     assert full.rows_written == len(got[DAILY_ORDER_METRICS])
     assert snapshot(tables)[DAILY_ORDER_METRICS] == got[DAILY_ORDER_METRICS]
 
@@ -73,8 +75,8 @@ def test_lag_in_seconds_and_events(tmp_path: Path) -> None:
     bus.publish(sc.events)
     before = projection_lag(bus, tables, ORDERS)
     assert before.events_behind == len(sc.events) and before.newest_applied_time is None
-    ingest_raw_events(bus, tables, max_events=len(sc.events), run_id="r", clock=fixed_clock)
-    project_orders(tables, max_events=10, run_id="r", clock=fixed_clock)
+    ingest_raw_events(StepContext(tables, "r", clock=fixed_clock), bus, max_events=len(sc.events))
+    project_orders(StepContext(tables, "r", clock=fixed_clock), max_events=10)
     bus.publish(sc.events[:5])  # five more on the bus, not yet ingested
     now = datetime.now(UTC) + timedelta(seconds=100)
     lag = projection_lag(bus, tables, ORDERS, now=now)
@@ -88,7 +90,7 @@ def test_lag_in_seconds_and_events(tmp_path: Path) -> None:
     # Nothing moves: the lag keeps growing with the clock (a stuck projection is noticed).
     later = projection_lag(bus, tables, ORDERS, now=now + timedelta(seconds=60))
     assert later.lag_seconds == pytest.approx(lag.lag_seconds + 60)
-    run_all(bus, tables, max_events=1000, run_id="r", clock=fixed_clock)
+    catch_up(StepContext(tables, "r", clock=fixed_clock), bus, max_events=1000)
     caught_up = projection_lag(bus, tables, ORDERS)
     assert (caught_up.events_behind, caught_up.lag_seconds) == (0, 0.0)
     assert projection_lag(bus, tables, "raw_events").events_behind == 0
@@ -111,7 +113,7 @@ def test_redrive_applies_dead_letters_that_now_fit(tmp_path: Path) -> None:
     )
     bus.publish(sc.events)
     bus.send([OutgoingEvent.of(late)])  # its OrderCreated is not there yet: dead letter
-    run_all(bus, tables, max_events=1000, run_id="r", clock=fixed_clock)
+    catch_up(StepContext(tables, "r", clock=fixed_clock), bus, max_events=1000)
     assert len(read_dead_letters(tables, stage=ORDERS, unresolved_only=True)) == 1
     assert redrive(tables, run_id="rd") == {ORDERS: 0, "customers": 0}  # still cannot apply
     origin = EventEnvelope(
@@ -126,7 +128,7 @@ def test_redrive_applies_dead_letters_that_now_fit(tmp_path: Path) -> None:
         {**created.data, "orderId": "late-order"},
     )
     bus.send([OutgoingEvent.of(origin)])
-    run_all(bus, tables, max_events=1000, run_id="r", clock=fixed_clock)
+    catch_up(StepContext(tables, "r", clock=fixed_clock), bus, max_events=1000)
     assert redrive(tables, run_id="rd")[ORDERS] == 1
     orders = {r["order_id"]: r for r in snapshot(tables)[ORDERS]}
     assert (orders["late-order"]["status"], orders["late-order"]["version"]) == ("Paid", 2)

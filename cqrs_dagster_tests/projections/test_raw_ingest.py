@@ -10,6 +10,7 @@ import orjson
 import pyarrow.compute as pc
 
 from cqrs_dagster.eventbus.port import OutgoingEvent
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.dead_letters import read_dead_letters
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.schemas import RAW_EVENTS
@@ -22,10 +23,10 @@ def test_dedup_within_batch_and_across_runs(tmp_path: Path) -> None:
     sc = build(seed=1, customers=3, orders=8)
     bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
     bus.publish(sc.events[:10] + sc.events[:10])  # duplicated inside one batch
-    first = ingest_raw_events(bus, tables, max_events=1000, run_id="r1", clock=fixed_clock)
+    first = ingest_raw_events(StepContext(tables, "r1", clock=fixed_clock), bus, max_events=1000)
     assert (first.events_read, first.events_applied, first.duplicates_skipped) == (20, 10, 10)
     bus.publish(sc.events)  # republish everything: only the new tail lands
-    second = ingest_raw_events(bus, tables, max_events=1000, run_id="r2", clock=fixed_clock)
+    second = ingest_raw_events(StepContext(tables, "r2", clock=fixed_clock), bus, max_events=1000)
     assert second.events_applied == len(sc.events) - 10
     assert second.duplicates_skipped == 10
     raw = tables.open(RAW_EVENTS)
@@ -42,7 +43,7 @@ def test_bounded_batches_and_checkpoints_read_back(tmp_path: Path) -> None:
     bus.publish(sc.events)
     seen = 0
     while True:
-        step = ingest_raw_events(bus, tables, max_events=7, run_id="r", clock=fixed_clock)
+        step = ingest_raw_events(StepContext(tables, "r", clock=fixed_clock), bus, max_events=7)
         assert step.events_read <= 7
         if step.events_read == 0:
             break
@@ -60,7 +61,7 @@ def test_poison_is_dead_lettered_and_never_blocks(tmp_path: Path) -> None:
     poison = poison_messages(sc)
     bus.send([OutgoingEvent(k, b) for k, b in poison[:4]])  # the raw-stage poison kinds
     bus.publish(sc.events)
-    step = ingest_raw_events(bus, tables, max_events=1000, run_id="r", clock=fixed_clock)
+    step = ingest_raw_events(StepContext(tables, "r", clock=fixed_clock), bus, max_events=1000)
     assert step.dead_lettered == 4 and step.events_applied == len(sc.events)
     letters = read_dead_letters(tables, stage="raw_events").to_pylist()
     assert [d["dead_letter_id"] for d in letters] == [f"raw_events:0:{i}" for i in range(4)]
@@ -80,7 +81,7 @@ def test_legacy_schema_version_is_upcast(tmp_path: Path) -> None:
     bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
     key, body = poison_messages(sc)[-1]
     bus.send([OutgoingEvent(key, body)])
-    step = ingest_raw_events(bus, tables, max_events=10, run_id="r", clock=fixed_clock)
+    step = ingest_raw_events(StepContext(tables, "r", clock=fixed_clock), bus, max_events=10)
     assert step.events_applied == 1 and step.dead_lettered == 0
     raw = tables.open(RAW_EVENTS)
     assert raw is not None

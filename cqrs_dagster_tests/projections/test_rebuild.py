@@ -13,23 +13,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from deltalake.exceptions import CommitFailedError
 
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
 from cqrs_dagster.projections import pointers
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.rebuild import rebuild, replay_audit
 from cqrs_dagster.projections.retired import drop_retired, rollback
-from cqrs_dagster.projections.runner import run_all
 from cqrs_dagster.projections.schemas import (
     CUSTOMERS,
     DAILY_ORDER_METRICS,
     DEAD_LETTER_EVENTS,
     ORDER_SUMMARY,
     ORDERS,
+    SCHEMAS,
 )
 from cqrs_dagster.projections.silver import SPECS, merge_rows, project_customers, project_orders
 from cqrs_dagster.projections.tables import TableStore
@@ -46,7 +49,7 @@ def seed(bus: LocalEventBus, events: int | None = None) -> None:
 
 
 def project_all(bus: LocalEventBus, tables: TableStore) -> None:
-    run_all(bus, tables, max_events=100_000, batch_size=17, run_id="live", clock=fixed_clock)
+    catch_up(StepContext(tables, "live", clock=fixed_clock), bus, max_events=100_000, batch_size=17)
 
 
 @pytest.fixture
@@ -125,7 +128,14 @@ def test_a_writer_holding_the_old_table_is_fenced_off(
     rebuild(tables, ORDERS, run_id="rb", batch_size=50)
     ahead = txn(stale, seq_app_id(ORDERS)) + 1
     with pytest.raises(CommitFailedError):
-        merge_rows(stale, SPECS[ORDERS], [], {seq_app_id(ORDERS): ahead}, "late", "project_orders")
+        merge_rows(
+            stale,
+            SPECS[ORDERS],
+            pa.Table.from_pylist([], schema=SCHEMAS[ORDERS]),
+            {seq_app_id(ORDERS): ahead},
+            "late",
+            "project_orders",
+        )
 
 
 def test_a_commit_landing_on_the_old_table_after_the_switch_is_caught_up(
@@ -137,12 +147,12 @@ def test_a_commit_landing_on_the_old_table_after_the_switch_is_caught_up(
     for i in range(4):
         more.create_order(f"m{i}", "m0", [("sku2", 2, "2.50")])
     bus.publish(more.events)
-    ingest_raw_events(bus, tables, max_events=100, run_id="live", clock=fixed_clock)
+    ingest_raw_events(StepContext(tables, "live", clock=fixed_clock), bus, max_events=100)
     old_store = tables.with_overrides({ORDERS: tables.physical_uri(ORDERS)})
 
     def late_writer(point: str) -> None:  # resolved the pointer before the switch
         assert point == "rebuild.after_switch"
-        project_orders(old_store, max_events=100, run_id="late", clock=fixed_clock)
+        project_orders(StepContext(old_store, "late", clock=fixed_clock), max_events=100)
 
     before = txn(tables.open(ORDERS), seq_app_id(ORDERS))
     report = rebuild(tables, ORDERS, run_id="rb", batch_size=50, fault=late_writer)
@@ -198,7 +208,7 @@ def test_live_projection_advancing_during_the_rebuild_loses_and_doubles_nothing(
     def project_step() -> None:
         for step in (project_orders, project_customers):
             try:
-                step(tables, max_events=5, run_id="live", clock=fixed_clock)
+                step(StepContext(tables, "live", clock=fixed_clock), max_events=5)
             except CommitFailedError:
                 conflicts["n"] += 1  # fenced by the switch or raced: the next step retries
 
@@ -207,7 +217,9 @@ def test_live_projection_advancing_during_the_rebuild_loses_and_doubles_nothing(
             for start in range(0, len(rest), 3):
                 turn.acquire(timeout=1)  # one chunk per rebuild batch (then free-running)
                 bus.publish(rest[start : start + 3])
-                ingest_raw_events(bus, tables, max_events=1000, run_id="live", clock=fixed_clock)
+                ingest_raw_events(
+                    StepContext(tables, "live", clock=fixed_clock), bus, max_events=1000
+                )
                 project_step()
                 stepped.release()
             chunks_done.set()

@@ -11,9 +11,8 @@ import pytest
 from deltalake import DeltaTable
 
 import cqrs_dagster
-from cqrs_dagster.defs import assets
 from cqrs_dagster.defs.resources import PlatformResource
-from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections import pipeline, schemas
 
 from .scenario import build, new_bus
 
@@ -26,8 +25,8 @@ def test_a_run_is_capped_and_the_next_runs_catch_up(
     bus.publish(sc.events)
     bus.close()
     monkeypatch.setenv("CQRS_PROJECTION_BATCH_SIZE", "4")
-    monkeypatch.setattr(assets, "MAX_EVENTS_PER_RUN", 8)
-    assert assets.max_batches(4) == 2
+    monkeypatch.setattr(pipeline, "MAX_EVENTS_PER_RUN", 8)
+    assert pipeline.max_batches(4) == 2
     defs = dg.load_from_defs_folder(path_within_project=Path(cqrs_dagster.__file__).parent)
     job = defs.resolve_job_def("project_read_models")
     platform = PlatformResource(data_dir=str(tmp_path), env="local")

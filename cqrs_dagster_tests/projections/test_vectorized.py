@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from cqrs_dagster.domain.events import EnvelopeError, EventEnvelope
 from cqrs_dagster.eventbus.port import ReceivedEvent
-from cqrs_dagster.projections.decode import decode_bodies
+from cqrs_dagster.projections.engines import DuckDBEngine
+from cqrs_dagster.projections.engines.duckdb.decode import decode_bodies
 from cqrs_dagster.projections.raw_ingest import _row, parse_body
 from cqrs_dagster.projections.schemas import CUSTOMERS, ORDERS, RAW_EVENTS_SCHEMA, SCHEMAS
 from cqrs_dagster.projections.silver import RAW_COLUMNS, SPECS, SilverSpec, fold_batch
@@ -103,7 +104,7 @@ def current_of(spec: SilverSpec, seed: list[EventEnvelope], keep: list[bool]) ->
 
 def check_same(spec: SilverSpec, current: pa.Table, events: list[EventEnvelope]) -> None:
     mine = raw_table(events)
-    fast, result, _ = fold_batch(spec, mine, current)
+    fast, result, _ = fold_batch(spec, DuckDBEngine(), mine, current)
     expected = spec.fold({r[spec.key]: r for r in current.to_pylist()}, events)
     got = {r[spec.key]: r for t in fast for r in t.to_pylist()}
     assert not set(got) & set(result.rows)
@@ -145,7 +146,7 @@ def test_a_clean_batch_is_folded_vectorized() -> None:
     created = EventEnvelope("e1", "OrderCreated", "o1", "Order", 1, T0, "c", "c", ORDER_DATA[0])
     paid = EventEnvelope("e2", "OrderUpdated", "o1", "Order", 2, T0, "c", "c", ORDER_DATA[9])
     fast, result, folded = fold_batch(
-        SPECS[ORDERS], raw_table([created, paid]), SCHEMAS[ORDERS].empty_table()
+        SPECS[ORDERS], DuckDBEngine(), raw_table([created, paid]), SCHEMAS[ORDERS].empty_table()
     )
     assert folded == [] and result.applied == 2
     assert [(r["order_id"], r["status"], r["version"]) for r in fast[0].to_pylist()] == [

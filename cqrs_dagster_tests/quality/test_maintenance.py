@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.maintenance import maintain_all
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.status import read_checkpoints
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
@@ -31,14 +32,14 @@ def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
     seed_commands(settings, customers=2, orders_per_customer=2)
     tables = make_table_store(settings)
     bus = make_event_bus(settings)
-    run_all(bus, tables, max_events=10_000, run_id="a")
+    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
     # A few more small commits so there is something to compact.
     for i in range(3):
         run_commands(
             settings,
             [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
         )
-        run_all(bus, tables, max_events=10_000, run_id=f"b{i}")
+        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
     bus.close()
     before = snapshot(tables)
     checkpoints = read_checkpoints(tables)

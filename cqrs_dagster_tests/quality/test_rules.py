@@ -13,7 +13,8 @@ import pytest
 from deltalake import write_deltalake
 
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.outcome import CheckOutcome
@@ -29,7 +30,7 @@ def healthy(tmp_path: Path) -> TableStore:
     tables = make_table_store(settings)
     bus = make_event_bus(settings)
     try:
-        run_all(bus, tables, max_events=10_000, run_id="seed")
+        catch_up(StepContext(tables, "seed"), bus, max_events=10_000)
     finally:
         bus.close()
     return tables

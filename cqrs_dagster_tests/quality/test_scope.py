@@ -11,7 +11,8 @@ import pytest
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from cqrs_dagster.projections import schemas
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.scope import RunScope, raw_scope_of_run
@@ -26,9 +27,9 @@ def two_runs(tmp_path: Path) -> tuple[Settings, TableStore]:
     seed_commands(settings, customers=2, orders_per_customer=2)  # 2 + 4 + 2 = 8 events
     tables = make_table_store(settings)
     bus = make_event_bus(settings)
-    run_all(bus, tables, max_events=10_000, run_id="run-1")
+    catch_up(StepContext(tables, "run-1"), bus, max_events=10_000)
     run_commands(settings, [{"type": "UpdateCustomer", "customerId": "cust-0", "name": "Z"}])
-    run_all(bus, tables, max_events=10_000, run_id="run-2")
+    catch_up(StepContext(tables, "run-2"), bus, max_events=10_000)
     bus.close()
     return settings, tables
 

@@ -14,7 +14,8 @@ import pytest
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.domain.commands import parse_command
-from cqrs_dagster.projections.runner import run_all
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 
@@ -56,7 +57,7 @@ class Platform:
     def project(self) -> None:
         self.relay.drain()
         self.runs += 1
-        run_all(self.bus, self.tables, max_events=1_000_000, run_id=f"test-{self.runs}")
+        catch_up(StepContext(self.tables, f"test-{self.runs}"), self.bus, max_events=1_000_000)
 
     def close(self) -> None:
         self.bus.close()

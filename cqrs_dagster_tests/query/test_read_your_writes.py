@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.gold import build_daily_order_metrics, build_order_summary
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.silver import project_customers, project_orders
@@ -124,20 +125,20 @@ def test_silver_ahead_of_gold_is_not_enough(
 ) -> None:
     token = pay(client)
     platform.publish()
-    run = {"run_id": "partial"}
-    ingest_raw_events(platform.bus, platform.tables, max_events=100, **run)
-    project_orders(platform.tables, max_events=100, **run)
-    project_customers(platform.tables, max_events=100, **run)
+    run = StepContext(platform.tables, "partial")
+    ingest_raw_events(run, platform.bus, max_events=100)
+    project_orders(run, max_events=100)
+    project_customers(run, max_events=100)
     waiting = client.get("/api/v1/orders/q1", params={"consistent_with": token})
     assert waiting.status_code == 412
     state = waiting.json()["consistency"][0]
     assert state["silver_version"] == 2 and state["event_ingest_seq"] == 2
     assert state["gold_checkpoints"] == {"order_summary": 1, "daily_order_metrics": 1}
-    build_order_summary(platform.tables, **run)
+    build_order_summary(run)
     still = client.get("/api/v1/orders/q1", params={"consistent_with": token})
     assert still.status_code == 412  # daily_order_metrics does not cover it yet
     assert still.json()["consistency"][0]["gold_checkpoints"]["order_summary"] == 2
-    build_daily_order_metrics(platform.tables, **run)
+    build_daily_order_metrics(run)
     done = client.get("/api/v1/orders/q1", params={"consistent_with": token})
     assert done.status_code == 200 and done.json()["status"] == "Paid"
 

@@ -19,7 +19,7 @@ from cqrs_dagster.alerts.delivery import AlertState, deliver_in_order
 from cqrs_dagster.alerts.model import Level, Observation, transitions
 from cqrs_dagster.projections import schemas
 
-from ..checks import freshness_check_key
+from ..lag_checks import freshness_check_key
 from ..resources import PlatformResource
 from .dagster_state import (
     CheckEvaluationView,

@@ -4,7 +4,10 @@ Per-event Python (``orjson.loads`` + ``EventEnvelope.from_dict`` + a row dict) c
 catch-up of a million events cannot afford it. DuckDB parses the bodies once and checks, per
 body, that it is a current-schema envelope in the canonical shape every producer of this
 platform writes (string ids, integer version >= 1, schemaVersion 1, ``...Z`` UTC timestamp,
-string correlation / causation ids, object data and metadata). Those rows are built column-wise.
+string correlation / causation ids, object data and metadata, and no repeated key in any object:
+JSON leaves a repeated key's meaning open; DuckDB keeps the first value, ``orjson`` (the Python
+path) the last, so such a body takes the Python path and the last value wins on every engine).
+Those rows are built column-wise.
 Any other body (old schema versions to upcast, missing or odd fields, invalid JSON or UTF-8) is
 flagged and decoded by the Python path (``parse_body``), which upcasts it or names the error for
 the dead letter. Which path decodes a body depends on the body alone, so a row never depends on
@@ -20,11 +23,42 @@ import pyarrow.compute as pc
 
 from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, ENVELOPE_FIELDS, EVENT_TYPES
 
-from .vectorized import duck
+from .connection import duck
 
 _SPEC = "{" + ", ".join(f'"{f}": "JSON"' for f in ENVELOPE_FIELDS) + "}"
+# Body text that other JSON parsers read or write differently, so the Python path takes it: a
+# number with an exponent (1e16 is re-written 10000000000000000.0), NaN / Infinity (not JSON:
+# orjson rejects them), an integer of 20+ digits (beyond 64 bits: orjson makes it a float), and
+# a control-character escape with a hex letter (re-written \u001F, orjson writes \u001f).
+# A false positive (the pattern inside a string) only costs the Python path.
+_ODD = r"[:\[,]\s*-?([0-9]+(\.[0-9]+)?[eE]|[0-9]{20}|NaN|Inf)|\\u00[01][a-fA-F]"
 _TYPES = ", ".join(f"'{t}'" for t in sorted(EVENT_TYPES))
-_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
+# A UTC timestamp as every producer here writes it; TRY_CAST then rejects the impossible dates
+# the pattern lets through (Feb 30), so such a body takes the Python path and is dead-lettered.
+_TS = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?Z$"
+)
+
+
+def _types(x: str, path: str) -> str:
+    return f"list_transform(json_extract({x}, '{path}'), lambda v: json_type(v))"
+
+
+def _plain(x: str) -> str:
+    """SQL: the JSON object ``x`` has no repeated key, no object value, and its arrays hold only
+    scalars or flat objects of scalars without repeated keys (the shape of ``data.items``).
+    Anything else goes to the Python path, whose output (last value wins) every engine must
+    give."""
+    unique = "len(json_keys({v})) = len(list_distinct(json_keys({v})))"
+    return (
+        f"({unique.format(v=x)}"
+        f" AND list_has_any({_types(x, '$.*')}, ['OBJECT']) IS NOT true"
+        f" AND list_has_any({_types(x, '$.*[*]')}, ['ARRAY']) IS NOT true"
+        f" AND list_has_any({_types(x, '$.*[*].*')}, ['OBJECT', 'ARRAY']) IS NOT true"
+        f" AND list_bool_and(list_transform(json_extract({x}, '$.*[*]'), lambda v: "
+        f"json_type(v) <> 'OBJECT' OR {unique.format(v='v')})) IS NOT false)"
+    )
 
 
 def _text(field: str) -> str:
@@ -38,9 +72,14 @@ def _text(field: str) -> str:
 
 _SQL = f"""
 WITH p AS (
-    SELECT i, try(json_transform(try(decode(body)), '{_SPEC}')) AS j FROM msgs
+    SELECT i, try(decode(body)::JSON) AS doc, try(decode(body)) AS text FROM msgs
+), q AS (
+    SELECT i, try(json_transform(doc, '{_SPEC}')) AS j,
+        len(json_keys(doc)) = len(list_distinct(json_keys(doc)))
+        AND NOT regexp_matches(text, '{_ODD}') AS plain_doc
+    FROM p
 ), v AS (
-    SELECT i, j,
+    SELECT i, j, plain_doc,
         {_text("eventId")} AS event_id,
         {_text("eventType")} AS event_type,
         {_text("aggregateId")} AS aggregate_id,
@@ -50,25 +89,28 @@ WITH p AS (
         CASE WHEN regexp_full_match(j.schemaVersion, '[1-9][0-9]{{0,8}}')
             THEN CAST(j.schemaVersion AS BIGINT) END AS schema_version,
         {_text("timestamp")} AS ts,
+        TRY_CAST({_text("timestamp")} AS TIMESTAMPTZ) AS ts_value,
         {_text("correlationId")} AS correlation_id,
         {_text("causationId")} AS causation_id
-    FROM p
+    FROM q
 ), f AS (
     SELECT *, coalesce(
         event_id <> '' AND event_type IN ({_TYPES}) AND aggregate_id <> ''
         AND aggregate_type <> '' AND version >= 1
         AND schema_version = {CURRENT_SCHEMA_VERSION}
-        AND regexp_full_match(ts, '{_TS}')
+        AND regexp_full_match(ts, '{_TS}') AND NOT starts_with(ts, '0000')
+        AND ts_value IS NOT NULL
         AND correlation_id IS NOT NULL AND causation_id IS NOT NULL
-        AND starts_with(j.data, '{{') AND starts_with(j.metadata, '{{'), false) AS fast
+        AND starts_with(j.data, '{{') AND starts_with(j.metadata, '{{')
+        AND plain_doc AND {_plain("j.data")} AND {_plain("j.metadata")}, false) AS fast
     FROM v
 )
 SELECT i, fast, event_id, event_type, aggregate_id, aggregate_type, version,
-    CASE WHEN fast THEN CAST(ts AS TIMESTAMPTZ) END AS event_timestamp,
+    CASE WHEN fast THEN ts_value END AS event_timestamp,
     correlation_id, causation_id,
     CAST(j.data AS VARCHAR) AS data, CAST(j.metadata AS VARCHAR) AS metadata,
     CAST(schema_version AS INTEGER) AS schema_version,
-    CASE WHEN fast THEN CAST(CAST(ts AS TIMESTAMPTZ) AS DATE) END AS event_date
+    CASE WHEN fast THEN CAST(ts_value AS DATE) END AS event_date
 FROM f
 """
 

@@ -16,10 +16,6 @@ on which path, hence which batch split, produced it.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-
-import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,32 +28,13 @@ from cqrs_dagster.domain.events import (
 )
 from cqrs_dagster.domain.order import TRANSITIONS
 
-from .schemas import CUSTOMERS_SCHEMA, ORDERS_SCHEMA
-
-# (events, current rows) -> (rows of the clean keys, events applied, the other keys)
-FastFold = Callable[[pa.Table, pa.Table], tuple[pa.Table, int, pa.Array]]
+from ...engine import FoldOutput
+from ...schemas import CUSTOMERS_SCHEMA, ORDERS_SCHEMA
+from .connection import duck
 
 EVENT_COLUMNS = ["event_id", "event_type", "aggregate_id", "version", "event_timestamp", "data"]
 _MONEY = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
 _STATUSES = ", ".join(f"'{s}'" for s in sorted(TRANSITIONS))
-
-
-_DB: dict[int, duckdb.DuckDBPyConnection] = {}
-
-
-def duck() -> duckdb.DuckDBPyConnection:
-    """A new connection (cursor) to this process's in-memory DuckDB, in UTC. Opening a database
-    costs ~20 ms, a cursor ~0.3 ms; one database per process id (never shared across a fork)."""
-    pid = os.getpid()
-    db = _DB.get(pid)
-    if db is None:
-        _DB.clear()
-        # Hand freed memory back to the OS early (DuckDB keeps up to 128 MB by default): the
-        # projection's peak RSS is bounded (issue 7 (f)).
-        db = _DB[pid] = duckdb.connect(config={"allocator_flush_threshold": "16MB"})
-    con = db.cursor()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def _items_text(events: pa.Table) -> pa.Array:
@@ -190,29 +167,27 @@ def _run(sql: str, events: pa.Table, current: pa.Table, schema: pa.Schema) -> pa
         con.close()
 
 
-def _split(
-    out: pa.Table, events: pa.Table, schema: pa.Schema, key: str
-) -> tuple[pa.Table, int, pa.Array]:
+def _split(out: pa.Table, events: pa.Table, schema: pa.Schema, key: str) -> FoldOutput:
     applied = int(pc.sum(out.column("applied")).as_py() or 0) if out.num_rows else 0
     rows = out.select(schema.names).cast(schema)
     keys = pc.unique(events.column("aggregate_id"))
     others = pc.filter(keys, pc.invert(pc.is_in(keys, rows.column(key))))
-    return rows, applied, others
+    return FoldOutput(rows, applied, others)
 
 
-def fast_fold_orders(events: pa.Table, current: pa.Table) -> tuple[pa.Table, int, pa.Array]:
+def fast_fold_orders(events: pa.Table, current: pa.Table) -> FoldOutput:
     """Rows of the clean order keys, how many events they applied, and the other keys."""
     if events.num_rows == 0:
-        return ORDERS_SCHEMA.empty_table(), 0, pa.array([], pa.string())
+        return FoldOutput(ORDERS_SCHEMA.empty_table(), 0, pa.array([], pa.string()))
     ev = events.select(EVENT_COLUMNS).append_column("items_text", _items_text(events))
     out = _run(_ORDERS_SQL, ev, current.cast(ORDERS_SCHEMA), ORDERS_SCHEMA)
     return _split(out, events, ORDERS_SCHEMA, "order_id")
 
 
-def fast_fold_customers(events: pa.Table, current: pa.Table) -> tuple[pa.Table, int, pa.Array]:
+def fast_fold_customers(events: pa.Table, current: pa.Table) -> FoldOutput:
     """Rows of the clean customer keys, how many events they applied, and the other keys."""
     if events.num_rows == 0:
-        return CUSTOMERS_SCHEMA.empty_table(), 0, pa.array([], pa.string())
+        return FoldOutput(CUSTOMERS_SCHEMA.empty_table(), 0, pa.array([], pa.string()))
     out = _run(_CUSTOMERS_SQL, events.select(EVENT_COLUMNS), current.cast(CUSTOMERS_SCHEMA),
                CUSTOMERS_SCHEMA)  # fmt: skip
     return _split(out, events, CUSTOMERS_SCHEMA, "customer_id")

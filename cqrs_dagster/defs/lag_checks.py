@@ -34,6 +34,9 @@ def freshness_check_key(table: str) -> dg.AssetCheckKey:
 
 
 OUTBOX_RELAY_LAG = dg.AssetCheckKey(dg.AssetKey(schemas.RAW_EVENTS), "outbox_relay_lag")
+# Every lag check (<read_model>_freshness_lag x5, outbox_relay_lag): the freshness job's
+# selection. Built by the definitions below from the lag thresholds in the settings.
+LAG_CHECK_KEYS = [*(freshness_check_key(t) for t in schemas.READ_MODELS), OUTBOX_RELAY_LAG]
 
 
 def build_freshness_lag_check(

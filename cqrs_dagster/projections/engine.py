@@ -1,0 +1,69 @@
+"""The projection-engine port: an engine computes what a step changes; it never writes.
+
+A projection step is split in two:
+
+- **compute** (this port): decode bus bodies into raw_events rows, fold a silver batch into the
+  rows to merge, build gold rows. Inputs and outputs are Arrow tables with the schemas of
+  :mod:`.schemas`, so every engine is interchangeable and its output can be compared exactly.
+- **commit** (:mod:`.commit`, engine-independent): Delta writes that carry the table's
+  checkpoint in the same commit, and dead letters.
+
+Engines: ``duckdb`` (DuckDB + Arrow in this process, the default) and ``spark`` (PySpark over
+Spark Connect). An engine may leave work to the shared Python path: bodies it does not decode
+(``fast`` false) go through ``parse_body``; keys it does not fold go through the Python fold. The
+engine contract test (``cqrs_dagster_tests/contracts/engine_contract.py``) holds every engine to
+the same tables for the same events.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import pyarrow as pa
+
+
+class FoldOutput(NamedTuple):
+    """Rows of the keys the engine folded, how many events they applied, and the other keys."""
+
+    rows: pa.Table
+    applied: int
+    others: pa.Array
+
+
+class ProjectionEngine(ABC):
+    """Computes the changes of the projection steps over Arrow batches."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
+        """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where
+        fast, the raw_events envelope columns (``event_id`` .. ``schema_version``,
+        ``event_date``). Only current-schema envelopes in the canonical shape, with no repeated
+        key in any object, may be fast: every other body is decoded by the shared Python path."""
+
+    @abstractmethod
+    def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:
+        """Fold raw_events rows of ``table``'s event types onto ``current`` rows: the final rows
+        of every *clean* key (see :mod:`.engines.duckdb.folds`), the rest left to the Python
+        fold."""
+
+    @abstractmethod
+    def order_summary(self, orders: pa.Table, customers: pa.Table) -> pa.Table:
+        """order_summary rows: ``orders`` joined to their customer's name (null until known),
+        sorted by order_id."""
+
+    @abstractmethod
+    def daily_metrics(self, orders: pa.Table) -> pa.Table:
+        """daily_order_metrics rows for the days of ``orders``: order count, revenue, average
+        order value (half-up cents), unique customers; sorted by day."""
+
+    def close(self) -> None:  # noqa: B027 (an engine with nothing to release keeps the default)
+        """Release the engine's connections."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run (its server is down, a package is missing): the message says which
+    setting or server to check."""

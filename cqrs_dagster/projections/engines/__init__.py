@@ -1,0 +1,11 @@
+"""Projection engines behind :class:`~cqrs_dagster.projections.engine.ProjectionEngine`.
+
+``duckdb`` (default): DuckDB + Arrow in the projection's process. The engine is chosen by the
+``CQRS_PROJECTION_ENGINE`` setting and built by the composition root (:mod:`cqrs_dagster.wiring`).
+"""
+
+from __future__ import annotations
+
+from .duckdb import DuckDBEngine
+
+__all__ = ["DuckDBEngine"]

@@ -1,0 +1,36 @@
+"""The default projection engine: DuckDB (JSON decode, silver folds) and Arrow compute (gold), in
+this process. No server, no set-up; one process-wide in-memory DuckDB database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from ...engine import FoldOutput, ProjectionEngine
+from ...schemas import CUSTOMERS, ORDERS
+from .decode import decode_bodies
+from .folds import fast_fold_customers, fast_fold_orders
+from .gold import daily_metrics, summary_rows
+
+
+class DuckDBEngine(ProjectionEngine):
+    """DuckDB + Arrow in the projection's own process."""
+
+    name = "duckdb"
+
+    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
+        return decode_bodies(list(bodies))
+
+    def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:
+        if table == ORDERS:
+            return fast_fold_orders(events, current)
+        if table == CUSTOMERS:
+            return fast_fold_customers(events, current)
+        raise ValueError(f"no fold for {table!r}")
+
+    def order_summary(self, orders: pa.Table, customers: pa.Table) -> pa.Table:
+        return summary_rows(orders, customers)
+
+    def daily_metrics(self, orders: pa.Table) -> pa.Table:
+        return daily_metrics(orders)

@@ -1,0 +1,249 @@
+"""The read side, described once: which read models exist, what each is built from, in what
+order and in what batches. Everything that projects runs this description: the Dagster assets
+(one asset per stage, deps from ``deps``), follow mode (one :func:`catch_up` per pass), the
+``cqrs`` rebuild (one stage at a time), the benchmarks and the exactly-once fault harness.
+
+```
+raw_events (bronze) ──> orders, customers (silver) ──> order_summary, daily_order_metrics (gold)
+```
+
+Bronze reads the bus; silver catches up with what bronze committed; gold follows silver. Every
+step commits its rows with its checkpoint (:mod:`.commit`), so any driver may stop anywhere and
+the next one goes on from the checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from cqrs_dagster.eventbus.port import EventBus
+
+from .context import StepContext
+from .delta_io import seq_app_id, txn
+from .gold import build_daily_order_metrics, build_order_summary
+from .raw_ingest import ingest_raw_events
+from .report import StepReport
+from .schemas import CUSTOMERS, DAILY_ORDER_METRICS, ORDER_SUMMARY, ORDERS, RAW_EVENTS
+from .silver import project_customers, project_orders
+
+Layer = Literal["bronze", "silver", "gold"]
+# (context, bus, events at most, full recompute) -> what the step did
+Step = Callable[[StepContext, EventBus | None, int, bool], StepReport]
+
+# Bus events decoded per raw_events commit: raw ingest is linear in its batch (no MERGE), so a
+# bounded batch costs nothing and bounds the resident set (bodies, the decode, the writer).
+RAW_BATCH = 25_000
+# Events one run applies per read model at most (in batches of CQRS_PROJECTION_BATCH_SIZE): the
+# run's blocking checks read what it appended, so a bounded run keeps its peak RSS bounded (a
+# 1M-event run peaked at ~1.5 GiB, a 250k one at ~0.86 GiB; issue 7 (f): <= 1 GiB). The sensor
+# requests another run while a read model is behind.
+MAX_EVENTS_PER_RUN = 250_000
+MAX_BATCHES_PER_RUN = 20
+
+
+def max_batches(batch_size: int) -> int:
+    """Batches one run applies per read model: MAX_EVENTS_PER_RUN worth (at least one, at most
+    MAX_BATCHES_PER_RUN)."""
+    return max(1, min(MAX_BATCHES_PER_RUN, MAX_EVENTS_PER_RUN // max(1, batch_size)))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One read model: its Delta table, layer, the tables it is built from, and its step."""
+
+    table: str
+    layer: Layer
+    deps: tuple[str, ...]
+    description: str
+    step: Step = field(repr=False)
+
+    @property
+    def batched(self) -> bool:
+        """Bronze and silver apply events in bounded batches; gold rebuilds what silver touched."""
+        return self.layer != "gold"
+
+    def run(
+        self,
+        ctx: StepContext,
+        bus: EventBus | None = None,
+        *,
+        max_events: int,
+        full: bool = False,
+    ) -> StepReport:
+        """One step: at most ``max_events`` events (bronze, silver), or the touched keys/days
+        (gold; every row with ``full``)."""
+        return self.step(ctx, bus, max_events, full)
+
+    def drain(
+        self, ctx: StepContext, bus: EventBus | None, *, batch: int, full: bool = False
+    ) -> list[StepReport]:
+        """What one asset materialization does: batch after batch until nothing is left or a
+        run's worth (:func:`max_batches`) was applied; gold once."""
+        reports = [self.run(ctx, bus, max_events=batch, full=full)]
+        if not self.batched:
+            return reports
+        while reports[-1].events_read > 0 and len(reports) < max_batches(batch):
+            reports.append(self.run(ctx, bus, max_events=batch))
+        return reports
+
+
+def _bronze(ctx: StepContext, bus: EventBus | None, n: int, full: bool) -> StepReport:
+    if bus is None:
+        raise ValueError("raw_events reads the event bus: pass one")
+    return ingest_raw_events(ctx, bus, max_events=n)
+
+
+RAW = Stage(
+    RAW_EVENTS,
+    "bronze",
+    (),
+    "Bronze: every domain event from the bus exactly once, with its envelope and bus position.\n\n"
+    "Append-only, deduplicated by eventId; each partition's checkpoint is committed in the same "
+    "Delta commit as the rows. Poison events go to dead_letter_events and never block the rest.",
+    _bronze,
+)
+ORDERS_STAGE = Stage(
+    ORDERS,
+    "silver",
+    (RAW_EVENTS,),
+    "Silver: one row per order (status, total amount, item count, dates), current state.\n\n"
+    "Version-guarded MERGE: a duplicate or older event never overwrites newer state.",
+    lambda ctx, bus, n, full: project_orders(ctx, max_events=n),
+)
+CUSTOMERS_STAGE = Stage(
+    CUSTOMERS,
+    "silver",
+    (RAW_EVENTS,),
+    "Silver: one row per customer (name, email, dates), current state, version-guarded.",
+    lambda ctx, bus, n, full: project_customers(ctx, max_events=n),
+)
+ORDER_SUMMARY_STAGE = Stage(
+    ORDER_SUMMARY,
+    "gold",
+    (ORDERS, CUSTOMERS),
+    "Gold: the reference's vw_order_summary, one row per order with its customer's name.",
+    lambda ctx, bus, n, full: build_order_summary(ctx, full=full),
+)
+DAILY_ORDER_METRICS_STAGE = Stage(
+    DAILY_ORDER_METRICS,
+    "gold",
+    (ORDERS,),
+    "Gold: the reference's vw_daily_order_metrics: orders, revenue, average order value and "
+    "unique customers per UTC day of creation, over every order whatever its status.",
+    lambda ctx, bus, n, full: build_daily_order_metrics(ctx, full=full),
+)
+
+# In dependency order: a driver that runs them in this order never reads a table behind its deps.
+STAGES: tuple[Stage, ...] = (
+    RAW,
+    ORDERS_STAGE,
+    CUSTOMERS_STAGE,
+    ORDER_SUMMARY_STAGE,
+    DAILY_ORDER_METRICS_STAGE,
+)
+BY_TABLE: dict[str, Stage] = {s.table: s for s in STAGES}
+
+
+def stage(table: str) -> Stage:
+    """The stage that builds ``table`` (ValueError naming the read models otherwise)."""
+    try:
+        return BY_TABLE[table]
+    except KeyError:
+        names = ", ".join(BY_TABLE)
+        raise ValueError(f"{table!r} is not a read model; choose one of {names}") from None
+
+
+def layer(name: Layer) -> tuple[Stage, ...]:
+    return tuple(s for s in STAGES if s.layer == name)
+
+
+class PassChecks(Protocol):
+    """What a pass calls between layers, before a table feeds the next (the orchestrator's
+    blocking checks: raise to stop the pass)."""
+
+    def raw_appended(self, after_seq: int, upto_seq: int) -> None:
+        """raw_events rows with ``after_seq < ingest_seq <= upto_seq`` were just committed."""
+
+    def tables_written(self, tables: Sequence[str]) -> None:
+        """These silver tables were just brought up to raw_events."""
+
+
+@dataclass
+class PassResult:
+    """What a pass read from the bus, every step's report in order, and the reports of the
+    tables it wrote (or, on a first pass, visited), by table."""
+
+    events_read: int = 0
+    reports: list[StepReport] = field(default_factory=list)
+    written: dict[str, list[StepReport]] = field(default_factory=dict)
+
+
+def catch_up(
+    ctx: StepContext,
+    bus: EventBus,
+    *,
+    max_events: int,
+    batch_size: int | None = None,
+    raw_batch_size: int = RAW_BATCH,
+    first: bool = True,
+    checks: PassChecks | None = None,
+) -> PassResult:
+    """Bronze and silver in batches of ``batch_size`` (default ``max_events``) until a bus read
+    finds every partition at its head or ``max_events`` bus events were read, then gold once (when silver moved, or on a
+    ``first`` pass: a heartbeat, or a backlog a crashed run left behind gold).
+
+    Each batch is ingested in raw commits of at most ``raw_batch_size`` events, then every silver
+    table catches up with it (a crashed run may have left a backlog): a silver MERGE rewrites the
+    files it touches, so fewer, larger silver batches cost less when far behind. ``checks`` runs
+    after the raw commits and after silver, before either feeds the next layer.
+    """
+    batch = max(1, min(batch_size or max_events, max_events))
+    out = PassResult()
+    moved: dict[str, bool] = {}
+    silver_moved = False
+    outer = 0
+    while True:
+        before = txn(ctx.tables.open(RAW_EVENTS), seq_app_id(RAW_EVENTS))
+        read = 0
+        while True:
+            want = max(1, min(raw_batch_size, batch - read, max_events - out.events_read))
+            raw = RAW.run(ctx, bus, max_events=want)
+            _record(out, moved, raw, first)
+            read += raw.events_read
+            out.events_read += raw.events_read
+            drained = raw.events_read < want  # every partition gave less than asked: at its head
+            if drained or read >= batch or out.events_read >= max_events:
+                break
+        raw_seq = raw.checkpoint.get(seq_app_id(RAW_EVENTS), before)
+        if checks is not None and raw_seq > before:
+            checks.raw_appended(before, raw_seq)
+        touched: list[str] = []
+        for silver in layer("silver"):
+            steps_read = 0
+            while True:
+                step = silver.run(ctx, max_events=batch)
+                _record(out, moved, step, first)
+                steps_read += step.events_read
+                if step.checkpoint.get(seq_app_id(silver.table), raw_seq) >= raw_seq:
+                    break
+            if steps_read or (first and outer == 0):
+                touched.append(silver.table)
+            silver_moved = silver_moved or steps_read > 0
+        if checks is not None and touched:
+            checks.tables_written(touched)
+        if drained or out.events_read >= max_events:
+            break
+        outer += 1
+    if silver_moved or first:
+        for gold in layer("gold"):
+            _record(out, moved, gold.run(ctx, max_events=batch), True)
+    out.written = {t: r for t, r in out.written.items() if moved.get(t)}
+    return out
+
+
+def _record(out: PassResult, moved: dict[str, bool], report: StepReport, keep: bool) -> None:
+    out.reports.append(report)
+    out.written.setdefault(report.table, []).append(report)
+    moved[report.table] = moved.get(report.table, False) or keep or report.events_read > 0
