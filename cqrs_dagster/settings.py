@@ -79,10 +79,12 @@ class Settings(BaseSettings):
     # With no new events, the sensor still starts a (no-op) projection run this often, so the
     # read models' FreshnessPolicy (warn 60 min, fail 120 min) flags a pipeline that cannot run.
     freshness_heartbeat_minutes: int = Field(default=30, ge=0)
-    # Follow mode (opt-in): the sensor starts ``follow_read_models`` instead of the per-batch asset
-    # job; one run keeps applying new events pass after pass for at most this many seconds (0 = off)
-    # and stops earlier once nothing new arrived for ``projection_follow_idle_seconds``.
-    projection_follow_seconds: float = Field(default=0.0, ge=0)
+    # Follow mode (the default): the sensor starts ``follow_read_models``, one run that keeps
+    # applying new events pass after pass for at most this many seconds, and stops earlier once
+    # nothing new arrived for ``projection_follow_idle_seconds``; the sensor starts the next one
+    # when events arrive. 0: one ``project_read_models`` asset run per batch instead (the sensor
+    # tick and a run launch on every batch: seconds more latency).
+    projection_follow_seconds: float = Field(default=600.0, ge=0)
     projection_follow_idle_seconds: float = Field(default=10.0, gt=0)
     # A pass starts at most this often (0: back to back): fewer, larger passes leave CPU to the
     # API on a small machine, since a pass costs much more than the events it applies (2 cores,

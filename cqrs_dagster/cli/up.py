@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
         help=(
             "follow mode: one projection run keeps applying new events for up to SECONDS "
             "(until idle for CQRS_PROJECTION_FOLLOW_IDLE_SECONDS); sets "
-            "CQRS_PROJECTION_FOLLOW_SECONDS for Dagster (default: its value, 0 = per-batch runs)"
+            "CQRS_PROJECTION_FOLLOW_SECONDS for Dagster (default: its value, 600; 0 = per-batch runs)"
         ),
     )
     p.add_argument("--demo", action="store_true", help="generate a steady trickle of demo commands")

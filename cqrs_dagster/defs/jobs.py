@@ -26,9 +26,9 @@ QUALITY_AUDITS = [
     *(check_key(c) for c in CHECKS if c.audit),
     dead_letter_events_unresolved.check_key,
 ]
-# In a projection run these read only the rows the run appended; the audit job re-runs them over
-# the whole table (rows of a run that failed before its checks still get checked).
-WHOLE_TABLE_RERUNS = [check_key(c) for c in CHECKS if c.scoped]
+# In a projection run or follow pass these read only the rows (or keys) it wrote; the audit job
+# re-runs them over the whole table (rows of a run that failed before its checks still get checked).
+WHOLE_TABLE_RERUNS = [check_key(c) for c in CHECKS if c.scoped or c.keyed]
 
 # Lag checks are not in projection runs: six steps of Dagster overhead each (~0.1-0.3 s apiece on
 # 2 cores, about a quarter of a run) on the end-to-end latency path, and right after a projection

@@ -65,7 +65,9 @@ def build_check(check: QualityCheck) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         tables = platform.tables()
         scope = run_scope(tables, context.run.job_name, context.run.run_id)
-        return outcome_result(check.evaluate(tables, scope))
+        # Keyed checks read the whole table here: a run's raw range need not cover what its
+        # silver steps applied (a backlog); follow passes hand them each table's own range.
+        return outcome_result(check.evaluate(tables, scope if check.scoped else None))
 
     return _check
 

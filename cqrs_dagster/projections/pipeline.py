@@ -14,7 +14,7 @@ the next one goes on from the checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -166,8 +166,9 @@ class PassChecks(Protocol):
     def raw_appended(self, after_seq: int, upto_seq: int) -> None:
         """raw_events rows with ``after_seq < ingest_seq <= upto_seq`` were just committed."""
 
-    def tables_written(self, tables: Sequence[str]) -> None:
-        """These silver tables were just brought up to raw_events."""
+    def tables_written(self, ranges: Mapping[str, tuple[int, int]]) -> None:
+        """These silver tables were just brought up to raw_events: each with the raw
+        ``ingest_seq`` range ``(after, upto]`` its steps applied in this batch."""
 
 
 @dataclass
@@ -219,9 +220,12 @@ def catch_up(
         raw_seq = raw.checkpoint.get(seq_app_id(RAW_EVENTS), before)
         if checks is not None and raw_seq > before:
             checks.raw_appended(before, raw_seq)
-        touched: list[str] = []
+        touched: dict[str, tuple[int, int]] = {}
         for silver in layer("silver"):
             steps_read = 0
+            start = raw_seq
+            if checks is not None:  # where this table starts: its range for the checks
+                start = txn(ctx.tables.open(silver.table), seq_app_id(silver.table))
             while True:
                 step = silver.run(ctx, max_events=batch)
                 _record(out, moved, step, first)
@@ -229,7 +233,7 @@ def catch_up(
                 if step.checkpoint.get(seq_app_id(silver.table), raw_seq) >= raw_seq:
                     break
             if steps_read or (first and outer == 0):
-                touched.append(silver.table)
+                touched[silver.table] = (start, raw_seq)
             silver_moved = silver_moved or steps_read > 0
         if checks is not None and touched:
             checks.tables_written(touched)

@@ -2,9 +2,11 @@
 projection job's selection, the quality-audit job and follow mode all take them from here.
 
 ``blocking`` checks guard what feeds the next table: a failure stops the projection before the
-next layer. ``scoped`` checks read only the raw_events rows a projection run appended (the
-quality-audit job re-runs them over the whole table). ``audit`` checks scan whole tables and run in
-the scheduled quality job only, never on the latency path of a projection run.
+next layer. ``scoped`` checks read only the raw_events rows a projection run appended; ``keyed``
+checks can be limited to the silver keys a raw range wrote (a follow pass passes its range, so it
+costs in proportion to its events). The quality-audit job re-runs both over the whole table.
+``audit`` checks scan whole tables and run in the scheduled quality job only, never on the
+latency path of a projection run.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ class QualityCheck:
     rule: Rule = field(repr=False, compare=False)
     blocking: bool = False
     scoped: bool = False
+    keyed: bool = False
     audit: bool = False
 
     def evaluate(self, tables: TableStore, scope: RunScope | None = None) -> CheckOutcome:
-        """Run the rule (``scope``: the raw rows a run appended; None: the whole table)."""
-        return self.rule(tables, scope if self.scoped else None)
+        """Run the rule over a raw range's rows or keys (``scope``, for scoped or keyed checks)
+        or the whole table (None)."""
+        return self.rule(tables, scope if self.scoped or self.keyed else None)
 
 
 def _table_rule(rule: Callable[[TableStore], CheckOutcome]) -> Rule:
@@ -77,16 +81,19 @@ RAW_VERSION_SEQUENCES = QualityCheck(
 ORDERS_UNIQUE_KEYS = QualityCheck(
     schemas.ORDERS,
     "orders_unique_keys",
-    "order_id is unique (blocking).",
-    _table_rule(lambda t: rules.unique_keys(t, schemas.ORDERS, "order_id")),
+    "order_id is unique (blocking; a follow pass checks the keys it wrote).",
+    lambda t, s: rules.unique_keys(t, schemas.ORDERS, "order_id", s),
     blocking=True,
+    keyed=True,
 )
 ORDERS_AMOUNTS = QualityCheck(
     schemas.ORDERS,
     "orders_amounts",
-    "total_amount >= 0 and equals the exact sum of its items' quantity x unitPrice (blocking).",
-    _table_rule(rules.order_amounts),
+    "total_amount >= 0 and equals the exact sum of its items' quantity x unitPrice (blocking; a "
+    "follow pass checks the orders it wrote).",
+    rules.order_amounts,
     blocking=True,
+    keyed=True,
 )
 ORDERS_RECONCILE = QualityCheck(
     schemas.ORDERS,
@@ -98,9 +105,10 @@ ORDERS_RECONCILE = QualityCheck(
 CUSTOMERS_UNIQUE_KEYS = QualityCheck(
     schemas.CUSTOMERS,
     "customers_unique_keys",
-    "customer_id is unique (blocking).",
-    _table_rule(lambda t: rules.unique_keys(t, schemas.CUSTOMERS, "customer_id")),
+    "customer_id is unique (blocking; a follow pass checks the keys it wrote).",
+    lambda t, s: rules.unique_keys(t, schemas.CUSTOMERS, "customer_id", s),
     blocking=True,
+    keyed=True,
 )
 ORDER_SUMMARY_UNIQUE_KEYS = QualityCheck(
     schemas.ORDER_SUMMARY,

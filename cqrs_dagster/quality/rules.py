@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_dagster.domain.events import (
@@ -19,6 +20,7 @@ from cqrs_dagster.domain.events import (
     ORDER_UPDATED,
 )
 from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections.delta_io import isin, scan
 from cqrs_dagster.projections.tables import TableStore
 
 from .engine import connect
@@ -148,9 +150,36 @@ def envelope_schema(tables: TableStore, scope: RunScope | None = None) -> CheckO
     )
 
 
-def unique_keys(tables: TableStore, table: str, key: str) -> CheckOutcome:
-    """The table's key column holds no duplicates and no nulls."""
-    con = connect(tables, (table,))
+# The aggregate type whose events write each silver table.
+SILVER_AGGREGATE = {schemas.ORDERS: ORDER, schemas.CUSTOMERS: CUSTOMER}
+
+
+def touched_rows(tables: TableStore, table: str, key: str, scope: RunScope) -> pa.Table:
+    """The rows of silver ``table`` whose key an event of ``scope`` (raw ingest_seq range) wrote:
+    what a projection pass over that range can have changed (files pruned on the keys' range)."""
+    aggregate = SILVER_AGGREGATE[table]
+    raw = raw_rows(tables, scope, ["event_type", "aggregate_id"])
+    types = [t for t, a in AGGREGATE_OF.items() if a == aggregate]
+    keys = pc.unique(raw.filter(isin("event_type", types))["aggregate_id"]).to_pylist()
+    target = tables.open(table)
+    if target is None or not keys:
+        return schemas.SCHEMAS[table].empty_table()
+    return scan(target, [(key, ">=", min(keys)), (key, "<=", max(keys))], isin(key, keys))
+
+
+def _silver(tables: TableStore, table: str, key: str, scope: RunScope | None) -> Any:
+    """DuckDB over ``table``: the whole table, or (with ``scope``) only the keys it touched."""
+    if scope is None:
+        return connect(tables, (table,))
+    return connect(tables, (), {table: touched_rows(tables, table, key, scope)})
+
+
+def unique_keys(
+    tables: TableStore, table: str, key: str, scope: RunScope | None = None
+) -> CheckOutcome:
+    """The table's key column holds no duplicates and no nulls (with ``scope``: among the keys
+    the scope's events wrote, the only rows a pass over it can have changed)."""
+    con = _silver(tables, table, key, scope)
     rows = con.execute(
         f"SELECT {key}, count(*) AS n FROM {table} GROUP BY {key} HAVING n > 1 OR {key} IS NULL "
         f"ORDER BY 1 LIMIT 1000"
@@ -165,9 +194,10 @@ def unique_keys(tables: TableStore, table: str, key: str) -> CheckOutcome:
     )
 
 
-def order_amounts(tables: TableStore) -> CheckOutcome:
-    """total_amount >= 0 and equal to the exact sum of quantity x unitPrice of the items."""
-    con = connect(tables, (schemas.ORDERS,))
+def order_amounts(tables: TableStore, scope: RunScope | None = None) -> CheckOutcome:
+    """total_amount >= 0 and equal to the exact sum of quantity x unitPrice of the items (with
+    ``scope``: for the orders the scope's events wrote)."""
+    con = _silver(tables, schemas.ORDERS, "order_id", scope)
     rows = con.execute(
         f"""
         WITH lines AS (

@@ -1,8 +1,10 @@
-"""cqrs_events_sensor against a seeded local bus: requests runs only when behind and idle."""
+"""cqrs_events_sensor against a seeded local bus, per-batch mode: requests runs only when behind
+and idle."""
 
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from cqrs_dagster.defs.names import PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
@@ -13,6 +15,12 @@ from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus
 
 SENSOR = build_events_sensor(5)
+
+
+@pytest.fixture(autouse=True)
+def per_batch_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests cover the per-batch mode (follow mode, the default: test_follow_sensor.py)."""
+    monkeypatch.setenv("CQRS_PROJECTION_FOLLOW_SECONDS", "0")
 
 
 def tick(instance: dg.DagsterInstance, platform: PlatformResource) -> object:

@@ -18,6 +18,7 @@ from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.outcome import CheckOutcome
+from cqrs_dagster.quality.scope import RunScope
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store
 from cqrs_dagster_tests.defs.seed import seed_commands
@@ -147,3 +148,52 @@ def test_daily_metrics_drift_is_caught(healthy: TableStore) -> None:
     overwrite(healthy, schemas.DAILY_ORDER_METRICS, daily)
     outcome = rules.daily_metrics_match(healthy)
     assert not outcome.passed and outcome.figures["mismatched_days"] == 1
+
+
+def raw_range_of(tables: TableStore, aggregate_id: str) -> RunScope:
+    """The smallest raw ingest_seq range holding every event of ``aggregate_id``."""
+    table = tables.open(schemas.RAW_EVENTS)
+    assert table is not None
+    seqs = [
+        r["ingest_seq"]
+        for r in table.to_pyarrow_table(columns=["aggregate_id", "ingest_seq"]).to_pylist()
+        if r["aggregate_id"] == aggregate_id
+    ]
+    return RunScope(after_seq=min(seqs) - 1, upto_seq=max(seqs))
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "rule"),
+    [
+        (schemas.ORDERS, "order_id", lambda t, s: rules.unique_keys(t, "orders", "order_id", s)),
+        (schemas.ORDERS, "order_id", rules.order_amounts),
+        (
+            schemas.CUSTOMERS,
+            "customer_id",
+            lambda t, s: rules.unique_keys(t, "customers", "customer_id", s),
+        ),
+    ],
+)
+def test_keyed_rules_read_only_the_keys_a_raw_range_wrote(
+    healthy: TableStore,
+    table: str,
+    key: str,
+    rule: Callable[[TableStore, RunScope | None], CheckOutcome],
+) -> None:
+    """A follow pass hands its raw range: a broken row of another key is not its business (the
+    whole-table run of the quality job catches it), a broken row of a key it wrote fails it."""
+    existing = rows(healthy, table)
+    broken, other = existing[0], existing[1]
+    bad = dict(broken)
+    if rule is rules.order_amounts:
+        bad["total_amount"] = Decimal("-1.00")
+        overwrite(healthy, table, [bad if r is broken else r for r in existing])
+    else:
+        append(healthy, table, [broken])  # a duplicated key
+    assert not rule(healthy, None).passed
+    assert not rule(healthy, raw_range_of(healthy, str(broken[key]))).passed
+    elsewhere = rule(healthy, raw_range_of(healthy, str(other[key])))
+    assert elsewhere.passed, elsewhere.summary
+    assert rules.touched_rows(healthy, table, key, raw_range_of(healthy, str(other[key])))[
+        key
+    ].to_pylist() == [other[key]]
