@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,6 +60,45 @@ def _covered(tables: TableStore, sources: tuple[str, ...]) -> tuple[int, int]:
     return min(points)
 
 
+def _named_customers(batch: pa.Table) -> list[str]:
+    """Customers whose name the batch may have changed: registrations (their orders may have
+    been summarized before the name was known) and updates that carry a name."""
+    events = batch.filter(isin("event_type", [CUSTOMER_REGISTERED, CUSTOMER_UPDATED]))
+    named = [
+        r["aggregate_id"]
+        for r in events.select(["event_type", "aggregate_id", "data"]).to_pylist()
+        if r["event_type"] == CUSTOMER_REGISTERED or '"name"' in (r["data"] or "")
+    ]
+    return sorted(set(named))
+
+
+# Ids listed in a file-pruning IN predicate at most (a long IN list slows the log replay).
+MAX_PRUNE_IDS = 1_000
+
+
+def _orders_of(orders: DeltaTable, order_ids: list[str], customer_ids: list[str]) -> pa.Table:
+    """order_summary's columns of the given orders and of every order of the given customers.
+
+    New orders are read by their id range (time-ordered ids: recent files); a customer's orders
+    are found in a narrow read of two columns (``order_id``, ``customer_id``), then read by id,
+    so a rename costs one column pass plus that customer's orders, not a read of every column."""
+    ids = set(order_ids)
+    if customer_ids:
+        owned = scan(
+            orders, None, isin("customer_id", customer_ids), columns=["order_id", "customer_id"]
+        )
+        ids.update(owned["order_id"].to_pylist())
+    if not ids:
+        return ORDER_SUMMARY_SCHEMA.empty_table().select(ORDER_COLUMNS)
+    wanted = sorted(ids)
+    prune: list[tuple[str, str, Any]] = (
+        [("order_id", "in", wanted)]
+        if len(wanted) <= MAX_PRUNE_IDS
+        else [("order_id", ">=", wanted[0]), ("order_id", "<=", wanted[-1])]
+    )
+    return scan(orders, prune, isin("order_id", wanted), columns=ORDER_COLUMNS)
+
+
 def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
     """Bring order_summary up to the raw position both silver tables have reached (or, with
     ``full``, rewrite it from every silver row: after a redrive changed rows behind the
@@ -83,17 +123,9 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
         overwrite(target, rows, checkpoint, ctx.run_id, "build_order_summary_full")
         ctx.hit("order_summary.after_merge")
         return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
-    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id"], ordered=False)
+    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id", "data"], ordered=False)
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
-    customer_ids = pc.unique(
-        batch.filter(isin("event_type", [CUSTOMER_REGISTERED, CUSTOMER_UPDATED]))["aggregate_id"]
-    )
-    touched = scan(
-        orders,
-        None,
-        isin("order_id", order_ids.to_pylist()) | isin("customer_id", customer_ids.to_pylist()),
-        columns=ORDER_COLUMNS,
-    )
+    touched = _orders_of(orders, order_ids.to_pylist(), _named_customers(batch))
     cust_ids = pc.unique(touched["customer_id"]).to_pylist()
     names = scan(
         customers,

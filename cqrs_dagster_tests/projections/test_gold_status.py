@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cqrs_dagster.domain import customer
+from cqrs_dagster.domain.commands import UpdateCustomer
 from cqrs_dagster.domain.events import EventEnvelope
 from cqrs_dagster.eventbus.port import OutgoingEvent
 from cqrs_dagster.projections.context import StepContext
@@ -22,7 +24,7 @@ from cqrs_dagster.projections.schemas import DAILY_ORDER_METRICS, ORDER_SUMMARY,
 from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.status import events_behind, projection_lag
 
-from .scenario import build, fixed_clock, new_bus, new_tables, snapshot
+from .scenario import Scenario, build, fixed_clock, new_bus, new_tables, snapshot
 
 
 def expected_daily(orders: dict[str, dict[str, object]]) -> list[dict[str, object]]:
@@ -134,3 +136,37 @@ def test_redrive_applies_dead_letters_that_now_fit(tmp_path: Path) -> None:
     assert (orders["late-order"]["status"], orders["late-order"]["version"]) == ("Paid", 2)
     assert len(read_dead_letters(tables, stage=ORDERS, unresolved_only=True)) == 0
     assert redrive(tables, run_id="rd")[ORDERS] == 0  # idempotent
+
+
+def test_a_rename_reaches_every_order_of_that_customer_and_an_email_change_none(
+    tmp_path: Path,
+) -> None:
+    """order_summary follows a rename on the customer's old orders only (read by id after a
+    two-column lookup); an update without a name rewrites no order."""
+    sc = Scenario(seed=5)
+    sc.register("c-a", "Ada")
+    sc.register("c-b", "Bob")
+    for i in range(3):
+        sc.create_order(f"o-a{i}", "c-a", [("S", 1, "1.00")])
+    sc.create_order("o-b0", "c-b", [("S", 2, "2.00")])
+    bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
+    bus.publish(sc.events)
+    catch_up(StepContext(tables, "r", clock=fixed_clock), bus, max_events=1000)
+    start = len(sc.events)
+    sc.rename("c-a", "Ada Lovelace")
+    bus.publish(sc.events[start:])
+    result = catch_up(StepContext(tables, "r2", clock=fixed_clock), bus, max_events=1000)
+    summary_step = result.written[ORDER_SUMMARY][-1]
+    assert summary_step.rows_written == 3  # Ada's three orders, not Bob's
+    names = {r["order_id"]: r["customer_name"] for r in snapshot(tables)[ORDER_SUMMARY]}
+    assert names == {"o-a0": "Ada Lovelace", "o-a1": "Ada Lovelace", "o-a2": "Ada Lovelace",
+                     "o-b0": "Bob"}  # fmt: skip
+    start = len(sc.events)
+    d = customer.update(
+        UpdateCustomer(type="UpdateCustomer", customerId="c-b", email="bob@y.io"),
+        sc.customers["c-b"],
+        sc.ctx(),
+    )
+    bus.publish(d.events)
+    result = catch_up(StepContext(tables, "r3", clock=fixed_clock), bus, max_events=1000)
+    assert result.written[ORDER_SUMMARY][-1].rows_written == 0
