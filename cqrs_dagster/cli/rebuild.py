@@ -1,7 +1,8 @@
-"""``cqrs rebuild <read_model>``: replay raw_events into a shadow table, compare, switch readers.
+"""``cqrs rebuild <read_model>``: replay raw_events into a shadow table, compare, swap it into the
+live table with one Delta commit; ``--rollback`` puts back the version before the last swap.
 
 Progress goes to stderr as a plain text bar; the result (one ``key: value`` per line) to stdout.
-Exit codes: 0 switched, 1 shadow != live and no ``--force`` (nothing switched), 2 bad input.
+Exit codes: 0 swapped (or rolled back), 1 shadow != live and no ``--force`` (nothing switched), 2 bad input.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from cqrs_dagster.projections.rebuild import REBUILDABLE, describe, rebuild
+from cqrs_dagster.projections.rebuild import REBUILDABLE, describe, rebuild, rollback
 from cqrs_dagster.settings import SettingsError, load_settings
 from cqrs_dagster.wiring import make_table_store
 
@@ -27,13 +28,19 @@ def register(sub: Any) -> None:
         description=(
             "Replay raw_events into a shadow Delta table with the live projection code, compare "
             "it with the live table at the same checkpoint and, if equal (or with --force), "
-            "switch readers to it atomically. The old table is kept for rollback."
+            "overwrite the live table with it in one Delta commit that keeps its checkpoints. "
+            "--rollback puts back the version before the last rebuild (time travel)."
         ),
     )
     parser.add_argument("read_model", choices=REBUILDABLE, help="the read model to rebuild")
     parser.add_argument("--data-dir", type=Path, default=None, help="data folder (CQRS_DATA_DIR)")
     parser.add_argument(
         "--force", action="store_true", help="switch even when the rebuild differs from live"
+    )
+    parser.add_argument(
+        "--rollback",
+        action="store_true",
+        help="put back the rows and checkpoints the live table had before its last rebuild",
     )
     parser.add_argument(
         "--batch-size",
@@ -81,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError, OSError) as exc:
         print(f"cqrs rebuild: {exc}", file=sys.stderr)
         return 2
+    if args.rollback:
+        try:
+            version = rollback(tables, args.read_model, run_id=f"cli-{uuid.uuid4().hex[:12]}")
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"cqrs rebuild: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"rolled {args.read_model} back to the version before its last rebuild "
+            f"(Delta version {version}); the projection re-applies later events"
+        )
+        return 0
     bar = Bar(sys.stderr, args.read_model)
     try:
         report = rebuild(
@@ -112,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     print(
-        f"switched {report.table} to {report.new_physical}; {report.old_physical} kept for rollback"
+        f"swapped the rebuilt {report.table} into the live table (Delta version "
+        f"{report.version}); roll back with: cqrs rebuild {report.table} --rollback"
     )
     return 0

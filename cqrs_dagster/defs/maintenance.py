@@ -1,10 +1,8 @@
-"""Table maintenance: compaction, vacuum and log checkpoints of every Delta table, and the drop of
-physical tables a rebuild retired."""
+"""Table maintenance: compaction, vacuum and log checkpoints of every Delta table."""
 
 import dagster as dg
 
 from cqrs_dagster.projections.maintenance import maintain_all
-from cqrs_dagster.projections.retired import drop_retired
 
 from .names import DELTA_WRITER_POOL, WRITER_TAG
 from .resources import PlatformResource
@@ -13,18 +11,13 @@ from .resources import PlatformResource
 @dg.op(
     pool=DELTA_WRITER_POOL,
     description=(
-        "Compact, vacuum and checkpoint every Delta table (contents unchanged); drop physical "
-        "tables retired by a rebuild longer ago than the vacuum retention."
+        "Compact, vacuum and checkpoint every Delta table (contents unchanged). Vacuum keeps "
+        "the versions before a rebuild's swap (its rollback) for the vacuum retention."
     ),
 )
 def maintain_delta_tables(context: dg.OpExecutionContext, platform: PlatformResource) -> None:
     settings = platform.settings()
     tables = platform.tables()
-    # Physical tables a blue/green rebuild retired stay for rollback as long as vacuum keeps old
-    # file versions; after that they are deleted.
-    dropped = drop_retired(tables, older_than_hours=settings.vacuum_retention_hours)
-    if dropped:
-        context.log.info("dropped retired physical tables: %s", ", ".join(dropped))
     for report in maintain_all(tables, settings.vacuum_retention_hours):
         context.log_event(
             dg.AssetObservation(

@@ -1,7 +1,8 @@
 """Rebuilds without downtime and the daily replay audit.
 
 ``rebuild_read_model`` replays raw_events into a shadow table, compares it with the live one and
-switches readers atomically (see :mod:`cqrs_dagster.projections.rebuild`); it runs in the Delta
+swaps the rows into the live table with one Delta commit (see
+:mod:`cqrs_dagster.projections.rebuild`); it runs in the Delta
 writer pool, so it never overlaps a projection run. ``<table>_replay_audit`` checks replay the
 silver tables into scratch tables and compare them with live at the live checkpoint; the
 check-only job ``replay_audit`` runs them daily.
@@ -60,10 +61,10 @@ def rebuild_table(
             metadata={"first_differences": dg.MetadataValue.json(facts["first_differences"])},
         )
     context.log.info(
-        "switched %s to %s (old %s kept for rollback)",
+        "swapped the rebuilt %s into the live table (Delta version %s; roll back to %s)",
         config.table,
-        report.new_physical,
-        report.old_physical,
+        report.version,
+        report.previous_version,
     )
 
 

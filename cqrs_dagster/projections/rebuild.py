@@ -1,45 +1,57 @@
-"""Rebuild a read model from raw_events into a shadow table, compare, and switch readers to it.
+"""Rebuild a read model from raw_events into a shadow table, compare, and swap it into the live
+table with ONE Delta commit.
 
-``rebuild`` replays raw_events from ``ingest_seq`` 0 into a new physical table (the shadow)
-through the very step the live projection runs (``silver.project`` for orders / customers, the
-gold builders for the gold tables: the logic cannot diverge), catches up with the live table's
-checkpoint, compares both at that same checkpoint (all columns, sorted by key) and, only when
-they are equal (or with ``force``), points the logical name at the shadow. The old physical table
-stays for rollback (:func:`rollback`) until :func:`drop_retired` deletes it.
+The live read model is always the Delta table at ``<root>/<name>``: every reader that opens that
+path (DuckDB here, Synapse and Power BI on Azure, Spark, a user's ``deltalake``) sees a rebuild
+the moment it lands, with no pointer to follow.
+
+``rebuild`` replays raw_events from ``ingest_seq`` 0 into a shadow table under the scratch
+folder ``<root>/_rebuild/<id>/`` through the very step the live projection runs
+(``silver.project`` for orders / customers, the gold builders for the gold tables: the logic
+cannot diverge), catches up with the live table's checkpoint, compares both at that same
+checkpoint (all columns, sorted by key) and, only when they are equal (or with ``force``),
+overwrites the live table with the shadow's rows in one commit (same schema and partitioning)
+that carries the live table's checkpoints (its txn app ids). The scratch folder is deleted.
+Rollback is time travel on the live table (:func:`rollback`: the version before the swap,
+rows and checkpoints, in one commit again).
 
 Why a live projection running meanwhile can neither lose nor double an event
 ----------------------------------------------------------------------------
 1. Every projection commit carries the table's own checkpoint (``<table>/ingest_seq`` txn) in
    the same Delta commit as its rows, and each step starts from the checkpoint of the table it
-   writes. So whatever table a writer lands on, it is internally consistent: the new table
-   moves on from ITS checkpoint, and work that lands on the old table is redone on the new one.
+   writes.
 2. Delta rejects a commit whose txn app id was committed by another writer since the snapshot
-   it was planned from ("Concurrent transaction failed"). Two steps can therefore never both
-   commit the same batch on one table, old or new.
-3. After the switch the rebuild commits a fence (a rows-free commit of the old table's own
-   checkpoints) on the old table. ``TableStore.open`` re-reads the pointer after loading, so
-   any writer still holding the old table loaded it before the switch, hence before the fence,
-   and its commit now fails (point 2) instead of landing unseen; the run is simply retried.
-4. The rebuild catches the shadow up with the live checkpoint right before switching, and after
-   the fence it brings the new table up to the old table's final checkpoint itself, so readers
-   are never left behind the old table for more than that last catch-up.
+   it was planned from ("Concurrent transaction failed"). The swap is planned from the very
+   live snapshot whose checkpoint the shadow was synced to and carries that snapshot's
+   checkpoints: a projection commit that lands between the sync and the swap makes the swap
+   fail, and the rebuild syncs the shadow again and retries. So the swapped-in rows cover
+   exactly the checkpoint they are committed with.
+3. A projection step that planned from the live table before the swap and commits after it
+   fails the same way (the swap carried its txn app ids); the step is simply retried and
+   continues from the swapped-in checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from deltalake import DeltaTable
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError
 
-from . import pointers
-from .commit import commit_checkpoints_only
+from cqrs_dagster.settings import is_local_root
+
+from .commit import appended_app_id, commit_props
 from .context import Fault, StepContext, hit
 from .delta_io import enqueued_app_id, seq_app_id, txn
 from .engine import ProjectionEngine
@@ -54,7 +66,7 @@ from .schemas import (
     SCHEMAS,
 )
 from .silver import SPECS
-from .tables import TableStore
+from .tables import PARTITION_BY, TableStore
 
 Progress = Callable[[int, int], None]
 KEYS: dict[str, str] = {
@@ -64,8 +76,11 @@ KEYS: dict[str, str] = {
     DAILY_ORDER_METRICS: "order_date",
 }
 REBUILDABLE = tuple(KEYS)
-SCRATCH = "_rebuild"  # per-rebuild scratch (the shadow's dead letters), deleted at the end
+SCRATCH = "_rebuild"  # per-rebuild scratch (the shadow and its dead letters), deleted at the end
+SWAP = "rebuild_swap"  # cqrs.operation of the swap commit
+ROLLBACK = "rebuild_rollback"
 MAX_ROUNDS = 50
+MID_STEP_WAIT = 0.1  # seconds between looks at a silver step between its append and MERGE
 SHOWN = 5
 
 
@@ -90,16 +105,17 @@ class Comparison:
 
 @dataclass(frozen=True)
 class RebuildReport:
-    """What a rebuild did. ``old_physical`` is kept for rollback when ``switched``."""
+    """What a rebuild did. When ``switched``, ``version`` is the live table's swap commit and
+    ``previous_version`` the version before it (the rollback target); -1 otherwise."""
 
     table: str
     switched: bool
     forced: bool
     comparison: Comparison
-    old_physical: str
-    new_physical: str
+    version: int
+    previous_version: int
+    swap_attempts: int
     events_replayed: int
-    caught_up_after_switch: int
     seconds: float
 
     @property
@@ -139,9 +155,19 @@ def compare(shadow: DeltaTable, live: DeltaTable, table: str, checkpoint: int) -
     return Comparison(checkpoint, a.num_rows, b.num_rows, len(differing), differing[:SHOWN])
 
 
-def new_physical_name(table: str) -> str:
+def scratch_name(table: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{table}__r{stamp}{uuid.uuid4().hex[:6]}"
+    return f"{SCRATCH}/{table}__r{stamp}{uuid.uuid4().hex[:6]}"
+
+
+def delete_folder(root: str, storage_options: dict[str, str] | None, relative: str) -> None:
+    """Delete ``<root>/<relative>`` and everything under it (missing: nothing to do)."""
+    if is_local_root(root):
+        shutil.rmtree(Path(root.removeprefix("file://")) / relative, ignore_errors=True)
+        return
+    handler = DeltaFileSystemHandler(root.rstrip("/"), storage_options)
+    with contextlib.suppress(FileNotFoundError):
+        handler.delete_dir(relative)
 
 
 class Replayer:
@@ -233,18 +259,18 @@ def rebuild(
     fault: Fault = None,
     engine: ProjectionEngine | None = None,
 ) -> RebuildReport:
-    """Rebuild ``table`` into a shadow, compare with live, switch readers if equal (or forced)."""
+    """Rebuild ``table`` into a shadow, compare with live and, if equal (or forced), swap the
+    shadow's rows into the live table ``<root>/<table>`` with one Delta commit."""
     started = time.perf_counter()
-    old = tables.physical(table)
     if tables.open(table) is None:
         raise ValueError(f"{table} has no live table to rebuild (nothing projected yet)")
-    new = new_physical_name(table)
-    scratch = f"{SCRATCH}/{new}"
+    scratch = scratch_name(table)
+    scratch_uri = f"{tables.root.rstrip('/')}/{scratch}"
     replay = Replayer(
         tables,
         table,
-        tables.physical_uri(new),
-        tables.physical_uri(scratch),
+        f"{scratch_uri}/{table}",
+        scratch_uri,
         run_id=run_id,
         batch_size=batch_size,
         progress=progress,
@@ -252,63 +278,120 @@ def rebuild(
         engine=engine or DuckDBEngine(),
     )
     try:
-        live, at = replay.sync(tables.physical_uri(old))
+        live, at = replay.sync(tables.uri(table))
         result = compare(replay.shadow(), live, table, at)
         if not (result.equal or force):
-            pointers.delete_folder(tables.root, tables.storage_options, new)
             return RebuildReport(
-                table, False, force, result, old, new, replay.replayed, 0, _since(started)
+                table, False, force, result, -1, -1, 0, replay.replayed, _since(started)
             )
-        replay.sync(tables.physical_uri(old))  # events since the compare: same code on both
-        tables.switch(table, new, expected=old, by=run_id)
-        hit(fault, "rebuild.after_switch")
-        final = _fence(tables, table, old, run_id)
-        caught_up = _catch_up(replay.live, table, final, batch_size)
+        for attempt in range(1, MAX_ROUNDS + 1):
+            live, at = replay.sync(tables.uri(table))  # events since the compare: same code
+            if _mid_step(live, table):
+                time.sleep(MID_STEP_WAIT)  # a silver step appended new keys, its MERGE is due
+                continue
+            hit(fault, "rebuild.before_swap")
+            try:
+                version = _swap(replay.shadow(), live, table, run_id)
+            except CommitFailedError:
+                continue  # a projection commit landed since the sync: sync again, swap again
+            hit(fault, "rebuild.after_swap")
+            return RebuildReport(
+                table,
+                True,
+                force,
+                result,
+                version,
+                version - 1,  # the table right before the swap: the rollback target
+                attempt,
+                replay.replayed,
+                _since(started),
+            )
+        raise RuntimeError(
+            f"{table} kept moving (or a projection step stopped between its append and its "
+            "MERGE: run the projection once); could not swap the rebuild in"
+        )
     finally:
-        pointers.delete_folder(tables.root, tables.storage_options, scratch)
-    return RebuildReport(
-        table, True, force, result, old, new, replay.replayed, caught_up, _since(started)
-    )
+        delete_folder(tables.root, tables.storage_options, scratch)
 
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
-def _fence(tables: TableStore, table: str, physical: str, run_id: str) -> int:
-    """Commit the old table's own checkpoints on it again, so any commit planned before this one
-    fails; returns the old table's final checkpoint."""
-    uri = tables.physical_uri(physical)
+def checkpoint_app_ids(table: str) -> tuple[str, ...]:
+    """Every txn app id a projection commits on ``table``."""
+    return (seq_app_id(table), enqueued_app_id(table), appended_app_id(table))
+
+
+def _overwrite(
+    live: DeltaTable, rows: pa.Table, table: str, points: dict[str, int], run_id: str, op: str
+) -> int:
+    """Replace every row of ``live`` (the snapshot it was loaded at) by ``rows`` with ``points``
+    in the same commit; raises CommitFailedError when a commit carrying any of those app ids
+    (or touching the table) landed after that snapshot. Returns the new commit's version."""
+    write_deltalake(
+        live,
+        rows.select(SCHEMAS[table].names).cast(SCHEMAS[table]),
+        mode="overwrite",
+        partition_by=PARTITION_BY.get(table),
+        commit_properties=commit_props(points, f"{run_id}", op),
+    )
+    live.update_incremental()
+    for entry in live.history(MAX_ROUNDS):
+        if entry.get("cqrs.run_id") == run_id and entry.get("cqrs.operation") == op:
+            return int(entry["version"])
+    return int(live.version())  # pragma: no cover - the commit just succeeded
+
+
+def _mid_step(live: DeltaTable, table: str) -> bool:
+    """Whether a silver step's append of new keys (``appended_seq``, its batch's checkpoint) is
+    committed on ``live`` and its MERGE (which moves ``ingest_seq`` there) is not yet: swapping
+    now would drop the appended rows while the MERGE, planned after the swap, still commits."""
+    return txn(live, appended_app_id(table)) > txn(live, seq_app_id(table))
+
+
+def _swap(shadow: DeltaTable, live: DeltaTable, table: str, run_id: str) -> int:
+    """The swap: the shadow's rows into the live table, the live snapshot's checkpoints kept.
+
+    Silver tables always get ``appended_seq`` too (at least the checkpoint), so a step's append
+    of new keys planned before the swap conflicts with it like its MERGE would."""
+    points = {app: v for app in checkpoint_app_ids(table) if (v := txn(live, app)) >= 0}
+    if table in SPECS and seq_app_id(table) in points:
+        appended = appended_app_id(table)
+        points[appended] = max(points.get(appended, -1), points[seq_app_id(table)])
+    return _overwrite(live, shadow.to_pyarrow_table(), table, points, run_id, SWAP)
+
+
+def last_swap(tables: TableStore, table: str) -> int:
+    """The version of the live table's newest rebuild swap commit (ValueError: none)."""
+    live = tables.open(table)
+    if live is not None:
+        for entry in live.history():
+            if entry.get("cqrs.operation") == SWAP:
+                return int(entry["version"])
+    raise ValueError(f"{table} has no rebuild to roll back")
+
+
+def rollback(tables: TableStore, table: str, *, run_id: str, to_version: int | None = None) -> int:
+    """Time travel: put the rows AND checkpoints of ``to_version`` (default: the version right
+    before the last rebuild swap) back into the live table in one commit, guarded like the swap.
+    The projection then re-applies every event after that checkpoint (idempotent: silver MERGEs
+    are version-guarded, gold is rebuilt from silver). Returns the rollback commit's version.
+
+    (``DeltaTable.restore(version)`` restores the rows but not the txn checkpoints, which keep
+    their newest values, so events applied after ``version`` would be lost: do not use it.)"""
+    target = last_swap(tables, table) - 1 if to_version is None else to_version
+    uri = tables.uri(table)
+    old = DeltaTable(uri, version=target, storage_options=tables.storage_options)
+    points = {app: v for app in checkpoint_app_ids(table) if (v := txn(old, app)) >= 0}
+    rows = old.to_pyarrow_table()
     for _ in range(MAX_ROUNDS):
-        old = DeltaTable(uri, storage_options=tables.storage_options)
-        points = {
-            app: value
-            for app in (seq_app_id(table), enqueued_app_id(table))
-            if (value := txn(old, app)) >= 0
-        }
-        if not points:
-            return -1
+        live = DeltaTable(uri, storage_options=tables.storage_options)
         try:
-            commit_checkpoints_only(old, table, points, run_id, "retire_table")
-            return points[seq_app_id(table)]
+            return _overwrite(live, rows, table, points, f"rollback:{run_id}", ROLLBACK)
         except CommitFailedError:
-            continue  # a projection commit landed first: fence on top of it
-    raise RuntimeError(f"could not fence {uri}")
-
-
-def _catch_up(ctx: StepContext, table: str, final: int, batch_size: int) -> int:
-    """Bring the (now current) new table to the old table's final checkpoint with the live step."""
-    tables = ctx.tables
-    start = txn(tables.open(table), seq_app_id(table))
-    for _ in range(MAX_ROUNDS * 10):
-        at = txn(tables.open(table), seq_app_id(table))
-        if at >= final:
-            return at - start
-        try:
-            stage(table).run(ctx, max_events=batch_size)
-        except CommitFailedError:
-            continue  # the live projection committed the same batch first
-    raise RuntimeError(f"could not catch {table} up to {final}")
+            continue
+    raise RuntimeError(f"could not roll {table} back")
 
 
 def replay_audit(
@@ -346,7 +429,7 @@ def replay_audit(
         live, at = replay.sync(tables.uri(table))
         result = compare(replay.shadow(), live, table, at)
     finally:
-        pointers.delete_folder(scratch_root, tables.storage_options, folder)
+        delete_folder(scratch_root, tables.storage_options, folder)
     return AuditReport(
         table,
         at,
@@ -371,9 +454,9 @@ def describe(report: RebuildReport) -> dict[str, Any]:
         "live_rows": c.live_rows,
         "differing_keys": c.differing_keys,
         "first_differences": c.first_differences,
-        "old_physical": report.old_physical,
-        "new_physical": report.new_physical,
+        "version": report.version,
+        "previous_version": report.previous_version,
+        "swap_attempts": report.swap_attempts,
         "events_replayed": report.events_replayed,
-        "caught_up_after_switch": report.caught_up_after_switch,
         "seconds": round(report.seconds, 3),
     }

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from . import pointers
 from .schemas import ORDERS, RAW_EVENTS, SCHEMAS
 
 # Partition columns per table (absent: unpartitioned). raw_events by the event's own UTC date (a
@@ -19,45 +18,22 @@ PARTITION_BY: dict[str, list[str]] = {RAW_EVENTS: ["event_date"], ORDERS: ["crea
 class TableStore:
     """The folder (local path or abfss:// / az:// URI) holding every read-model Delta table.
 
-    A read model's logical name resolves to its current physical table through the pointer
-    document at the root (:mod:`.pointers`; default: the logical name itself), so a rebuilt
-    table is switched in atomically. ``overrides`` pins logical names to other table URIs (a
-    rebuild's shadow, an audit's scratch copy) for the projection steps run against them.
+    A read model ``name`` is the Delta table at ``<root>/<name>``, always: a rebuild swaps its
+    content in with one commit on that table (:mod:`.rebuild`), so any reader of the path is
+    current. ``overrides`` pins names to other table URIs (a rebuild's shadow, an audit's
+    scratch copy) for the projection steps run against them.
     """
 
     root: str
     storage_options: dict[str, str] | None = None
     overrides: tuple[tuple[str, str], ...] = ()
 
-    def physical(self, name: str) -> str:
-        """The physical table the logical ``name`` points at now (under ``root``)."""
-        return pointers.physical(pointers.read(self.root, self.storage_options), name)
-
-    def physical_uri(self, physical: str) -> str:
-        """The URI of a physical table under ``root``."""
-        return f"{self.root.rstrip('/')}/{physical}"
-
     def uri(self, name: str) -> str:
-        """The table's URI: ``<root>/<physical name>`` (or its override)."""
+        """The table's URI: ``<root>/<name>`` (or its override)."""
         for logical, uri in self.overrides:
             if logical == name:
                 return uri
-        return self.physical_uri(self.physical(name))
-
-    def switch(self, name: str, physical: str, *, expected: str | None = None, by: str = "") -> str:
-        """Point ``name`` at ``physical`` atomically; returns the previous physical table.
-
-        With ``expected``, refuses (ValueError) when the pointer moved meanwhile.
-        """
-        with pointers.locked(self.root):
-            doc = pointers.read(self.root, self.storage_options)
-            previous = pointers.physical(doc, name)
-            if expected is not None and previous != expected:
-                raise ValueError(f"{name} points at {previous}, not {expected}: not switched")
-            pointers.write(
-                self.root, self.storage_options, pointers.switched(doc, name, physical, by)
-            )
-        return previous
+        return f"{self.root.rstrip('/')}/{name}"
 
     def with_overrides(self, overrides: dict[str, str]) -> TableStore:
         """This store with some logical names pinned to other table URIs."""
@@ -65,22 +41,11 @@ class TableStore:
         return TableStore(self.root, self.storage_options, tuple(sorted(merged.items())))
 
     def open(self, name: str) -> DeltaTable | None:
-        """The table at its latest version, or None if it was never created.
-
-        The pointer is read again after loading: a table loaded while a switch happened is
-        loaded again from the new pointer, so a handle this returns was loaded from a table
-        that was current at load time (what the rebuild's fence relies on).
-        """
-        uri = self.uri(name)
-        while True:
-            try:
-                table = DeltaTable(uri, storage_options=self.storage_options)
-            except TableNotFoundError:
-                table = None
-            again = self.uri(name)
-            if again == uri:
-                return table
-            uri = again
+        """The table at its latest version, or None if it was never created."""
+        try:
+            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
 
     def exists(self, name: str) -> bool:
         return self.open(name) is not None

@@ -2,7 +2,9 @@
 
 Each read-model Delta table is registered as ``_delta_<name>`` (its pyarrow dataset; an empty table
 of the right schema until the table exists) and the view ``<name>`` is created from
-``cqrs_dagster/query/sql/<name>.sql`` (``sql/local`` in the repository is a link to that folder).
+``cqrs_dagster/query/sql/<name>.sql`` (``sql/local`` in the repository is a link to that folder),
+plus the reference architecture's names ``vw_order_summary`` and ``vw_daily_order_metrics``
+(:data:`REFERENCE_VIEWS`) over the gold views.
 External access is switched off and the configuration locked before any caller's SQL runs, and
 caller SQL must be exactly one SELECT (or WITH ... SELECT) statement.
 
@@ -33,6 +35,12 @@ from cqrs_dagster.projections.tables import TableStore
 from .parquet import ParquetSource, parquet_source
 
 VIEW_NAMES: tuple[str, ...] = READ_MODELS
+# The reference architecture's own view names, each over the view of one gold table (created
+# when that table's view is).
+REFERENCE_VIEWS: dict[str, str] = {
+    "vw_order_summary": "order_summary",
+    "vw_daily_order_metrics": "daily_order_metrics",
+}
 REGISTERED_PREFIX = "_delta_"
 ARROW_PREFIX = "_arrow_"  # the pyarrow dataset a trusted-connection view falls back to
 
@@ -48,7 +56,7 @@ class NotReadOnly(QueryError):
 @functools.cache
 def view_sql(name: str) -> str:
     """The ``CREATE OR REPLACE VIEW`` text of one local view (packaged with the module)."""
-    if name not in VIEW_NAMES:
+    if name not in VIEW_NAMES and name not in REFERENCE_VIEWS:
         raise KeyError(f"no local view named {name!r}")
     return (resources.files(__package__) / "sql" / f"{name}.sql").read_text(encoding="utf-8")
 
@@ -108,7 +116,7 @@ class ReadModels:
         self.names = tuple(names)
         self._lock = threading.RLock()
         self._open: dict[str, DeltaTable] = {}
-        self._open_uri: dict[str, str] = {}  # the physical table each open DeltaTable reads
+        self._open_uri: dict[str, str] = {}  # the URI each open DeltaTable reads
         self._registered: dict[str, tuple[str, int] | None] = {}
         self._con = duckdb.connect(":memory:")  # caller SQL: locked below
         self._own = duckdb.connect(":memory:")  # this package's SQL: may read the tables' files
@@ -119,7 +127,8 @@ class ReadModels:
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
         self.refresh()
         self._register_locked()
-        for name in self.names:
+        views = [*self.names, *(v for v, base in REFERENCE_VIEWS.items() if base in self.names)]
+        for name in views:
             self._con.execute(view_sql(name))
             self._own.execute(view_sql(name))
         self._con.execute("SET enable_external_access = false")
@@ -195,7 +204,7 @@ class ReadModels:
             return self.execute(f"SELECT * FROM ({body}) WHERE {where}", [value])
 
     def _load(self, name: str) -> DeltaTable | None:
-        """The table's latest version; reopened when a rebuild switched it to a new physical table."""
+        """The table's latest version (a rebuild swaps rows in by a commit like any other)."""
         uri = self.tables.uri(name)
         table = self._open.get(name)
         if table is None or self._open_uri.get(name) != uri:

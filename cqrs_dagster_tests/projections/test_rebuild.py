@@ -1,31 +1,32 @@
 """Rebuilds without downtime and the replay audit, over real Delta tables in tmp dirs: a rebuild
-equals the live table and switches the pointer; new readers of the logical name see the new
-physical table while a reader holding the old one keeps its snapshot; a writer holding the old
-table is fenced off; a crafted corruption is refused (keys reported) and fixed with force; a live
-projection advancing in another thread during the rebuild loses and doubles nothing; the audit
-passes on a healthy table and finds a crafted difference; rollback and dropping retired tables."""
+equals the live table and swaps its rows into ``<root>/<name>`` with exactly one Delta commit that
+keeps the checkpoints; plain ``deltalake`` and DuckDB readers of that path see the rebuilt rows and
+every later event while a reader holding an older snapshot keeps it; a writer planned before the
+swap is fenced off; a projection commit racing the swap makes it retry (exactly once); a crafted
+corruption is refused (keys reported) and fixed with force; a live projection advancing in
+another thread during the rebuild loses and doubles nothing; the audit passes on a healthy table
+and finds a crafted difference; rollback is time travel with the checkpoints."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
-from cqrs_dagster.projections import pointers
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
-from cqrs_dagster.projections.rebuild import rebuild, replay_audit
-from cqrs_dagster.projections.retired import drop_retired, rollback
+from cqrs_dagster.projections.rebuild import SWAP, rebuild, replay_audit, rollback
 from cqrs_dagster.projections.schemas import (
     CUSTOMERS,
     DAILY_ORDER_METRICS,
@@ -64,11 +65,14 @@ def rows(tables: TableStore, name: str) -> list[dict[str, Any]]:
     return snapshot(tables)[name]
 
 
-def test_no_pointer_document_means_logical_names(tmp_path: Path) -> None:
+def swaps(table: DeltaTable) -> list[int]:
+    """Versions of the table's rebuild swap commits."""
+    return [int(e["version"]) for e in table.history() if e.get("cqrs.operation") == SWAP]
+
+
+def test_a_read_model_is_always_the_table_at_root_slash_name(tmp_path: Path) -> None:
     tables = new_tables(tmp_path / "delta")
-    assert tables.physical(ORDERS) == ORDERS
     assert tables.uri(ORDERS) == f"{tmp_path / 'delta'}/orders"
-    assert not (tmp_path / "delta" / pointers.DOCUMENT).exists()
 
 
 @pytest.mark.parametrize("name", [ORDERS, CUSTOMERS, ORDER_SUMMARY, DAILY_ORDER_METRICS])
@@ -82,41 +86,72 @@ def test_rebuild_equals_live_and_switches(
         tables, name, run_id="rb", batch_size=13, progress=lambda d, t: seen.append((d, t))
     )
     assert report.switched and report.equal and report.comparison.differing_keys == 0
-    assert report.old_physical == name and report.new_physical.startswith(f"{name}__r")
-    assert tables.physical(name) == report.new_physical
-    assert tables.uri(name).endswith("/" + report.new_physical)
-    assert snapshot(tables) == before  # every table, the rebuilt one read through the pointer
+    assert snapshot(tables) == before  # every table; the rebuilt one at its own path
     assert seen and seen[-1][0] == seen[-1][1]
-    assert report.comparison.checkpoint == txn(tables.open(name), seq_app_id(name))
-    doc = json.loads((Path(tables.root) / pointers.DOCUMENT).read_text())
-    assert doc["tables"] == {name: report.new_physical}
-    assert [r["physical"] for r in doc["retired"]] == [name]
-    assert (Path(tables.root) / name / "_delta_log").is_dir()  # kept for rollback
-    assert not (Path(tables.root) / "_rebuild").exists() or not any(
-        (Path(tables.root) / "_rebuild").iterdir()
-    )
+    live = DeltaTable(f"{tables.root}/{name}")  # a plain reader of the path
+    assert report.comparison.checkpoint == txn(live, seq_app_id(name))
+    # exactly one commit swapped the rows in, the checkpoints carried in it
+    assert swaps(live) == [report.version] == [live.version()]
+    assert report.previous_version == report.version - 1 and report.swap_attempts == 1
+    swap = next(e for e in live.history(1))
+    assert swap["operationParameters"]["mode"] == "Overwrite" and swap["cqrs.run_id"] == "rb"
+    previous = DeltaTable(f"{tables.root}/{name}", version=report.previous_version)
+    assert txn(previous, seq_app_id(name)) == txn(live, seq_app_id(name))
+    assert live.metadata().partition_columns == previous.metadata().partition_columns
+    assert live.schema() == previous.schema()
+    # no shadow, pointer document or retired copy is left under the root
+    leftovers = {p.name for p in Path(tables.root).iterdir()} - set(SCHEMAS)
+    assert leftovers <= {"_rebuild"} and not any((Path(tables.root) / "_rebuild").iterdir())
 
 
-def test_new_readers_see_the_new_table_and_an_old_reader_keeps_its_snapshot(
-    live: tuple[LocalEventBus, TableStore], tmp_path: Path
+def test_plain_readers_of_the_path_see_the_rebuild_and_every_later_event(
+    live: tuple[LocalEventBus, TableStore],
 ) -> None:
     bus, tables = live
-    old_reader = tables.open(ORDERS)
-    assert old_reader is not None
+    path = f"{tables.root}/{ORDERS}"
+    old_reader = DeltaTable(path)
     old_rows = old_reader.to_pyarrow_table().num_rows
-    report = rebuild(tables, ORDERS, run_id="rb", batch_size=50)
+    corrupt(tables)  # so the rebuilt rows are distinguishable from the live ones
+    report = rebuild(tables, ORDERS, run_id="rb", batch_size=50, force=True)
+    assert report.switched
     more = Scenario(seed=99)
     more.register("n0", "Newcomer")
     for i in range(5):
         more.create_order(f"n{i}", "n0", [("sku1", 1, "1.00")])
     bus.publish(more.events)
     project_all(bus, tables)
-    other_store = TableStore(root=tables.root)  # another process's view of the same root
-    fresh = other_store.open(ORDERS)
-    assert fresh is not None and fresh.table_uri.rstrip("/").endswith(report.new_physical)
-    assert fresh.to_pyarrow_table().num_rows == old_rows + 5
-    assert old_reader.to_pyarrow_table().num_rows == old_rows
-    assert old_reader.table_uri.rstrip("/").endswith("/orders")
+    fresh = DeltaTable(path)  # another process's deltalake
+    ids = fresh.to_pyarrow_table()["order_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == old_rows + 5
+    assert {"o007", "n0", "n4"} <= set(ids)  # the rebuilt row (deleted live) and later events
+    status = fresh.to_pyarrow_table().filter(pa.compute.field("order_id") == "o003")["status"]
+    assert status.to_pylist() != ["Bogus"]
+    # DuckDB over the same path: the Parquet files of the table's current Delta version
+    con = duckdb.connect()
+    files = DeltaTable(path).file_uris()
+    got = con.execute(
+        "SELECT count(*), count(DISTINCT order_id), count(*) FILTER (order_id IN ('o007', 'n4')) "
+        "FROM read_parquet(?)",
+        [files],
+    ).fetchone()
+    assert got == (old_rows + 5, old_rows + 5, 2)
+    assert old_reader.to_pyarrow_table().num_rows == old_rows  # an old snapshot stays readable
+
+
+def test_duckdb_delta_scan_sees_the_rebuild(live: tuple[LocalEventBus, TableStore]) -> None:
+    con = duckdb.connect()
+    try:
+        con.execute("LOAD delta")
+    except duckdb.Error:
+        pytest.skip("DuckDB's delta extension is not installed (it is downloaded on first use)")
+    _, tables = live
+    corrupt(tables)
+    rebuild(tables, ORDERS, run_id="rb", batch_size=50, force=True)
+    path = f"{tables.root}/{ORDERS}"
+    got = con.execute(
+        f"SELECT count(*) FROM delta_scan('{path}') WHERE order_id = 'o007'"
+    ).fetchone()
+    assert got == (1,)
 
 
 def test_a_writer_holding_the_old_table_is_fenced_off(
@@ -138,8 +173,8 @@ def test_a_writer_holding_the_old_table_is_fenced_off(
         )
 
 
-def test_a_commit_landing_on_the_old_table_after_the_switch_is_caught_up(
-    live: tuple[LocalEventBus, TableStore],
+def test_a_projection_commit_racing_the_swap_makes_it_retry_exactly_once(
+    live: tuple[LocalEventBus, TableStore], tmp_path: Path
 ) -> None:
     bus, tables = live
     more = Scenario(seed=98)
@@ -148,21 +183,34 @@ def test_a_commit_landing_on_the_old_table_after_the_switch_is_caught_up(
         more.create_order(f"m{i}", "m0", [("sku2", 2, "2.50")])
     bus.publish(more.events)
     ingest_raw_events(StepContext(tables, "live", clock=fixed_clock), bus, max_events=100)
-    old_store = tables.with_overrides({ORDERS: tables.physical_uri(ORDERS)})
+    points: list[str] = []
 
-    def late_writer(point: str) -> None:  # resolved the pointer before the switch
-        assert point == "rebuild.after_switch"
-        project_orders(StepContext(old_store, "late", clock=fixed_clock), max_events=100)
+    def racing_writer(point: str) -> None:  # commits between the shadow's sync and the swap
+        points.append(point)
+        if len(points) == 1:
+            assert point == "rebuild.before_swap"
+            project_orders(StepContext(tables, "late", clock=fixed_clock), max_events=100)
 
     before = txn(tables.open(ORDERS), seq_app_id(ORDERS))
-    report = rebuild(tables, ORDERS, run_id="rb", batch_size=50, fault=late_writer)
-    old = old_store.open(ORDERS)
-    new = tables.open(ORDERS)
+    report = rebuild(tables, ORDERS, run_id="rb", batch_size=50, fault=racing_writer)
+    assert points == ["rebuild.before_swap", "rebuild.before_swap", "rebuild.after_swap"]
     assert report.switched and report.comparison.checkpoint == before
-    assert report.caught_up_after_switch == txn(old, seq_app_id(ORDERS)) - before > 0
-    assert txn(new, seq_app_id(ORDERS)) == txn(old, seq_app_id(ORDERS))
-    assert new.to_pyarrow_table().sort_by("order_id") == old.to_pyarrow_table().sort_by("order_id")
-    assert {"m0", "m1", "m2", "m3"} <= set(new.to_pyarrow_table()["order_id"].to_pylist())
+    assert report.swap_attempts == 2  # the first swap failed on the racing commit
+    new = DeltaTable(f"{tables.root}/{ORDERS}")
+    assert txn(new, seq_app_id(ORDERS)) > before
+    assert swaps(new) == [report.version]  # one swap commit, after the racing one
+    raced = DeltaTable(f"{tables.root}/{ORDERS}", version=report.previous_version)
+    assert txn(raced, seq_app_id(ORDERS)) == txn(new, seq_app_id(ORDERS))
+    got = new.to_pyarrow_table().sort_by("order_id")
+    assert got == raced.to_pyarrow_table().sort_by("order_id").select(got.column_names)
+    ids = got["order_id"].to_pylist()
+    assert {"m0", "m1", "m2", "m3"} <= set(ids) and len(ids) == len(set(ids))
+    project_all(bus, tables)  # the racing commit is neither lost nor applied twice
+    clean_bus, clean = new_bus(tmp_path / "clean.sqlite"), new_tables(tmp_path / "clean")
+    seed(clean_bus)
+    clean_bus.publish(more.events)
+    project_all(clean_bus, clean)
+    assert rows(tables, ORDERS) == rows(clean, ORDERS)
 
 
 def corrupt(tables: TableStore) -> None:
@@ -181,8 +229,8 @@ def test_corrupted_live_is_refused_then_fixed_with_force(
     refused = rebuild(tables, ORDERS, run_id="rb", batch_size=50)
     assert not refused.switched and refused.comparison.differing_keys == 2
     assert refused.comparison.first_differences == ["o003", "o007"]
-    assert tables.physical(ORDERS) == ORDERS
-    assert not (Path(tables.root) / refused.new_physical).exists()
+    assert refused.version == -1 and swaps(DeltaTable(tables.uri(ORDERS))) == []
+    assert not any((Path(tables.root) / "_rebuild").iterdir())
     forced = rebuild(tables, ORDERS, run_id="rb2", batch_size=50, force=True)
     assert forced.switched and forced.forced and forced.comparison.differing_keys == 2
     assert rows(tables, ORDERS) == healthy
@@ -210,7 +258,7 @@ def test_live_projection_advancing_during_the_rebuild_loses_and_doubles_nothing(
             try:
                 step(StepContext(tables, "live", clock=fixed_clock), max_events=5)
             except CommitFailedError:
-                conflicts["n"] += 1  # fenced by the switch or raced: the next step retries
+                conflicts["n"] += 1  # fenced by the swap or raced: the next step retries
 
     def live_writer() -> None:
         try:
@@ -243,14 +291,6 @@ def test_live_projection_advancing_during_the_rebuild_loses_and_doubles_nothing(
         stop.set()
         writer.join(timeout=60)
     assert not errors
-    print(
-        "DBG",
-        report.caught_up_after_switch,
-        conflicts,
-        report.events_replayed,
-        report.comparison.checkpoint,
-        txn(tables.open(ORDERS), seq_app_id(ORDERS)),
-    )
     assert report.switched and report.equal
     assert report.comparison.checkpoint > started_at  # the live table moved during the rebuild
     project_all(bus, tables)  # drain whatever the live writer left
@@ -286,28 +326,28 @@ def test_audit_reports_a_crafted_difference(
         replay_audit(tables, ORDER_SUMMARY, run_id="audit", scratch_root=str(tmp_path / "s"))
 
 
-def test_rollback_then_drop_retired(live: tuple[LocalEventBus, TableStore]) -> None:
-    _, tables = live
-    before = rows(tables, CUSTOMERS)
-    report = rebuild(tables, CUSTOMERS, run_id="rb", batch_size=50)
-    assert rollback(tables, CUSTOMERS, run_id="rb") == CUSTOMERS
-    assert tables.physical(CUSTOMERS) == CUSTOMERS
-    assert rows(tables, CUSTOMERS) == before
-    assert drop_retired(tables, older_than_hours=1) == []  # too recent
-    assert drop_retired(tables) == [report.new_physical]
-    assert not (Path(tables.root) / report.new_physical).exists()
-    assert (Path(tables.root) / CUSTOMERS / "_delta_log").is_dir()
-    assert rows(tables, CUSTOMERS) == before
-
-
-def test_switch_refuses_a_stale_expectation(tmp_path: Path) -> None:
-    tables = new_tables(tmp_path / "delta")
-    assert tables.switch(ORDERS, "orders__r1", expected=ORDERS) == ORDERS
-    with pytest.raises(ValueError, match="not switched"):
-        tables.switch(ORDERS, "orders__r2", expected=ORDERS)
-    assert tables.physical(ORDERS) == "orders__r1"
-    leftovers = [p.name for p in (tmp_path / "delta").iterdir() if p.name.startswith(".")]
-    assert leftovers == [f".{pointers.DOCUMENT}.lock"]  # no temp file left behind
+def test_rollback_is_time_travel_with_the_checkpoints(
+    live: tuple[LocalEventBus, TableStore],
+) -> None:
+    bus, tables = live
+    corrupt(tables)
+    corrupted = rows(tables, ORDERS)
+    at = txn(tables.open(ORDERS), seq_app_id(ORDERS))
+    report = rebuild(tables, ORDERS, run_id="rb", batch_size=50, force=True)
+    assert rows(tables, ORDERS) != corrupted
+    version = rollback(tables, ORDERS, run_id="rb")
+    back = DeltaTable(tables.uri(ORDERS))
+    assert version == back.version() == report.version + 1
+    assert rows(tables, ORDERS) == corrupted and txn(back, seq_app_id(ORDERS)) == at
+    more = Scenario(seed=97)
+    more.register("k0", "Later")
+    more.create_order("k1", "k0", [("sku3", 1, "3.00")])
+    bus.publish(more.events)
+    project_all(bus, tables)  # the projection moves on from the rolled-back checkpoint
+    ids = [r["order_id"] for r in rows(tables, ORDERS)]
+    assert "k1" in ids and len(ids) == len(set(ids))
+    with pytest.raises(ValueError, match="no rebuild"):
+        rollback(tables, CUSTOMERS, run_id="rb")
 
 
 def test_rebuild_of_a_table_never_projected_is_refused(tmp_path: Path) -> None:

@@ -8,3 +8,4 @@
 :r 12_customers.sql
 :r 20_order_summary.sql
 :r 21_daily_order_metrics.sql
+:r 30_reference_views.sql
