@@ -10,7 +10,7 @@ UI_PORT ?= 3000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest bench bench-tools clean servers-install browser-install
+.PHONY: run test lint typecheck pytest bench bench-tools clean servers-install browser-install postgres-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ browser-install:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
+# PostgreSQL (Debian) for the production-instance tests (cqrs_dagster_tests/deploy): they run
+# initdb/pg_ctl themselves on 127.0.0.1 and a free port, as the postgres user when root.
+postgres-install:
+	@{ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+
 run: $(STAMP)
 	$(BIN)/cqrs up --data-dir $(DATA_DIR) --api-port $(API_PORT) --ui-port $(UI_PORT)
 
@@ -47,7 +55,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy cqrs_dagster
 
 # The test session starts (and stops) the local servers it needs itself: see cqrs_dagster_tests/servers/.
-pytest: $(STAMP) servers-install browser-install
+pytest: $(STAMP) servers-install browser-install postgres-install
 	$(BIN)/pytest -p no:cacheprovider
 
 test: lint typecheck pytest
