@@ -29,6 +29,16 @@ Why a live projection running meanwhile can neither lose nor double an event
 3. A projection step that planned from the live table before the swap and commits after it
    fails the same way (the swap carried its txn app ids); the step is simply retried and
    continues from the swapped-in checkpoint.
+4. A silver step may commit in two: new keys appended (txn ``<table>/appended_seq``, its batch's
+   checkpoint), then its MERGE (``<table>/ingest_seq``). A snapshot between the two is not the
+   table at any checkpoint, so the rebuild neither compares with nor swaps over it: it waits
+   for the MERGE (:func:`_settled`). Silver swaps always carry ``appended_seq`` so an append
+   planned before the swap conflicts with it.
+
+Upgrading from the pointer layout (``_cqrs_tables.json``, ``<name>__r<stamp>`` tables): the
+document is no longer read, so ``<root>/<name>`` (the copy the last rebuild retired) is the live
+table again and the projection catches it up from its own checkpoint (nothing is lost; a forced
+rebuild's corrections must be redone). Delete the ``<name>__r*`` folders and the document.
 """
 
 from __future__ import annotations
@@ -278,17 +288,14 @@ def rebuild(
         engine=engine or DuckDBEngine(),
     )
     try:
-        live, at = replay.sync(tables.uri(table))
+        live, at = _settled(replay, tables.uri(table))
         result = compare(replay.shadow(), live, table, at)
         if not (result.equal or force):
             return RebuildReport(
                 table, False, force, result, -1, -1, 0, replay.replayed, _since(started)
             )
         for attempt in range(1, MAX_ROUNDS + 1):
-            live, at = replay.sync(tables.uri(table))  # events since the compare: same code
-            if _mid_step(live, table):
-                time.sleep(MID_STEP_WAIT)  # a silver step appended new keys, its MERGE is due
-                continue
+            live, at = _settled(replay, tables.uri(table))  # events since the compare
             hit(fault, "rebuild.before_swap")
             try:
                 version = _swap(replay.shadow(), live, table, run_id)
@@ -306,12 +313,24 @@ def rebuild(
                 replay.replayed,
                 _since(started),
             )
-        raise RuntimeError(
-            f"{table} kept moving (or a projection step stopped between its append and its "
-            "MERGE: run the projection once); could not swap the rebuild in"
-        )
+        raise RuntimeError(f"{table} kept moving; could not swap the rebuild in")
     finally:
         delete_folder(tables.root, tables.storage_options, scratch)
+
+
+def _settled(replay: Replayer, uri: str) -> tuple[DeltaTable, int]:
+    """:meth:`Replayer.sync`, retried while the live snapshot holds a silver step's append of new
+    keys without its MERGE (:func:`_mid_step`): such a snapshot is not the table at any
+    checkpoint, so it is neither compared nor swapped over."""
+    for _ in range(MAX_ROUNDS):
+        live, at = replay.sync(uri)
+        if not _mid_step(live, replay.table):
+            return live, at
+        time.sleep(MID_STEP_WAIT)  # the step's MERGE is due
+    raise RuntimeError(
+        f"{replay.table} holds appended rows without their MERGE (a projection step stopped "
+        "between the two commits?): run the projection once, then again"
+    )
 
 
 def _since(started: float) -> float:
@@ -426,7 +445,7 @@ def replay_audit(
         engine=engine or DuckDBEngine(),
     )
     try:
-        live, at = replay.sync(tables.uri(table))
+        live, at = _settled(replay, tables.uri(table))
         result = compare(replay.shadow(), live, table, at)
     finally:
         delete_folder(scratch_root, tables.storage_options, folder)

@@ -33,6 +33,7 @@ from cqrs_dagster.projections.schemas import (
     DEAD_LETTER_EVENTS,
     ORDER_SUMMARY,
     ORDERS,
+    RAW_EVENTS,
     SCHEMAS,
 )
 from cqrs_dagster.projections.silver import SPECS, merge_rows, project_customers, project_orders
@@ -210,6 +211,52 @@ def test_a_projection_commit_racing_the_swap_makes_it_retry_exactly_once(
     seed(clean_bus)
     clean_bus.publish(more.events)
     project_all(clean_bus, clean)
+    assert rows(tables, ORDERS) == rows(clean, ORDERS)
+
+
+def test_a_swap_never_lands_between_a_silver_steps_append_and_its_merge(
+    live: tuple[LocalEventBus, TableStore], tmp_path: Path
+) -> None:
+    """A silver step appends new keys (``appended_seq``) before its MERGE moves the checkpoint:
+    a swap in between would drop the appended rows while the MERGE still commits. The rebuild
+    waits for the MERGE instead."""
+    bus, tables = live
+    more = Scenario(seed=96)
+    more.register("w0", "Waiting")
+    more.create_order("w1", "w0", [("sku4", 1, "4.00")])
+    bus.publish(more.events)
+    ingest_raw_events(StepContext(tables, "live", clock=fixed_clock), bus, max_events=100)
+    path = f"{tables.root}/{ORDERS}"
+    target = txn(tables.open(RAW_EVENTS), seq_app_id(RAW_EVENTS))
+    swapped_at: list[int] = []
+    reports: list[Any] = []
+
+    def at_swap(point: str) -> None:
+        if point == "rebuild.before_swap":
+            swapped_at.append(txn(DeltaTable(path), seq_app_id(ORDERS)))
+
+    def rebuild_now() -> None:
+        reports.append(rebuild(tables, ORDERS, run_id="rb", batch_size=50, fault=at_swap))
+
+    rebuilder = threading.Thread(target=rebuild_now)
+
+    def after_append(point: str) -> None:
+        if point == f"{ORDERS}.after_append":
+            rebuilder.start()
+            time.sleep(1.5)  # the rebuild reaches its swap meanwhile, and must wait
+
+    project_orders(
+        StepContext(tables, "live", clock=fixed_clock, fault=after_append), max_events=100
+    )
+    rebuilder.join(timeout=60)
+    assert reports and reports[0].switched
+    assert swapped_at and min(swapped_at) == target  # only after the MERGE moved the checkpoint
+    assert {"w1"} <= {r["order_id"] for r in rows(tables, ORDERS)}
+    clean_bus, clean = new_bus(tmp_path / "clean.sqlite"), new_tables(tmp_path / "clean")
+    seed(clean_bus)
+    clean_bus.publish(more.events)
+    project_all(clean_bus, clean)
+    project_all(bus, tables)
     assert rows(tables, ORDERS) == rows(clean, ORDERS)
 
 
