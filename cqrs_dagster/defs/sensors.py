@@ -7,9 +7,16 @@ never write the same Delta tables at once (the shared Delta writer pool is the s
 
 With ``CQRS_PROJECTION_FOLLOW_SECONDS`` > 0 (read at each tick) it requests ``follow_read_models``
 (defs/follow.py: one run that keeps following the bus) instead of the per-batch asset job.
+
+A projection run that keeps failing is retried with backoff, not once per tick: after
+``FAILURES_BEFORE_BACKOFF`` consecutive failed projection runs the sensor waits
+``BACKOFF_BASE_SECONDS * 2**(failures - FAILURES_BEFORE_BACKOFF)`` (capped at
+``BACKOFF_CAP_SECONDS``) after the last failure before requesting again, and says so in its
+SkipReason (the sensor's tick history in the UI). The alert sensor alerts the same state.
 """
 
 import time
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -27,6 +34,78 @@ SENSOR_NAME = "cqrs_events_sensor"
 # so with an interval equal to the loop period, elapsed is often 4.9x s and every other loop is
 # skipped: ticks 10 s apart (measured). Asking for one second less keeps the requested spacing.
 TICK_JITTER_SECONDS = 1
+FAILURES_BEFORE_BACKOFF = 3
+BACKOFF_BASE_SECONDS = 60
+BACKOFF_CAP_SECONDS = 30 * 60
+_STREAK_LOOKBACK = 50
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """Consecutive failed projection runs, newest first, and the backoff they impose."""
+
+    failures: int
+    last_run_id: str | None
+    last_failed_at: float | None  # epoch seconds (end of the last failed run)
+    backoff_seconds: float  # 0 below the threshold
+
+    @property
+    def retry_at(self) -> float | None:
+        if not self.backoff_seconds or self.last_failed_at is None:
+            return None
+        return self.last_failed_at + self.backoff_seconds
+
+    def in_backoff(self, now: float) -> bool:
+        retry_at = self.retry_at
+        return retry_at is not None and now < retry_at
+
+
+def backoff_seconds(
+    failures: int,
+    threshold: int = FAILURES_BEFORE_BACKOFF,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> float:
+    if failures < threshold:
+        return 0.0
+    return float(min(cap, base * 2 ** min(failures - threshold, 30)))
+
+
+def failure_streak(
+    instance: dg.DagsterInstance,
+    threshold: int = FAILURES_BEFORE_BACKOFF,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> FailureStreak:
+    """The newest finished projection runs (either job) that failed in a row."""
+    records = [
+        r
+        for job in PROJECTION_JOBS
+        for r in instance.get_run_records(
+            filters=dg.RunsFilter(
+                job_name=job,
+                statuses=[
+                    dg.DagsterRunStatus.SUCCESS,
+                    dg.DagsterRunStatus.FAILURE,
+                    dg.DagsterRunStatus.CANCELED,
+                ],
+            ),
+            limit=_STREAK_LOOKBACK,
+        )
+    ]
+    records.sort(key=lambda r: r.create_timestamp, reverse=True)
+    failures = 0
+    for r in records:
+        if r.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        failures += 1
+    if not failures:
+        return FailureStreak(0, None, None, 0.0)
+    last = records[0]
+    ended = last.end_time or last.update_timestamp.timestamp()
+    return FailureStreak(
+        failures, last.dagster_run.run_id, ended, backoff_seconds(failures, threshold, base, cap)
+    )
 
 
 def _latest_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:
@@ -78,7 +157,14 @@ def _heartbeat_due(instance: dg.DagsterInstance, heartbeat_minutes: int) -> bool
     return age >= heartbeat_minutes * 60
 
 
-def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> dg.SensorDefinition:
+def build_events_sensor(
+    interval_seconds: int,
+    heartbeat_minutes: int = 30,
+    *,
+    failures_before_backoff: int = FAILURES_BEFORE_BACKOFF,
+    backoff_base_seconds: float = BACKOFF_BASE_SECONDS,
+    backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
         jobs=[project_read_models, follow_read_models],
@@ -87,7 +173,9 @@ def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> d
         description=(
             "Requests a projection run when a bus partition's head is past the read models' "
             "checkpoints and no projection run is in flight; otherwise a heartbeat run every "
-            f"{heartbeat_minutes} min keeps the freshness policies meaningful."
+            f"{heartbeat_minutes} min keeps the freshness policies meaningful. After "
+            f"{failures_before_backoff} failed projection runs in a row it backs off "
+            f"({backoff_base_seconds:g} s doubling, at most {backoff_cap_seconds:g} s)."
         ),
     )
     def cqrs_events_sensor(
@@ -96,6 +184,17 @@ def build_events_sensor(interval_seconds: int, heartbeat_minutes: int = 30) -> d
         in_flight = _in_flight(context.instance)
         if in_flight is not None:
             return dg.SkipReason(f"projection run {in_flight.run_id} is in flight")
+        streak = failure_streak(
+            context.instance, failures_before_backoff, backoff_base_seconds, backoff_cap_seconds
+        )
+        now = time.time()
+        if streak.in_backoff(now):
+            assert streak.retry_at is not None
+            return dg.SkipReason(
+                f"backoff: {streak.failures} projection runs failed in a row (last: "
+                f"{streak.last_run_id}); next attempt in {streak.retry_at - now:.0f} s "
+                f"(backoff {streak.backoff_seconds:.0f} s, cap {backoff_cap_seconds:g} s)"
+            )
         follow = platform.settings().projection_follow_seconds > 0
         job_name = FOLLOW_JOB if follow else PROJECTION_JOB
         tables = platform.tables()
