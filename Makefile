@@ -4,18 +4,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+SPARK_STAMP := $(VENV)/.installed-spark
+SAIL_VENV := .venv-sail
+SAIL_STAMP := $(SAIL_VENV)/.installed
+SAIL_PACKAGES := pysail==0.7.2 pyspark-client==4.2.0
 DATA_DIR ?= .cqrs
 API_PORT ?= 8000
 UI_PORT ?= 3000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest bench bench-tools clean servers-install browser-install postgres-install
+.PHONY: run test lint typecheck pytest bench bench-tools clean servers-install browser-install sail-install postgres-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The spark extra (Spark Connect client, dagster-pyspark) for the Spark engine's tests.
+$(SPARK_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
+
+# The Sail Spark Connect server (Rust) in its own venv: it refuses to start beside pyspark 4.3,
+# so it gets pyspark-client 4.2.0. The Spark tests and `cqrs up --engine spark` start it from here.
+$(SAIL_STAMP):
+	test -x $(SAIL_VENV)/bin/python || $(PYTHON) -m venv $(SAIL_VENV)
+	$(SAIL_VENV)/bin/pip install --disable-pip-version-check -q $(SAIL_PACKAGES)
+	touch $(SAIL_STAMP)
+
+sail-install: $(SAIL_STAMP)
 
 # The bench extra (the peer, plots, profilers) only for `make bench`: `make test` never needs it.
 $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
@@ -51,11 +69,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check cqrs_dagster cqrs_dagster_tests cqrs_bench
 	$(BIN)/lint-imports --no-logo
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) $(SPARK_STAMP)
 	$(BIN)/mypy cqrs_dagster
 
 # The test session starts (and stops) the local servers it needs itself: see cqrs_dagster_tests/servers/.
-pytest: $(STAMP) servers-install browser-install postgres-install
+pytest: $(STAMP) $(SPARK_STAMP) $(SAIL_STAMP) servers-install browser-install postgres-install
 	$(BIN)/pytest -p no:cacheprovider
 
 test: lint typecheck pytest
@@ -74,4 +92,4 @@ bench: $(BENCH_STAMP) servers-install bench-tools
 	$(BIN)/python -m cqrs_bench.summary
 
 clean:
-	rm -rf $(VENV) node_modules .cqrs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAIL_VENV) node_modules .cqrs .pytest_cache .mypy_cache .ruff_cache

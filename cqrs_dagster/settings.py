@@ -75,6 +75,11 @@ class Settings(BaseSettings):
 
     # Read side.
     projection_batch_size: int = Field(default=50_000, ge=1)
+    # What computes the projection steps (decode, silver folds, gold): "duckdb" (in process) or
+    # "spark" (Spark SQL over Spark Connect at spark_remote: Sail locally, Databricks in
+    # production). Either way delta-rs commits the rows with the checkpoint in one commit.
+    projection_engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_remote: str = "sc://127.0.0.1:50051"
     sensor_interval_seconds: int = Field(default=5, ge=1)
     # With no new events, the sensor still starts a (no-op) projection run this often, so the
     # read models' FreshnessPolicy (warn 60 min, fail 120 min) flags a pipeline that cannot run.

@@ -27,6 +27,7 @@ from cqrs_dagster.settings import Settings, delta_storage_options
 if TYPE_CHECKING:
     from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
     from cqrs_dagster.eventbus.eventhubs import EventHubsBus
+    from cqrs_dagster.projections.engine import ProjectionEngine
     from cqrs_dagster.projections.tables import TableStore
     from cqrs_dagster.query.views import ReadModels
 
@@ -99,6 +100,22 @@ def make_table_store(settings: Settings) -> TableStore:
     from cqrs_dagster.projections.tables import TableStore
 
     return TableStore(settings.delta_root_uri, delta_storage_options(settings))
+
+
+def make_engine(settings: Settings, session: object = None) -> ProjectionEngine:
+    """The projection engine ``CQRS_PROJECTION_ENGINE`` names: DuckDB in this process, or Spark
+    over ``session`` (a Spark Connect session, e.g. Dagster's pyspark resource) or, without one,
+    a new session to ``CQRS_SPARK_REMOTE``: ``EngineUnavailable`` naming the server and the
+    setting when it does not answer."""
+    if settings.projection_engine == "spark":
+        from cqrs_dagster.projections.engines.spark import SparkEngine, connect
+
+        if session is not None:
+            return SparkEngine(session, settings.spark_remote)
+        return SparkEngine(connect(settings.spark_remote), settings.spark_remote, owned=True)
+    from cqrs_dagster.projections.engines import DuckDBEngine
+
+    return DuckDBEngine()
 
 
 def make_read_models(settings: Settings) -> ReadModels:

@@ -8,4 +8,5 @@ pytest_plugins = [
     "cqrs_dagster_tests.fixtures.cosmos",
     "cqrs_dagster_tests.fixtures.eventhubs",
     "cqrs_dagster_tests.fixtures.platform",
+    "cqrs_dagster_tests.fixtures.sail",
 ]

@@ -123,7 +123,7 @@ def follow_projection(
         if config.idle_seconds is None
         else config.idle_seconds
     )
-    ctx = StepContext(platform.tables(), context.run_id)
+    ctx = StepContext(platform.tables(), context.run_id, engine=platform.engine())
     tables = ctx.tables
     checks = BlockingChecks(context, tables)
     batch = settings.projection_batch_size

@@ -68,7 +68,7 @@ def _materialize(
     context: dg.AssetExecutionContext, platform: PlatformResource, stage: Stage, full: bool
 ) -> dg.MaterializeResult[None]:
     settings = platform.settings()
-    ctx = StepContext(platform.tables(), context.run_id)
+    ctx = StepContext(platform.tables(), context.run_id, engine=platform.engine())
     with platform.bus() as bus:
         reports = stage.drain(ctx, bus, batch=settings.projection_batch_size, full=full)
         meta = report_metadata(reports, bus, ctx.tables)

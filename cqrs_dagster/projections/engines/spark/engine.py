@@ -1,0 +1,191 @@
+"""``SparkEngine``: the port over a Spark Connect session (see :mod:`.sql` for the SQL)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...engine import EngineUnavailable, FoldOutput, ProjectionEngine
+from ...schemas import (
+    CUSTOMERS,
+    CUSTOMERS_SCHEMA,
+    DAILY_ORDER_METRICS_SCHEMA,
+    ORDER_SUMMARY_SCHEMA,
+    ORDERS,
+    ORDERS_SCHEMA,
+)
+from ..duckdb.decode import canonical_flags
+from ..duckdb.folds import EVENT_COLUMNS
+from ..duckdb.folds import _items_text as items_text
+from . import sql
+
+DECODED_SCHEMA = pa.schema(
+    [
+        ("i", pa.int64()),
+        ("fast", pa.bool_()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("aggregate_id", pa.string()),
+        ("aggregate_type", pa.string()),
+        ("version", pa.int64()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("correlation_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("data", pa.string()),
+        ("metadata", pa.string()),
+        ("schema_version", pa.int32()),
+        ("event_date", pa.date32()),
+    ]
+)
+SETTING = "CQRS_SPARK_REMOTE"
+
+
+def connect(remote: str) -> Any:
+    """A Spark Connect session to ``remote`` (``sc://host:port``) with UTC session time, or
+    :class:`EngineUnavailable` naming the server and the setting."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - the spark extra is missing
+        raise EngineUnavailable(
+            "CQRS_PROJECTION_ENGINE=spark needs pyspark: pip install 'cqrs-dagster[spark]'"
+        ) from exc
+    try:
+        probe(remote)
+        session = SparkSession.builder.remote(remote).create()
+        ping(session, remote)
+    except EngineUnavailable:
+        raise
+    except Exception as exc:
+        raise unavailable(remote, exc) from exc
+    return session
+
+
+def probe(remote: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at ``remote``'s host and port (the Spark Connect client
+    would retry a refused connection for minutes)."""
+    parsed = urlsplit(remote.replace("sc://", "http://", 1))
+    host, port = parsed.hostname or "localhost", parsed.port or 15002
+    with socket.create_connection((host, port), timeout):
+        pass
+
+
+def unavailable(remote: str, exc: BaseException) -> EngineUnavailable:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return EngineUnavailable(
+        f"the Spark Connect server {remote} ({SETTING}) does not answer: {first}. Start one "
+        "(`sail spark server --ip 127.0.0.1 --port N`, or `cqrs up --engine spark`), point "
+        f"{SETTING} at a running server, or set CQRS_PROJECTION_ENGINE=duckdb"
+    )
+
+
+def ping(session: Any, remote: str) -> None:
+    """Set UTC session time (days and timestamps are UTC) and check the server answers."""
+    session.conf.set("spark.sql.session.timeZone", "UTC")
+    session.sql("SELECT 1").toArrow()
+
+
+class SparkEngine(ProjectionEngine):
+    """Spark SQL over a Spark Connect session; Arrow in, Arrow out."""
+
+    name = "spark"
+
+    def __init__(self, session: Any, remote: str | None = None, *, owned: bool = False) -> None:
+        self.session = session
+        self.remote = remote or "the Spark session"
+        self._owned = owned
+        self._lock = threading.Lock()
+        try:
+            session.conf.set("spark.sql.session.timeZone", "UTC")
+        except Exception as exc:
+            raise unavailable(self.remote, exc) from exc
+
+    def _run(self, query: str, views: dict[str, pa.Table], schema: pa.Schema) -> pa.Table:
+        """``query`` over ``views`` (Arrow tables as temp views), as an Arrow table of ``schema``.
+        One query at a time per engine: the views are the session's."""
+        with self._lock:
+            return self._run_locked(query, views, schema)
+
+    def _run_locked(self, query: str, views: dict[str, pa.Table], schema: pa.Schema) -> pa.Table:
+        try:
+            for name, table in views.items():
+                self._frame(table).createOrReplaceTempView(name)
+            out = self.session.sql(query).toArrow()
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise unavailable(self.remote, exc) from exc
+            raise
+        finally:
+            for name in views:
+                with contextlib.suppress(Exception):  # a dead server drops its views itself
+                    self.session.catalog.dropTempView(name)
+        return out.select(schema.names).cast(schema)
+
+    def _frame(self, table: pa.Table) -> Any:
+        if table.num_rows:
+            return self.session.createDataFrame(table)
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return self.session.createDataFrame([], schema=from_arrow_schema(table.schema))
+
+    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
+        bodies = list(bodies)
+        if not bodies:
+            return DECODED_SCHEMA.empty_table()
+        flags = canonical_flags(bodies)
+        # Only canonical bodies (valid UTF-8 JSON, exactly orjson's bytes) reach Spark.
+        texts = [b.decode() if ok else None for b, ok in zip(bodies, flags, strict=True)]
+        msgs = pa.table(
+            {"i": pa.array(range(len(bodies)), pa.int64()), "body": pa.array(texts, pa.string())}
+        )
+        return self._run(sql.DECODE, {"msgs": msgs}, DECODED_SCHEMA)
+
+    def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:
+        if table == ORDERS:
+            schema, key, query = ORDERS_SCHEMA, "order_id", sql.ORDERS
+        elif table == CUSTOMERS:
+            schema, key, query = CUSTOMERS_SCHEMA, "customer_id", sql.CUSTOMERS
+        else:
+            raise ValueError(f"no fold for {table!r}")
+        if events.num_rows == 0:
+            return FoldOutput(schema.empty_table(), 0, pa.array([], pa.string()))
+        ev = events.select(EVENT_COLUMNS)
+        if table == ORDERS:
+            ev = ev.append_column("items_text", items_text(events))
+        out_schema = schema.append(pa.field("applied", pa.int64()))
+        out = self._run(query, {"ev": ev, "cur": current.cast(schema)}, out_schema)
+        applied = int(pc.sum(out.column("applied")).as_py() or 0) if out.num_rows else 0
+        rows = out.select(schema.names)
+        keys = pc.unique(events.column("aggregate_id"))
+        others = pc.filter(keys, pc.invert(pc.is_in(keys, rows.column(key))))
+        return FoldOutput(rows, applied, others)
+
+    def order_summary(self, orders: pa.Table, customers: pa.Table) -> pa.Table:
+        if orders.num_rows == 0:
+            return ORDER_SUMMARY_SCHEMA.empty_table()
+        names = customers.select(["customer_id", "name"])
+        return self._run(sql.ORDER_SUMMARY, {"o": orders, "c": names}, ORDER_SUMMARY_SCHEMA)
+
+    def daily_metrics(self, orders: pa.Table) -> pa.Table:
+        if orders.num_rows == 0:
+            return DAILY_ORDER_METRICS_SCHEMA.empty_table()
+        return self._run(sql.DAILY_METRICS, {"o": orders}, DAILY_ORDER_METRICS_SCHEMA)
+
+    def close(self) -> None:
+        if self._owned:
+            with contextlib.suppress(Exception):  # the server may already be gone
+                self.session.stop()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        s in text
+        for s in ("unavailable", "connection refused", "failed to connect", "deadline", "channel")
+    )
