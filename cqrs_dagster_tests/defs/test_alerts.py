@@ -36,6 +36,8 @@ from cqrs_dagster_tests.defs.seed import run_commands
 
 ORDERS = dg.AssetKey("orders")
 LAG_SOURCE = "check:orders/orders_freshness_lag"
+# Read-model alerts are grouped into one incident (cqrs_dagster/alerts/incidents.py).
+INCIDENT = "incident:read_models"
 
 
 @pytest.fixture
@@ -112,7 +114,7 @@ def test_stale_read_model_gives_one_warn_one_error_one_recovery(
     assert lenient.resolve_job_def("lag_check").execute_in_process(instance=instance).success
     sensor.tick()
     sensor.tick()  # unchanged: nothing more
-    assert levels(webhook.delivered()) == [("WARN", None, LAG_SOURCE)]
+    assert levels(webhook.delivered()) == [("WARN", None, INCIDENT)]
 
     run_commands(settings, [customer(3)])  # still behind, now judged by the strict thresholds
     assert strict.resolve_job_def("lag_check").execute_in_process(instance=instance).success
@@ -127,15 +129,17 @@ def test_stale_read_model_gives_one_warn_one_error_one_recovery(
 
     bodies = webhook.delivered()
     assert levels(bodies) == [
-        ("WARN", None, LAG_SOURCE),
-        ("ERROR", "WARN", LAG_SOURCE),
-        ("OK", "ERROR", LAG_SOURCE),
+        ("WARN", None, INCIDENT),
+        ("ERROR", "WARN", INCIDENT),
+        ("OK", "ERROR", INCIDENT),
     ]
     assert [b["recovery"] for b in bodies] == [False, False, True]
     assert bodies[1]["metadata"]["lag_seconds"] >= 0.05
     assert bodies[1]["metadata"]["events_behind"] == 3
     assert bodies[2]["metadata"]["lag_seconds"] == 0.0
-    assert bodies[2]["title"].startswith("RECOVERED: asset check orders_freshness_lag on orders")
+    assert bodies[2]["title"] == "RECOVERED: read models healthy again (orders)"
+    assert "RECOVERED: asset check orders_freshness_lag on orders" in bodies[2]["text"]
+    assert bodies[0]["metadata"]["read_models"] == ["orders"] and "cause" in bodies[0]["metadata"]
     assert webhook.attempts() == 3
 
 
@@ -171,9 +175,9 @@ def test_lag_growing_with_the_clock_goes_warn_then_error_then_recovers(
 
     bodies = webhook.delivered()
     assert levels(bodies) == [
-        ("WARN", None, LAG_SOURCE),
-        ("ERROR", "WARN", LAG_SOURCE),
-        ("OK", "ERROR", LAG_SOURCE),
+        ("WARN", None, INCIDENT),
+        ("ERROR", "WARN", INCIDENT),
+        ("OK", "ERROR", INCIDENT),
     ]
     assert 1.0 < bodies[0]["metadata"]["lag_seconds"] <= 8.0
     assert bodies[1]["metadata"]["lag_seconds"] > 8.0
@@ -192,9 +196,9 @@ def test_freshness_state_changes_are_alerted_once_each(
         sensor.tick()
         sensor.tick()
     assert levels(webhook.delivered()) == [
-        ("WARN", "OK", "freshness:orders"),
-        ("ERROR", "WARN", "freshness:orders"),
-        ("OK", "ERROR", "freshness:orders"),
+        ("WARN", None, INCIDENT),
+        ("ERROR", "WARN", INCIDENT),
+        ("OK", "ERROR", INCIDENT),
     ]
 
 
@@ -248,8 +252,8 @@ def test_outage_is_retried_tick_survives_and_alerts_arrive_in_order_later(
     assert "delivered 2 via webhook" in sensor.tick()
     assert "delivered" not in sensor.tick()  # queue empty, nothing new
     assert levels(webhook.delivered()) == [
-        ("ERROR", None, "check:orders/orders_not_null"),
-        ("OK", "ERROR", "check:orders/orders_not_null"),
+        ("ERROR", None, INCIDENT),
+        ("OK", "ERROR", INCIDENT),
     ]
     assert webhook.attempts() == 8
 

@@ -12,6 +12,8 @@ Internals used (Dagster 1.13.27):
 - ``dagster._core.storage.asset_check_execution_record.AssetCheckExecutionRecordStatus``
 - ``DagsterInstance.get_freshness_state_records(keys)`` -> ``FreshnessStateRecord``
 - ``dagster._core.definitions.freshness.FreshnessState`` / ``FreshnessStateChange``
+- ``DagsterInstance.all_instigator_state`` / ``get_ticks`` and
+  ``dagster._core.scheduler.instigation`` (``InstigatorType``, ``TickStatus``): sensor ticks
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.asset_check_execution_record import (
     COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
     AssetCheckExecutionRecord,
@@ -159,3 +162,46 @@ def record_freshness_state(
             state_change_timestamp=datetime.now(UTC).timestamp(),
         )
     )
+
+
+@dataclass(frozen=True)
+class SensorTickView:
+    """The newest finished tick of a sensor, and whether the sensor is running."""
+
+    name: str
+    status: str  # SUCCESS | SKIPPED | FAILURE
+    at: datetime
+    running: bool
+    error: str | None
+    skip_reason: str | None
+
+
+def latest_sensor_ticks(
+    instance: dg.DagsterInstance, names: Sequence[str] | None = None
+) -> dict[str, SensorTickView]:
+    """Each sensor's newest finished tick (of the code location whose tick is newest)."""
+    out: dict[str, SensorTickView] = {}
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if names is not None and state.name not in names:
+            continue
+        ticks = instance.get_ticks(
+            state.instigator_origin_id,
+            state.selector_id,
+            limit=1,
+            statuses=[TickStatus.SUCCESS, TickStatus.SKIPPED, TickStatus.FAILURE],
+        )
+        if not ticks:
+            continue
+        tick = ticks[0]
+        view = SensorTickView(
+            name=state.name,
+            status=tick.status.value,
+            at=datetime.fromtimestamp(tick.timestamp, UTC),
+            running=state.is_running,
+            error=tick.error.message.strip() if tick.error is not None else None,
+            skip_reason=tick.skip_reason,
+        )
+        known = out.get(state.name)
+        if known is None or view.at > known.at:
+            out[state.name] = view
+    return out
