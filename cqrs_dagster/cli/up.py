@@ -12,12 +12,14 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -51,6 +53,16 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--demo", action="store_true", help="generate a steady trickle of demo commands")
+    p.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default=None,
+        help=(
+            "projection engine (CQRS_PROJECTION_ENGINE). spark: a local Sail Spark Connect server "
+            "is started at CQRS_SPARK_REMOTE (default sc://127.0.0.1:50051) unless one answers "
+            "there, and stopped with the rest"
+        ),
+    )
     p.set_defaults(func=run)
 
 
@@ -81,10 +93,52 @@ def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -
     return False
 
 
+def sail_binary() -> str | None:
+    """``CQRS_SAIL_BIN``, the checkout's ``.venv-sail`` (``make sail-install``) or ``sail`` on PATH."""
+    configured = os.environ.get("CQRS_SAIL_BIN")
+    if configured:
+        return configured
+    local = PACKAGE_ROOT.parent / ".venv-sail" / "bin" / "sail"
+    return str(local) if local.exists() else shutil.which("sail")
+
+
+def _listening(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
+        return True
+    return False
+
+
+def start_sail(remote: str, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """A local Sail server at ``remote`` (its own process group), or None when a server already
+    answers there or ``remote`` is not on this machine (then it is the user's to run)."""
+    parsed = urlsplit(remote.replace("sc://", "http://", 1))
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 15002
+    if host not in ("127.0.0.1", "localhost") or _listening(host, port):
+        return None
+    binary = sail_binary()
+    if binary is None:
+        raise RuntimeError(
+            "CQRS_PROJECTION_ENGINE=spark needs a Spark Connect server: `make sail-install` "
+            f"(pysail in .venv-sail), CQRS_SAIL_BIN, or a server at CQRS_SPARK_REMOTE ({remote})"
+        )
+    cmd = [binary, "spark", "server", "--ip", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not _listening(host, port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process_tree(proc)
+            raise RuntimeError(f"the Sail server ({' '.join(cmd)}) did not start")
+        time.sleep(0.05)
+    return proc
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(
-            data_dir=args.data_dir, env=args.env, projection_follow_seconds=args.follow
+            data_dir=args.data_dir,
+            env=args.env,
+            projection_follow_seconds=args.follow,
+            projection_engine=getattr(args, "engine", None),
         )
         settings.validate_for_env()
     except SettingsError as exc:
@@ -100,6 +154,17 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "CQRS_DATA_DIR": str(data_dir), "CQRS_ENV": settings.env}
     cqrs = [sys.executable, "-m", "cqrs_dagster.cli"]
     procs: list[subprocess.Popen[bytes]] = []
+    if settings.projection_engine == "spark":
+        env["CQRS_PROJECTION_ENGINE"] = "spark"
+        env["CQRS_SPARK_REMOTE"] = settings.spark_remote
+        try:
+            sail = start_sail(settings.spark_remote, env)
+        except (OSError, RuntimeError) as exc:
+            print(f"cqrs up: {exc}", file=sys.stderr)
+            return 2
+        if sail is not None:  # first in, last out: stopped after dagster dev
+            procs.append(sail)
+            print(f"cqrs: Spark   {settings.spark_remote} (Sail)", flush=True)
     api_cmd = [
         *cqrs,
         "api",
