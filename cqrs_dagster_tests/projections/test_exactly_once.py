@@ -13,6 +13,8 @@ import pytest
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
 from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.engine import ProjectionEngine
+from cqrs_dagster.projections.engines import DuckDBEngine
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.schemas import (
     CUSTOMERS,
@@ -60,13 +62,31 @@ def seeded_bus(path: Path) -> LocalEventBus:
     return bus
 
 
-def run(bus: LocalEventBus, tables: TableStore, fault: Any = None) -> None:
+def run(
+    bus: LocalEventBus,
+    tables: TableStore,
+    fault: Any = None,
+    engine: ProjectionEngine | None = None,
+) -> None:
+    extra = {} if engine is None else {"engine": engine}
     catch_up(
-        StepContext(tables, "run", fault=fault, clock=fixed_clock),
+        StepContext(tables, "run", fault=fault, clock=fixed_clock, **extra),
         bus,
         max_events=10_000,
         batch_size=BATCH,
     )
+
+
+@pytest.fixture(scope="module", params=["duckdb", "spark"])
+def engine(request: pytest.FixtureRequest) -> ProjectionEngine:
+    """Each fault test runs on both engines; the clean pass it is compared with is DuckDB's, so
+    the Spark runs also check parity. Spark runs on the session's Sail server."""
+    if request.param == "duckdb":
+        return DuckDBEngine()
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from cqrs_dagster.projections.engines.spark import SparkEngine
+
+    return SparkEngine(request.getfixturevalue("spark_session"))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +106,11 @@ def test_clean_pass_is_complete(clean: dict[str, list[dict[str, Any]]]) -> None:
 
 @pytest.mark.parametrize(("point", "nth"), POINTS)
 def test_crash_then_rerun_equals_clean_pass(
-    tmp_path: Path, clean: dict[str, list[dict[str, Any]]], point: str, nth: int
+    tmp_path: Path,
+    clean: dict[str, list[dict[str, Any]]],
+    point: str,
+    nth: int,
+    engine: ProjectionEngine,
 ) -> None:
     bus, tables = seeded_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
     hits = {"n": 0}
@@ -98,13 +122,13 @@ def test_crash_then_rerun_equals_clean_pass(
                 raise Crash(at)
 
     with pytest.raises(Crash):
-        run(bus, tables, fault)
-    run(bus, tables)
+        run(bus, tables, fault, engine)
+    run(bus, tables, engine=engine)
     assert snapshot(tables) == clean
 
 
 def test_republished_and_reordered_deliveries_give_the_clean_read_models(
-    tmp_path: Path, clean: dict[str, list[dict[str, Any]]]
+    tmp_path: Path, clean: dict[str, list[dict[str, Any]]], engine: ProjectionEngine
 ) -> None:
     bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
     poison = poison_messages(SC)
@@ -112,13 +136,13 @@ def test_republished_and_reordered_deliveries_give_the_clean_read_models(
     customers_after = [e for e in SC.events if e.aggregate_type == "Customer"]
     bus.send([OutgoingEvent(k, b) for k, b in poison])
     bus.publish(orders_first[:40])
-    run(bus, tables)  # orders whose customer is not known yet
+    run(bus, tables, engine=engine)  # orders whose customer is not known yet
     bus.publish(orders_first[:25])  # a republished batch
     bus.publish(orders_first[40:])
-    run(bus, tables)
+    run(bus, tables, engine=engine)
     bus.publish(customers_after)  # registrations and renames after their orders
     bus.publish(customers_after[:3])
-    run(bus, tables)
+    run(bus, tables, engine=engine)
     got = snapshot(tables)
     for name in (ORDERS, CUSTOMERS, ORDER_SUMMARY, DAILY_ORDER_METRICS):
         assert got[name] == clean[name], name
