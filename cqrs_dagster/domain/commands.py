@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -38,6 +39,20 @@ def _utf8(value: str) -> str:
 
 
 Utf8 = AfterValidator(_utf8)
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: a number with no fractional part, however spelled (``5``, ``5.0``,
+    ``5e0``). A whole float or Decimal becomes an int; strings, booleans and fractions stay
+    as they are, for the strict int check to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), Utf8]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=64), Utf8]
@@ -72,7 +87,7 @@ class _Command(BaseModel):
 
     commandId: Id | None = None
     correlationId: Annotated[str, StringConstraints(max_length=128), Utf8] | None = None
-    expectedVersion: Annotated[int, Field(ge=0, strict=True)] | None = None
+    expectedVersion: Annotated[int, Field(ge=0, strict=True), WholeNumber] | None = None
 
 
 class RegisterCustomer(_Command):
@@ -121,7 +136,7 @@ class OrderItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sku: Sku
-    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True), WholeNumber]
     unitPrice: MoneyAmount
 
     @field_validator("unitPrice", mode="before")

@@ -15,6 +15,7 @@ The full statement is in docs/read-your-writes.md.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,18 @@ DEPENDENTS: dict[str, Dependents] = {
 }
 
 
+# One token, as the OpenAPI document states it (the same in ECMA-262 and Python regexes): a known
+# aggregate type, an aggregate id (which may hold ':'), a version 1 <= v < 10**18.
+VERSION_PATTERN = r"0*[1-9][0-9]{0,17}"
+# The aggregate id is the command API's id (1-128 of A-Z a-z 0-9 . _ : -).
+TOKEN_PATTERN = f"(?:{'|'.join(sorted(DEPENDENTS))}):[A-Za-z0-9._:-]{{1,128}}:{VERSION_PATTERN}"
+# The whole parameter, kept well inside a server's request-line limit once percent-encoded.
+TOKENS_MAX_LENGTH = 2_000
+TOKENS_PATTERN = f"^{TOKEN_PATTERN}(?:,{TOKEN_PATTERN}){{0,{MAX_TOKENS - 1}}}$"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+
+
 class TokenError(ValueError):
     """A consistency token that is not ``<Order|Customer>:<aggregateId>:<version>``."""
 
@@ -85,8 +98,10 @@ def parse_tokens(raw: str) -> list[Token]:
         if kind not in DEPENDENTS:
             known = " or ".join(sorted(DEPENDENTS))
             raise TokenError(f"token {n} has unknown aggregate type; use {known}")
-        if not version.isdigit() or int(version) < 1 or len(version) > 18:
+        if not _VERSION_RE.fullmatch(version):
             raise TokenError(f"token {n} has an invalid version; use a whole number >= 1")
+        if not _TOKEN_RE.fullmatch(entry):
+            raise TokenError(f"token {n} has an invalid aggregate id (1-128 of A-Za-z0-9._:-)")
         tokens.append(Token(kind, aggregate_id, int(version)))
     return tokens
 

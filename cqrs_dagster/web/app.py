@@ -108,12 +108,22 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         responses={200: {"description": "All checks pass."}, **problem_responses(503)},
     )
     extra_components = {**problems.openapi_components(), **commands.openapi_components()}
-    app.openapi = lambda: _openapi(app, extra_components)  # type: ignore[method-assign]
+    keyed = not app.state.security.open
+    app.openapi = lambda: _openapi(app, extra_components, keyed=keyed)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI, extra_components: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI's document plus the schemas of bodies that the routes decode themselves."""
+# Answers only a keyed API gives: with no keys (open, loopback-only) nothing is refused or throttled.
+_KEYED_ONLY_STATUSES = ("401", "403", "429")
+
+
+def _openapi(app: FastAPI, extra_components: dict[str, Any], *, keyed: bool) -> dict[str, Any]:
+    """FastAPI's document plus the schemas of bodies that the routes decode themselves.
+
+    It describes the mode the app runs in: with API keys, every guarded operation declares the
+    ``ApiKey`` / ``Bearer`` schemes and its 401/403/429 answers; without keys (open mode) the
+    document declares no security and no such answers, since none is enforced.
+    """
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title,
@@ -125,8 +135,23 @@ def _openapi(app: FastAPI, extra_components: dict[str, Any]) -> dict[str, Any]:
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, component in extra_components.items():
             schemas.setdefault(name, component)
+        if not keyed:
+            _drop_security(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _drop_security(schema: dict[str, Any]) -> None:
+    schema.get("components", {}).pop("securitySchemes", None)
+    schema.pop("security", None)
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            operation.pop("security", None)
+            responses = operation.get("responses", {})
+            for status in _KEYED_ONLY_STATUSES:
+                responses.pop(status, None)
 
 
 def healthz(request: Request) -> Response:

@@ -6,7 +6,9 @@ also send commands, an admin may do everything. Only SHA-256 digests of the keys
 is named by a short digest prefix (``apikey-1a2b3c4d``), so no key reaches logs, events or errors.
 
 With no keys configured the API runs open (with a WARNING); ``check_bind`` refuses that on any
-host but loopback.
+host but loopback. The rate limit (``CQRS_RATE_LIMIT_PER_SECOND`` per key) applies only when keys
+are configured: the open, loopback-only developer mode never throttles (a local load test of the
+shipped defaults sees no 429).
 """
 
 from __future__ import annotations
@@ -186,6 +188,9 @@ class ApiSecurity:
             )
 
     def throttle(self, principal: Principal) -> None:
+        """429 problem when ``principal``'s key is over its rate; never in open (no-key) mode."""
+        if self.open:
+            return
         wait = self.limiter.take(principal.id)
         if wait > 0:
             retry_after = max(1, math.ceil(wait))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -173,6 +174,29 @@ def test_rate_limit_is_429_with_retry_after_per_key(tmp_path: Path) -> None:
         assert store_dump(settings) == before
         # Another key has its own bucket.
         assert client.get("/probe/read", headers=key(READER)).status_code == 200
+
+
+def test_no_keys_never_rate_limits_a_local_load_test(settings: Settings) -> None:
+    # The shipped defaults (200/s, burst 400) apply per API key; the open, loopback-only
+    # developer mode has no key to limit: well over a second's worth of requests pass.
+    assert settings.rate_limit_per_second == 200 and settings.rate_limit_burst == 400
+    with make_client(settings) as client:
+        started = time.monotonic()
+        statuses = [client.get("/probe/read").status_code for _ in range(600)]
+        assert client.post(URL, json=CUSTOMER).status_code == 201
+    elapsed = time.monotonic() - started
+    # 600 > the burst (400) + a second's refill at 200/s, however fast they were sent.
+    assert statuses == [200] * 600, f"{statuses.count(429)} answers were 429 in {elapsed:.2f} s"
+
+
+def test_no_keys_openapi_declares_no_security(settings: Settings) -> None:
+    with make_client(settings) as client:
+        doc = client.get("/openapi.json").json()
+    assert "securitySchemes" not in doc.get("components", {})
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            assert "security" not in operation
+            assert not {"401", "403", "429"} & set(operation["responses"])
 
 
 def test_token_bucket_refills_at_its_rate_up_to_the_burst() -> None:
