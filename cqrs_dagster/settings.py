@@ -102,8 +102,11 @@ class Settings(BaseSettings):
 
     # Azure: Cosmos DB write store.
     cosmos_endpoint: str | None = None
-    cosmos_key: SecretStr | None = None
+    cosmos_key: SecretStr | None = None  # unset: Entra ID (DefaultAzureCredential)
     cosmos_database: str = "cqrs"
+    # How the relay finds pending outbox events: "query" (cross-partition ORDER BY, works on the
+    # local stand-in) or "change_feed" (query_items_change_feed + durable continuation; Azure).
+    cosmos_outbox_feed: Literal["query", "change_feed"] = "query"
 
     # Azure: Event Hubs bus.
     eventhub_connection_string: SecretStr | None = None
@@ -166,14 +169,12 @@ class Settings(BaseSettings):
 
     def validate_for_env(self, *, read_store: bool = True) -> None:
         """Fail at start-up, naming EVERY missing setting at once, when the environment needs
-        settings that are not set. ``azure``: Cosmos DB endpoint and key, an Event Hubs connection
-        string or namespace, and (``read_store``: processes that read or write the read models)
-        an explicit Delta root whose storage settings are complete. ``local`` needs nothing."""
+        settings that are not set. ``azure``: the Cosmos DB endpoint (no key: Entra ID), an Event
+        Hubs connection string or namespace, and (``read_store``: processes that read or write the
+        read models) an explicit Delta root whose storage settings are complete. ``local`` needs nothing."""
         if self.env != "azure":
             return
-        missing = [
-            f"CQRS_{n.upper()}" for n in ("cosmos_endpoint", "cosmos_key") if _unset(self, n)
-        ]
+        missing = [f"CQRS_{n.upper()}" for n in ("cosmos_endpoint",) if _unset(self, n)]
         if _unset(self, "eventhub_connection_string") and _unset(self, "eventhub_namespace"):
             missing.append("CQRS_EVENTHUB_CONNECTION_STRING (or CQRS_EVENTHUB_NAMESPACE)")
         if read_store and _unset(self, "delta_root"):

@@ -14,17 +14,23 @@ imported when first built, so a process imports only what its environment uses.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from cqrs_dagster.command.group_commit import GroupCommitter
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.command.writestore.port import WriteStore
-from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
 from cqrs_dagster.settings import Settings, delta_storage_options
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.cosmos import CosmosClient
+
     from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
     from cqrs_dagster.eventbus.eventhubs import EventHubsBus
     from cqrs_dagster.projections.engine import ProjectionEngine
@@ -43,27 +49,81 @@ def make_write_store(settings: Settings) -> WriteStore:
     return SqliteWriteStore(settings.write_db_path, synchronous=settings.sqlite_synchronous)
 
 
-def make_cosmos_write_store(settings: Settings) -> CosmosWriteStore:
-    """Cosmos DB with ``CQRS_COSMOS_ENDPOINT`` / ``CQRS_COSMOS_KEY`` / ``CQRS_COSMOS_DATABASE``
-    (SettingsError naming the missing ones)."""
-    settings.require("cosmos_endpoint", "cosmos_key", "cosmos_database")
-    assert settings.cosmos_endpoint is not None and settings.cosmos_key is not None
-    from azure.cosmos import CosmosClient
+# -- process-wide Azure credential and clients ---------------------------------------------------
+# One DefaultAzureCredential (it caches its tokens) and one SDK client per endpoint for the
+# process: a sensor tick or a request that builds an adapter reuses them instead of a new
+# credential (a fresh token request) and a new connection each time.
 
+_CACHE_LOCK = threading.RLock()
+_CREDENTIAL: Any = None
+_COSMOS_CLIENTS: dict[tuple[str, str | None], Any] = {}
+
+
+def azure_credential() -> TokenCredential:
+    """The process's ``DefaultAzureCredential`` (managed identity on Azure), built once."""
+    global _CREDENTIAL
+    with _CACHE_LOCK:
+        if _CREDENTIAL is None:
+            from azure.identity import DefaultAzureCredential
+
+            _CREDENTIAL = DefaultAzureCredential()
+        return cast("TokenCredential", _CREDENTIAL)
+
+
+def cosmos_credential(settings: Settings) -> str | TokenCredential:
+    """The key when ``CQRS_COSMOS_KEY`` is set, else Entra ID (accounts with local auth
+    disabled; the identity needs the Cosmos DB Built-in Data Contributor role)."""
+    key = settings.cosmos_key
+    if key is not None and key.get_secret_value().strip():
+        return key.get_secret_value()
+    return azure_credential()
+
+
+def cosmos_client(settings: Settings) -> CosmosClient:
+    """The process's Cosmos client for ``CQRS_COSMOS_ENDPOINT`` (and key), built once."""
+    settings.require("cosmos_endpoint")
+    assert settings.cosmos_endpoint is not None
+    credential = cosmos_credential(settings)
+    cache_key = (settings.cosmos_endpoint, credential if isinstance(credential, str) else None)
+    with _CACHE_LOCK:
+        client = _COSMOS_CLIENTS.get(cache_key)
+        if client is None:
+            from azure.cosmos import CosmosClient
+
+            client = _COSMOS_CLIENTS[cache_key] = CosmosClient(
+                settings.cosmos_endpoint, credential=credential, enable_endpoint_discovery=False
+            )
+        return cast("CosmosClient", client)
+
+
+def make_cosmos_write_store(settings: Settings) -> CosmosWriteStore:
+    """Cosmos DB at ``CQRS_COSMOS_ENDPOINT`` / ``CQRS_COSMOS_DATABASE``, with the key
+    ``CQRS_COSMOS_KEY`` or, without one, Entra ID (``DefaultAzureCredential``). The client is the
+    process's (:func:`cosmos_client`); the containers must exist (``cqrs provision``)."""
+    settings.require("cosmos_endpoint", "cosmos_database")
     from cqrs_dagster.command.writestore.cosmos import CosmosWriteStore
 
-    client = CosmosClient(
-        settings.cosmos_endpoint,
-        credential=settings.cosmos_key.get_secret_value(),
-        enable_endpoint_discovery=False,
+    return CosmosWriteStore(
+        cosmos_client(settings),
+        settings.cosmos_database,
+        owns_client=False,
+        outbox_feed=settings.cosmos_outbox_feed,
     )
-    return CosmosWriteStore(client, settings.cosmos_database)
+
+
+def provision_cosmos(settings: Settings) -> list[str]:
+    """Create the Cosmos DB database and containers (``cqrs provision``); the container names."""
+    settings.require("cosmos_endpoint", "cosmos_database")
+    from cqrs_dagster.command.writestore.cosmos import provision
+
+    return provision(cosmos_client(settings), settings.cosmos_database)
 
 
 def make_event_bus(settings: Settings) -> EventBus:
-    """The EventBus for the environment: local SQLite log or Event Hubs (azure)."""
+    """The EventBus for the environment: local SQLite log or Event Hubs (azure). On Azure it is
+    the process's shared Event Hubs bus (:func:`shared_eventhubs_bus`): closing it is a no-op."""
     if settings.env == "azure":
-        return make_eventhubs_bus(settings)
+        return shared_eventhubs_bus(settings)
     from cqrs_dagster.eventbus.local import LocalEventBus
 
     return LocalEventBus(settings.bus_db_path, partition_count=settings.bus_partitions)
@@ -82,16 +142,70 @@ def make_eventhubs_bus(settings: Settings) -> EventHubsBus:
             connection_string=secret.get_secret_value(), eventhub_name=hub, consumer_group=group
         )
     if settings.eventhub_namespace:
-        from azure.identity import DefaultAzureCredential
-
         return EventHubsBus(
             fully_qualified_namespace=settings.eventhub_namespace,
-            credential=DefaultAzureCredential(),
+            credential=azure_credential(),
             eventhub_name=hub,
             consumer_group=group,
         )
     settings.require("eventhub_connection_string")
     raise AssertionError("unreachable: require() raises")  # pragma: no cover
+
+
+_BUSES: dict[tuple[str | None, str | None, str, str], EventHubsBus] = {}
+
+
+class _SharedBus(EventBus):
+    """A process-wide bus handed to callers that close what they get: ``close`` does nothing."""
+
+    def __init__(self, inner: EventBus) -> None:
+        self.inner = inner
+
+    @property
+    def partition_count(self) -> int:
+        return self.inner.partition_count
+
+    def send(self, events: Sequence[OutgoingEvent]) -> None:
+        self.inner.send(events)
+
+    def read(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[ReceivedEvent]:
+        return self.inner.read(partition, after_sequence_number, max_count)
+
+    def partition_info(self, partition: int) -> PartitionInfo:
+        return self.inner.partition_info(partition)
+
+    def close(self) -> None:
+        """Shared for the process (closed at exit)."""
+
+
+def shared_eventhubs_bus(settings: Settings) -> EventBus:
+    """One Event Hubs bus (producer connection, credential) per hub for the process, so a sensor
+    tick or a request does not build a credential and connect again; closed at exit."""
+    secret = settings.eventhub_connection_string
+    key = (
+        secret.get_secret_value() if secret is not None else None,
+        settings.eventhub_namespace,
+        settings.eventhub_name,
+        settings.eventhub_consumer_group,
+    )
+    with _CACHE_LOCK:
+        bus = _BUSES.get(key)
+        if bus is None:
+            bus = _BUSES[key] = make_eventhubs_bus(settings)
+            if len(_BUSES) == 1:
+                atexit.register(_close_buses)
+    return _SharedBus(bus)
+
+
+def _close_buses() -> None:
+    with _CACHE_LOCK:
+        buses = list(_BUSES.values())
+        _BUSES.clear()
+    for bus in buses:
+        with contextlib.suppress(Exception):  # best effort at exit
+            bus.close()
 
 
 def make_table_store(settings: Settings) -> TableStore:

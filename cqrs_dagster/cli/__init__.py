@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules under cqrs_dagster.cli, in help order.
-COMMANDS: tuple[str, ...] = ("api", "relay", "up", "sql", "demo", "rebuild")
+COMMANDS: tuple[str, ...] = ("api", "relay", "up", "sql", "demo", "rebuild", "provision")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,7 +210,7 @@ class LocalEventBus(EventBus):
             ReceivedEvent(
                 partition=partition,
                 sequence_number=seq,
-                offset=offset,
+                offset=str(offset),
                 enqueued_time=_from_us(us),
                 partition_key=key,
                 body=bytes(body),

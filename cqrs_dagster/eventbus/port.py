@@ -34,7 +34,9 @@ class ReceivedEvent:
 
     partition: int
     sequence_number: int
-    offset: int
+    #: Opaque (a string on geo-replicated Event Hubs namespaces): carried and stored, never
+    #: compared or used as a cursor. The position is ``sequence_number``.
+    offset: str
     enqueued_time: datetime
     partition_key: str | None
     body: bytes

@@ -175,7 +175,7 @@ def _decoded(
         {
             "partition": pa.array([m.partition for m in messages], pa.int32()),
             "sequence_number": pa.array([m.sequence_number for m in messages], pa.int64()),
-            "offset": pa.array([m.offset for m in messages], pa.int64()),
+            "offset": pa.array([m.offset for m in messages], pa.string()),
             "enqueued_time": pa.array([m.enqueued_time for m in messages], TS),
         }
     ).take(index)

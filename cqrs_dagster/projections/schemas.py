@@ -39,7 +39,7 @@ RAW_EVENTS_SCHEMA = pa.schema(
         ("schema_version", pa.int32()),
         ("partition", pa.int32()),
         ("sequence_number", pa.int64()),
-        ("offset", pa.int64()),
+        ("offset", pa.string()),  # opaque Event Hubs offset (string on geo-replicated namespaces)
         ("enqueued_time", TS),
         ("ingested_at", TS),
         ("ingest_seq", pa.int64()),

@@ -580,14 +580,14 @@ def expected_decode(body: bytes) -> dict[str, Any] | None:
         event = parse_body(body)
     except EnvelopeError:
         return None
-    row = _row(event, ReceivedEvent(0, 0, 0, T0, None, body), T0, 0)
+    row = _row(event, ReceivedEvent(0, 0, "0", T0, None, body), T0, 0)
     return row
 
 
 def raw_rows(events: Sequence[EventEnvelope]) -> pa.Table:
     """raw_events rows of ``events`` as a silver step reads them (RAW_COLUMNS, ingest order)."""
     rows = [
-        _row(e, ReceivedEvent(0, i, i, e.timestamp, e.aggregate_id, b""), NOW, i)
+        _row(e, ReceivedEvent(0, i, str(i), e.timestamp, e.aggregate_id, b""), NOW, i)
         for i, e in enumerate(events)
     ]
     return pa.Table.from_pylist(rows, schema=RAW_EVENTS_SCHEMA).select(RAW_COLUMNS)

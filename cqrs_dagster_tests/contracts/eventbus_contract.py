@@ -97,12 +97,13 @@ class EventBusContract:
         for events in read_everything(bus).values():
             assert [e.sequence_number for e in events] == list(range(len(events)))
 
-    def test_offsets_increase_within_a_partition(self, bus: EventBus) -> None:
+    def test_offsets_are_opaque_distinct_strings(self, bus: EventBus) -> None:
+        # Offsets are opaque (strings on geo-replicated Event Hubs): carried, never ordered.
         bus.send([msg("same", i) for i in range(6)])
         (events,) = [e for e in read_everything(bus).values() if e]
         offsets = [e.offset for e in events]
-        assert offsets == sorted(set(offsets))
-        assert offsets[0] >= 0
+        assert all(isinstance(o, str) and o for o in offsets)
+        assert len(set(offsets)) == len(offsets)
 
     def test_read_after_sequence_number(self, bus: EventBus) -> None:
         bus.send([msg("k", i) for i in range(10)])

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from cqrs_dagster.command.writestore.cosmos import provision
 from cqrs_dagster.settings import Settings, load_settings
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 from cqrs_dagster_tests.fixtures.cosmos import CosmosServer
@@ -38,13 +39,20 @@ def eventhubs_2p(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventHubs
 def azure_variables(
     data_dir: Path, cosmos: CosmosServer, eventhubs: EventHubsServer, azurite: AzuriteServer
 ) -> dict[str, str]:
-    """CQRS_* for a fresh Cosmos database, a fresh hub and a fresh Blob container."""
+    """CQRS_* for a fresh Cosmos database (provisioned, as `cqrs provision` does), a fresh hub
+    and a fresh Blob container."""
+    database = cosmos.fresh_database_name()
+    client = cosmos.client()
+    try:
+        provision(client, database)
+    finally:
+        client.close()
     return {
         "CQRS_ENV": "azure",
         "CQRS_DATA_DIR": str(data_dir),
         "CQRS_COSMOS_ENDPOINT": cosmos.endpoint,
         "CQRS_COSMOS_KEY": cosmos.key,
-        "CQRS_COSMOS_DATABASE": cosmos.fresh_database_name(),
+        "CQRS_COSMOS_DATABASE": database,
         "CQRS_EVENTHUB_CONNECTION_STRING": eventhubs.connection_string,
         "CQRS_EVENTHUB_NAME": eventhubs.new_hub_name(),
         "CQRS_DELTA_ROOT": f"az://{azurite.fresh_container()}/delta",

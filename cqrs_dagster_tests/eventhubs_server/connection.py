@@ -328,10 +328,19 @@ class Connection:
         partition = link.partition or hub.route(key)
         for sections in messages:
             size = sum(len(raw) for d, raw, _ in sections if d == 0x75)
+            # A batch sent to a partition id may hold several keys (the SDK's buffered mode):
+            # each message keeps its own key, else the batch's.
+            own_key = _partition_key(sections) or key
 
-            def build(seq: int, offset: int, ms: int, sections: Any = sections) -> bytes:
+            def build(
+                seq: int, offset: int, ms: int, sections: Any = sections, own_key: Any = own_key
+            ) -> bytes:
                 return codec.deliverable(
-                    sections, sequence_number=seq, offset=offset, enqueued_ms=ms, partition_key=key
+                    sections,
+                    sequence_number=seq,
+                    offset=offset,
+                    enqueued_ms=ms,
+                    partition_key=own_key,
                 )
 
             partition.append(build, size)

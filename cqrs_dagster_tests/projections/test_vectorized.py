@@ -64,7 +64,7 @@ CUSTOMER_TYPES = ["CustomerRegistered", "CustomerUpdated"]
 def raw_table(events: list[EventEnvelope]) -> pa.Table:
     rows = []
     for i, event in enumerate(events):
-        msg = ReceivedEvent(0, i, i, event.timestamp, event.aggregate_id, b"")
+        msg = ReceivedEvent(0, i, str(i), event.timestamp, event.aggregate_id, b"")
         rows.append(_row(event, msg, event.timestamp, i))
     return pa.Table.from_pylist(rows, schema=RAW_EVENTS_SCHEMA).select(RAW_COLUMNS)
 
@@ -203,7 +203,7 @@ def test_decoded_bodies_equal_parse_body(batch: list[bytes]) -> None:
         if not row["fast"]:
             continue
         event = parse_body(body)  # must not raise: the fast path only takes valid envelopes
-        msg = ReceivedEvent(0, 0, 0, T0, None, body)
+        msg = ReceivedEvent(0, 0, "0", T0, None, body)
         expected = _row(event, msg, T0, 0)
         for name in ("data", "metadata"):
             assert orjson.loads(row.pop(name)) == orjson.loads(expected[name])

@@ -39,7 +39,7 @@ WITH (
     schema_version INT,
     [partition] INT,
     sequence_number BIGINT,
-    [offset] BIGINT,
+    [offset] VARCHAR(64) COLLATE Latin1_General_100_BIN2_UTF8,
     enqueued_time DATETIME2(6),
     ingested_at DATETIME2(6),
     ingest_seq BIGINT,

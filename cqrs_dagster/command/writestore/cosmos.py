@@ -55,7 +55,16 @@ Gaps in the local server (``@vercel/cosmosdb-server`` 1.0.1) and how this module
   instead of 404: :meth:`load` never point-reads; it queries ``c.id = @id`` within the item's
   partition (portable, ~1 RU more than a point read on real Cosmos DB).
 - ``execute_item_batch`` supports only creates and is not atomic: not used (see above).
-- The change feed is a stub: not used; the outbox is read by query (``pendingSince``).
+- The change feed is a stub (continuation always 304, "Now" always empty): the outbox has two
+  feeds (``outbox_feed``): ``"query"`` (cross-partition ``ORDER BY c.pendingSince``, tested here
+  against the local server) and ``"change_feed"`` (``query_items_change_feed`` with a durable
+  continuation, the Azure path; see :class:`ChangeFeedOutbox` for how it is tested).
+
+Provisioning
+------------
+The store never creates anything: :func:`provision` (``cqrs provision``) creates the database and
+the containers with partition key ``/id`` and :data:`INDEXING_POLICY`, once per deployment. A
+store on a missing database or container raises :class:`NotProvisioned` naming ``cqrs provision``.
 Everything used here (create 409, replace with etag 412, parameterized and cross-partition
 ORDER BY queries, ``ARRAY_CONTAINS``) behaves on the local server as on Cosmos DB.
 """
@@ -64,8 +73,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
@@ -101,35 +110,88 @@ class _Clock:
 _CLOCK = _Clock()
 
 
+class NotProvisioned(RuntimeError):
+    """The database or a container does not exist: run ``cqrs provision`` first."""
+
+
+#: Every path is indexed except the growing, never-queried ones: the aggregate state, the
+#: results of processed commands and the pending events' bodies. Queries use ``id``,
+#: ``commandIds`` (ARRAY_CONTAINS), ``pendingCount`` and ``pendingSince`` (ORDER BY).
+INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [{"path": "/*"}],
+    "excludedPaths": [
+        {"path": "/state/*"},
+        {"path": "/commandResults/*"},
+        {"path": "/pending/*"},
+        {"path": '/"_etag"/?'},
+    ],
+}
+#: The container of the change-feed relay's continuation tokens (one document per container).
+LEASES = "leases"
+
+
+def provision(client: CosmosClient, database: str) -> list[str]:
+    """Create the database and the containers (idempotent); the names of those created/checked.
+
+    Containers: ``customers`` and ``orders`` (partition key ``/id``, :data:`INDEXING_POLICY`) and
+    ``leases`` (partition key ``/id``) for the change-feed relay's continuation. On an existing
+    container the indexing policy is replaced only if it differs (a re-index on Cosmos DB)."""
+    db = client.create_database_if_not_exists(database)
+    done = []
+    for name in (*CONTAINERS.values(), LEASES):
+        policy = None if name == LEASES else INDEXING_POLICY
+        kwargs: dict[str, Any] = {"partition_key": PartitionKey(path="/id")}
+        if policy is not None:
+            kwargs["indexing_policy"] = policy
+        container = db.create_container_if_not_exists(name, **kwargs)
+        if policy is not None:
+            current = container.read().get("indexingPolicy") or {}
+            wanted = {p["path"] for p in policy["excludedPaths"]}
+            have = {p.get("path") for p in current.get("excludedPaths", [])}
+            if current and not wanted <= have:
+                db.replace_container(container, partition_key=PartitionKey(path="/id"),
+                                     indexing_policy=policy)  # fmt: skip
+        done.append(name)
+    return done
+
+
 class CosmosWriteStore(WriteStore):
-    """WriteStore on Cosmos DB for NoSQL; one atomic document write per command."""
+    """WriteStore on Cosmos DB for NoSQL; one atomic document write per command.
+
+    ``outbox_feed``: ``"query"`` (default) or ``"change_feed"`` (see the module docstring)."""
 
     def __init__(
         self,
         client: CosmosClient,
         database: str | DatabaseProxy,
         *,
-        create_if_missing: bool = True,
         owns_client: bool = True,
+        outbox_feed: str = "query",
+        change_feed: Callable[[ContainerProxy, str | None], ChangeFeed] | None = None,
     ) -> None:
         self._client = client
         self._owns_client = owns_client
-        if isinstance(database, str):
-            db = (
-                client.create_database_if_not_exists(database)
-                if create_if_missing
-                else client.get_database_client(database)
-            )
-        else:
-            db = database
+        db = client.get_database_client(database) if isinstance(database, str) else database
         self._containers: dict[str, ContainerProxy] = {
-            agg_type: (
-                db.create_container_if_not_exists(name, partition_key=PartitionKey(path="/id"))
-                if create_if_missing
-                else db.get_container_client(name)
-            )
-            for agg_type, name in CONTAINERS.items()
+            agg_type: db.get_container_client(name) for agg_type, name in CONTAINERS.items()
         }
+        names = [*CONTAINERS.values(), *([LEASES] if outbox_feed == "change_feed" else [])]
+        for name in names:
+            try:
+                db.get_container_client(name).read()
+            except CosmosResourceNotFoundError:
+                raise NotProvisioned(
+                    f"Cosmos DB container {name!r} of database {db.id!r} does not exist: "
+                    "run `cqrs provision` once for this deployment (docs/deploy-azure.md)"
+                ) from None
+        self._outbox: ChangeFeedOutbox | None = None
+        if outbox_feed == "change_feed":
+            leases = db.get_container_client(LEASES)
+            self._outbox = ChangeFeedOutbox(self, leases, change_feed or SdkChangeFeed)
+        elif outbox_feed != "query":
+            raise ValueError(f"outbox_feed must be 'query' or 'change_feed', got {outbox_feed!r}")
 
     def close(self) -> None:
         if self._owns_client:
@@ -235,6 +297,8 @@ class CosmosWriteStore(WriteStore):
     def pending_events(self, limit: int) -> list[EventEnvelope]:
         if limit <= 0:
             return []
+        if self._outbox is not None:
+            return self._outbox.pending_events(limit)
         streams = [_Peekable(self._pending_docs(c)) for c in self._containers.values()]
         collected: list[tuple[int, str, str, int, dict[str, Any]]] = []
         while True:
@@ -268,6 +332,8 @@ class CosmosWriteStore(WriteStore):
             by_aggregate.setdefault((e.aggregate_type, e.aggregate_id), set()).add(e.event_id)
         for (agg_type, agg_id), event_ids in by_aggregate.items():
             self._remove_pending(agg_type, agg_id, event_ids)
+        if self._outbox is not None:
+            self._outbox.published(by_aggregate)
 
     def _remove_pending(self, agg_type: str, agg_id: str, event_ids: set[str]) -> None:
         """Drop ``event_ids`` from the document's outbox; retries when a command wrote in between."""
@@ -318,3 +384,133 @@ class _Peekable:
         head = self.peek_or_fail()
         self._head = None
         return head
+
+
+# -- the change-feed outbox (the Azure relay path) --------------------------------------------------
+
+
+class ChangeFeed(Protocol):
+    """One container's change feed from a continuation (None: the beginning)."""
+
+    def pages(self) -> Iterator[list[dict[str, Any]]]:
+        """The pages of changed documents (latest version of each) available now."""
+
+    @property
+    def continuation(self) -> str | None:
+        """The position after the last page read."""
+
+
+class SdkChangeFeed:
+    """``query_items_change_feed`` (latest-version mode) of one container via the SDK pager."""
+
+    def __init__(self, container: ContainerProxy, continuation: str | None) -> None:
+        self._container = container
+        self._continuation = continuation
+
+    def pages(self) -> Iterator[list[dict[str, Any]]]:
+        kwargs: dict[str, Any] = (
+            {"continuation": self._continuation}
+            if self._continuation
+            else {"start_time": "Beginning"}
+        )
+        feed: Any = self._container.query_items_change_feed(max_item_count=_PAGE, **kwargs)
+        pager = feed.by_page()
+        for page in pager:
+            docs = list(page)
+            token = pager.continuation_token
+            if token:
+                self._continuation = token
+            if not docs:
+                return
+            yield docs
+
+    @property
+    def continuation(self) -> str | None:
+        return self._continuation
+
+
+class ChangeFeedOutbox:
+    """The outbox read from the change feed instead of a cross-partition ORDER BY query.
+
+    Each round reads the changes since the last continuation of both containers; a changed
+    document with ``pendingCount > 0`` is remembered (its newest version replaces an older one),
+    one with none is forgotten. :meth:`pending_events` returns the remembered events by
+    ``(t, aggregate, version)``; :meth:`published` forgets what was marked. The continuation is
+    saved (one upsert into ``leases``) only when nothing seen so far is still pending: every
+    change before it is then published, so a restart from it loses nothing; a restart from an
+    older one re-reads documents (their current pending list), which is at-least-once as before.
+    """
+
+    def __init__(
+        self,
+        store: CosmosWriteStore,
+        leases: ContainerProxy,
+        make_feed: Callable[[ContainerProxy, str | None], ChangeFeed],
+    ) -> None:
+        self._store = store
+        self._leases = leases
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._feeds: dict[str, ChangeFeed] = {}
+        self._saved: dict[str, str | None] = {}
+        for agg_type, container in store._containers.items():
+            token = self._load(container.id)
+            self._saved[agg_type] = token
+            self._feeds[agg_type] = make_feed(container, token)
+
+    def _lease_id(self, container_id: str) -> str:
+        return f"outbox-relay-{container_id}"
+
+    def _load(self, container_id: str) -> str | None:
+        docs = list(
+            self._leases.query_items(
+                "SELECT * FROM c WHERE c.id = @id",
+                parameters=[{"name": "@id", "value": self._lease_id(container_id)}],
+                partition_key=self._lease_id(container_id),
+            )
+        )
+        return docs[0].get("continuation") if docs else None
+
+    def _catch_up(self) -> None:
+        for feed in self._feeds.values():
+            for page in feed.pages():
+                for doc in page:
+                    key = (doc["aggregateType"], doc["id"])
+                    if int(doc.get("pendingCount") or 0) > 0:
+                        self._pending[key] = doc
+                    else:
+                        self._pending.pop(key, None)
+
+    def pending_events(self, limit: int) -> list[EventEnvelope]:
+        self._catch_up()
+        collected = sorted(
+            (int(p["t"]), doc["aggregateType"], doc["id"], p["event"]["version"], p["event"])
+            for doc in self._pending.values()
+            for p in doc["pending"]
+        )
+        if not collected:
+            self._save()
+        return [EventEnvelope.from_dict(item[4]) for item in collected[:limit]]
+
+    def published(self, by_aggregate: Mapping[tuple[str, str], set[str]]) -> None:
+        for key, event_ids in by_aggregate.items():
+            doc = self._pending.get(key)
+            if doc is None:
+                continue
+            keep = [p for p in doc["pending"] if p["event"]["eventId"] not in event_ids]
+            if keep:
+                self._pending[key] = {**doc, "pending": keep}
+            else:
+                del self._pending[key]
+        if not self._pending:
+            self._save()
+
+    def _save(self) -> None:
+        """Persist each feed's continuation if it moved (nothing seen is pending now)."""
+        for agg_type, feed in self._feeds.items():
+            token = feed.continuation
+            if token is None or token == self._saved.get(agg_type):
+                continue
+            container_id = self._store._containers[agg_type].id
+            lease = self._lease_id(container_id)
+            self._leases.upsert_item({"id": lease, "continuation": token})
+            self._saved[agg_type] = token

@@ -16,7 +16,7 @@ SELECT
     schema_version,
     "partition",
     sequence_number,
-    "offset",
+    CAST("offset" AS VARCHAR) AS "offset",  -- string; tables written before it was a string hold BIGINT
     enqueued_time,
     ingested_at,
     ingest_seq,
