@@ -85,6 +85,37 @@ def test_internal_apis_still_have_the_shape_dagster_state_uses() -> None:
     assert {s.value for s in FreshnessState} == dagster_state.FRESHNESS_STATE_NAMES
 
 
+def test_sensor_tick_internals_still_have_the_shape_dagster_state_uses() -> None:
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorTick,
+        InstigatorType,
+        TickStatus,
+    )
+
+    assert {"SUCCESS", "SKIPPED", "FAILURE", "STARTED"} <= {s.value for s in TickStatus}, HINT
+    assert InstigatorType.SENSOR.value == "SENSOR", HINT
+    assert params(dg.DagsterInstance.all_instigator_state)[:4] == [
+        "self",
+        "repository_origin_id",
+        "repository_selector_id",
+        "instigator_type",
+    ], HINT
+    assert params(dg.DagsterInstance.get_ticks)[:6] == [
+        "self",
+        "origin_id",
+        "selector_id",
+        "before",
+        "after",
+        "limit",
+    ], HINT
+    assert "statuses" in params(dg.DagsterInstance.get_ticks), HINT
+    for name in ("name", "instigator_origin_id", "selector_id", "is_running"):
+        assert hasattr(InstigatorState, name), f"{HINT} (InstigatorState.{name})"
+    for name in ("status", "timestamp", "error", "skip_reason", "run_ids"):
+        assert hasattr(InstigatorTick, name), f"{HINT} (InstigatorTick.{name})"
+
+
 def checks_defs(mode: dict[str, str]) -> dg.Definitions:
     @dg.asset_check(asset=ORDERS, name="orders_quality")
     def orders_quality() -> dg.AssetCheckResult:
