@@ -94,3 +94,30 @@ def test_sensor_queue_and_projection_run_on_postgres(
     with dg.build_sensor_context(instance=pg_instance, resources={"platform": platform}) as ctx:
         again = sensor(ctx)
     assert isinstance(again, dg.SkipReason), again
+
+
+def test_unmodified_compute_log_manager_loads_from_the_production_file(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file as shipped (only sslmode swapped) builds dagster-azure's AzureBlobComputeLogManager
+    from the env vars; uploading to a real account is not verified (it cannot target Azurite)."""
+    import yaml
+    from dagster_azure.blob.compute_log_manager import AzureBlobComputeLogManager
+
+    for name, value in postgres_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_ACCOUNT", "cqrslogs")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_CONTAINER", "dagster-logs")
+    config = production_config()
+    config["storage"]["postgres"]["postgres_db"]["params"] = {"sslmode": "disable"}
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        manager = instance.compute_log_manager
+        assert isinstance(manager, AzureBlobComputeLogManager)
+        assert manager._container == "dagster-logs"
+        assert manager._storage_account == "cqrslogs"
+    finally:
+        instance.dispose()
