@@ -32,7 +32,7 @@ from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, PartitionInfo, R
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_table_store
+from cqrs_dagster.wiring import make_engine, make_event_bus, make_table_store
 
 EXIT_NOT_KILLED = 3  # the child reached its end without its kill point
 
@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
                 make_table_store(settings),
                 str(args.get("run_id", "killed-run")),
                 fault=fault,
+                engine=make_engine(settings),  # CQRS_PROJECTION_ENGINE: duckdb or spark
             ),
             bus,
             max_events=100_000,

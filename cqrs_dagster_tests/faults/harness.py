@@ -39,7 +39,7 @@ from cqrs_dagster.projections.schemas import (
 )
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
+from cqrs_dagster.wiring import make_engine, make_event_bus, make_table_store, make_write_store
 from cqrs_dagster_tests.faults.children import handle_all
 from cqrs_dagster_tests.fixtures.procs import ROOT, stop_group
 
@@ -140,14 +140,15 @@ def relay(settings: Settings, batch: int = 500) -> int:
 
 def project(settings: Settings, run_id: str = "run", batch: int = 100_000) -> int:
     """A clean projection run over everything on the bus; returns raw events applied."""
-    bus = make_event_bus(settings)
+    bus, engine = make_event_bus(settings), make_engine(settings)  # CQRS_PROJECTION_ENGINE
     try:
         result = catch_up(
-            StepContext(make_table_store(settings), run_id), bus, max_events=100_000,
-            batch_size=batch,
+            StepContext(make_table_store(settings), run_id, engine=engine), bus,
+            max_events=100_000, batch_size=batch,
         )  # fmt: skip
     finally:
         bus.close()
+        engine.close()
     return sum(r.events_applied for r in result.reports if r.table == RAW_EVENTS)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cqrs_dagster_tests.fixtures.sail import SailServer
+
 from .harness import (
     SIGKILLED,
     CommandModel,
@@ -66,3 +68,29 @@ def test_sigkill_at_fault_point_then_clean_rerun(
     verdict = verify(settings, tmp_path / "clean")
     verdict.assert_ok()
     summary(f"projection_kill[{point}-{seed}-{nth}]", faults=1, runs_survived=1, verdict=verdict)
+
+
+@pytest.mark.parametrize("point", BATCHED + ONCE_PER_RUN)
+def test_sigkill_on_the_spark_engine_then_clean_rerun(
+    tmp_path: Path, point: str, sail_server: SailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same kill on the Spark engine (Sail): the killed child and the re-run compute with
+    Spark (CQRS_PROJECTION_ENGINE=spark), the clean replay they are compared with is DuckDB's."""
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    settings = local_settings(tmp_path / "data")
+    model = CommandModel(random.Random(21))
+    handle(settings, model.batch(15))
+    relay(settings)
+    project(settings, "earlier", batch=7)
+    handle(settings, model.batch(25))
+    relay(settings)
+    monkeypatch.setenv("CQRS_PROJECTION_ENGINE", "spark")
+    monkeypatch.setenv("CQRS_SPARK_REMOTE", sail_server.remote)
+    args = {"point": point, "nth": 1, "batch": 9, "run_id": "killed"}
+    assert run_child(settings, "project", args) == SIGKILLED
+    handle(settings, model.batch(5))
+    relay(settings)
+    project(local_settings(tmp_path / "data"), "rerun", batch=9)
+    monkeypatch.delenv("CQRS_PROJECTION_ENGINE")
+    verdict = verify(settings, tmp_path / "clean")
+    verdict.assert_ok()
