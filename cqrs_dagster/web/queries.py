@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BeforeValidator
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from cqrs_dagster.domain.commands import OrderStatus
@@ -40,6 +41,7 @@ from cqrs_dagster.projections.status import projection_lag, read_checkpoints
 from cqrs_dagster.query import consistency
 from cqrs_dagster.query.rows import json_rows, json_value
 from cqrs_dagster.query.views import ReadModels
+from cqrs_dagster.query.watch import ConsistencyWatcher
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_read_models
 
@@ -146,22 +148,38 @@ class _Models:
             return self._models
 
 
-def _consistent(
-    models: ReadModels,
+async def _consistent(
+    holder: _Models,
+    watcher: ConsistencyWatcher,
     consistent_with: str | None,
     wait_ms: int,
     answer: Callable[[], Response],
 ) -> Response:
-    """``answer()`` once the tokens are included, else a 412 with the tokens' and answer's state."""
+    """``answer()`` once the tokens are included, else a 412 with the tokens' and answer's state.
+
+    The route is async: a waiting request holds no thread. It checks once (in the thread pool);
+    if that falls short and ``wait_ms`` > 0, it awaits the router's one watcher, which refreshes
+    the tables once per pass for all waiters and wakes them when their tokens are included.
+    """
     if consistent_with is None:
-        return answer()
+        return await run_in_threadpool(answer)
     try:
         tokens = consistency.parse_tokens(consistent_with)
     except consistency.TokenError as exc:
         raise _invalid("consistent_with", str(exc)) from exc
-    states = consistency.wait_for(models, tokens, wait_ms)
+    states = await run_in_threadpool(lambda: consistency.check(holder.get(), tokens))
+    if not all(s.satisfied for s in states) and wait_ms > 0:
+        waited = await watcher.wait(tokens, min(wait_ms, consistency.MAX_WAIT_MS) / 1000)
+        if waited is not None:
+            states = waited
     if all(s.satisfied for s in states):
-        return answer()
+        return await run_in_threadpool(answer)
+    return await run_in_threadpool(_not_yet_consistent, states, wait_ms, answer)
+
+
+def _not_yet_consistent(
+    states: list[consistency.TokenState], wait_ms: int, answer: Callable[[], Response]
+) -> Response:
     try:
         current: Any = orjson.loads(answer().body)
     except ProblemError:
@@ -178,9 +196,16 @@ def _consistent(
     return Response(orjson.dumps(body), status_code=412, media_type="application/problem+json")
 
 
-def build_query_router(settings: Settings, *, models: ReadModels | None = None) -> APIRouter:
-    """The query routes over the read models that ``settings`` locate (or the given ``models``)."""
+def build_query_router(
+    settings: Settings,
+    *,
+    models: ReadModels | None = None,
+    watcher: ConsistencyWatcher | None = None,
+) -> APIRouter:
+    """The query routes over the read models that ``settings`` locate (or the given ``models``);
+    read-your-writes waits go through ``watcher`` (default: one of its own)."""
     holder = _Models(settings, models)
+    waits = watcher if watcher is not None else ConsistencyWatcher(holder.get)
     router = APIRouter(
         prefix="/api/v1",
         tags=["queries"],
@@ -204,7 +229,7 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         summary="One order (order_summary row)",
         responses=problem_responses(404),
     )
-    def get_order(
+    async def get_order(
         order_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
         def answer() -> Response:
@@ -213,10 +238,10 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
                 raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
             return _json(rows[0])
 
-        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
 
     @router.get("/orders", summary="Orders (order_summary rows), oldest first, keyset-paginated")
-    def list_orders(
+    async def list_orders(
         customer_id: Annotated[str | None, Query(max_length=256)] = None,
         status: OrderStatus | None = None,
         created_from: Annotated[QueryDateTime | None, Query(description="inclusive")] = None,
@@ -258,14 +283,14 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
                 next_cursor = encode_cursor(last["created_date"], last["order_id"])
             return _json({"items": items, "next_cursor": next_cursor})
 
-        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
 
     @router.get(
         "/customers/{customer_id}",
         summary="One customer (customers row)",
         responses=problem_responses(404),
     )
-    def get_customer(
+    async def get_customer(
         customer_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
         def answer() -> Response:
@@ -276,10 +301,10 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
                 )
             return _json(rows[0])
 
-        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
 
     @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
-    def daily_metrics(
+    async def daily_metrics(
         from_: Annotated[QueryDate | None, Query(alias="from")] = None,
         to: Annotated[QueryDate | None, Query()] = None,
         consistent_with: ConsistentWith = None,
@@ -299,7 +324,7 @@ def build_query_router(settings: Settings, *, models: ReadModels | None = None) 
         def answer() -> Response:
             return _json({"items": select(sql, params, [DAILY_ORDER_METRICS])})
 
-        return _consistent(holder.get(), consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
 
     @router.get("/projections", summary="Each read model's checkpoint and lag behind the bus")
     def projections(request: Request) -> Response:
