@@ -18,8 +18,6 @@ from cqrs_dagster_tests.defs.test_assets import materialization_meta, materializ
 from cqrs_dagster_tests.fixtures.procs import free_port
 from cqrs_dagster_tests.fixtures.sail import SailServer
 
-pytest.importorskip("dagster_pyspark", reason="the spark extra is not installed")
-
 
 def tables_of(platform: PlatformResource) -> dict[str, pd.DataFrame]:
     key = {

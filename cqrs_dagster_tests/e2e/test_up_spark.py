@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 def test_up_with_the_spark_engine_starts_and_stops_a_sail_server(tmp_path: Path) -> None:
     binary = sail_binary()
     if binary is None:
-        pytest.skip("no Sail server: `make sail-install`")
+        pytest.fail("no Sail server: `make sail-install`")
     spark_port, api_port = free_port(), free_port()
     env = {
         **os.environ,

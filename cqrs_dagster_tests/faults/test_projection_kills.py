@@ -76,7 +76,6 @@ def test_sigkill_on_the_spark_engine_then_clean_rerun(
 ) -> None:
     """The same kill on the Spark engine (Sail): the killed child and the re-run compute with
     Spark (CQRS_PROJECTION_ENGINE=spark), the clean replay they are compared with is DuckDB's."""
-    pytest.importorskip("pyspark", reason="the spark extra is not installed")
     settings = local_settings(tmp_path / "data")
     model = CommandModel(random.Random(21))
     handle(settings, model.batch(15))

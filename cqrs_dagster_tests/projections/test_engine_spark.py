@@ -7,12 +7,9 @@ from __future__ import annotations
 import pytest
 
 from cqrs_dagster.projections.engine import EngineUnavailable, ProjectionEngine
+from cqrs_dagster.projections.engines.spark import SparkEngine, connect
 from cqrs_dagster_tests.contracts.engine_contract import EngineContract
 from cqrs_dagster_tests.fixtures.procs import free_port
-
-pytest.importorskip("pyspark", reason="the spark extra is not installed")
-
-from cqrs_dagster.projections.engines.spark import SparkEngine, connect
 
 
 class TestSparkEngine(EngineContract):

@@ -83,7 +83,6 @@ def engine(request: pytest.FixtureRequest) -> ProjectionEngine:
     the Spark runs also check parity. Spark runs on the session's Sail server."""
     if request.param == "duckdb":
         return DuckDBEngine()
-    pytest.importorskip("pyspark", reason="the spark extra is not installed")
     from cqrs_dagster.projections.engines.spark import SparkEngine
 
     return SparkEngine(request.getfixturevalue("spark_session"))

@@ -139,22 +139,6 @@ def test_plain_readers_of_the_path_see_the_rebuild_and_every_later_event(
     assert old_reader.to_pyarrow_table().num_rows == old_rows  # an old snapshot stays readable
 
 
-def test_duckdb_delta_scan_sees_the_rebuild(live: tuple[LocalEventBus, TableStore]) -> None:
-    con = duckdb.connect()
-    try:
-        con.execute("LOAD delta")
-    except duckdb.Error:
-        pytest.skip("DuckDB's delta extension is not installed (it is downloaded on first use)")
-    _, tables = live
-    corrupt(tables)
-    rebuild(tables, ORDERS, run_id="rb", batch_size=50, force=True)
-    path = f"{tables.root}/{ORDERS}"
-    got = con.execute(
-        f"SELECT count(*) FROM delta_scan('{path}') WHERE order_id = 'o007'"
-    ).fetchone()
-    assert got == (1,)
-
-
 def test_a_writer_holding_the_old_table_is_fenced_off(
     live: tuple[LocalEventBus, TableStore],
 ) -> None:

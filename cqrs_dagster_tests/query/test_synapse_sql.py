@@ -32,8 +32,16 @@ def _views() -> dict[str, str]:
 
 
 def _names(block: str) -> list[str]:
-    """Column names of a comma-separated list (first word of each entry, unquoted)."""
-    return [re.split(r"\s+", e.strip())[0].strip('[]"') for e in block.split(",") if e.strip()]
+    """Column names of a comma-separated select list: the alias after a final AS, else the
+    first word of the entry, unquoted; `--` comments are dropped first."""
+    block = re.sub(r"--[^\n]*", "", block)
+    names = []
+    for entry in (e.strip() for e in block.split(",")):
+        if not entry:
+            continue
+        alias = re.search(r"\bAS\s+(\S+)$", entry, re.I)
+        names.append((alias.group(1) if alias else re.split(r"\s+", entry)[0]).strip('[]"'))
+    return names
 
 
 def _tsql_select(text: str) -> list[str]:
