@@ -206,12 +206,14 @@ class LocalEventBus(EventBus):
                 "ORDER BY sequence_number LIMIT ?",
                 (partition, after_sequence_number, max_count),
             ).fetchall()
+        # One send shares one enqueued time: build each distinct datetime once.
+        times = {us: _from_us(us) for us in {row[2] for row in rows}}
         return [
             ReceivedEvent(
                 partition=partition,
                 sequence_number=seq,
                 offset=str(offset),
-                enqueued_time=_from_us(us),
+                enqueued_time=times[us],
                 partition_key=key,
                 body=bytes(body),
             )
