@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ def connect(remote: str) -> Any:
     try:
         probe(remote)
         session = SparkSession.builder.remote(remote).create()
+        fail_fast(session, remote)
         ping(session, remote)
     except EngineUnavailable:
         raise
@@ -67,17 +69,56 @@ def connect(remote: str) -> Any:
     return session
 
 
+def address(remote: str) -> tuple[str, int]:
+    """The host and port of a ``sc://host:port/;params`` URL (Spark Connect's default port)."""
+    parsed = urlsplit(remote.replace("sc://", "http://", 1))
+    return parsed.hostname or "localhost", parsed.port or 15002
+
+
 def probe(remote: str, timeout: float = 5.0) -> None:
     """Fail fast when nothing listens at ``remote``'s host and port (the Spark Connect client
     would retry a refused connection for minutes)."""
-    parsed = urlsplit(remote.replace("sc://", "http://", 1))
-    host, port = parsed.hostname or "localhost", parsed.port or 15002
-    with socket.create_connection((host, port), timeout):
+    with socket.create_connection(address(remote), timeout):
         pass
 
 
+def fail_fast(session: Any, remote: str | None) -> None:
+    """Stop the Connect client from retrying a server that is gone.
+
+    pyspark's ``DefaultPolicy`` retries every ``UNAVAILABLE`` answer 15 times with a backoff of
+    up to 60 s (at least 10 minutes in all), so a server that dies in the middle of a run froze
+    the run for ~10 minutes before it failed. This policy keeps those retries (a busy or
+    restarting server, a cluster that is starting) only while something still listens at the
+    server's port: a refused connection ends the retries at once and the engine raises
+    :class:`EngineUnavailable`. A session that is not a Spark Connect session (a Databricks job's
+    own session), or has no known ``remote``, is left as it is."""
+    if remote is None or not remote.startswith("sc://"):
+        return
+    try:
+        client = session.client
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+    except Exception:  # a classic session has no Connect client
+        return
+    host, port = address(remote)
+
+    class WhileServerListens(DefaultPolicy):
+        def can_retry(self, e: BaseException) -> bool:
+            if not super().can_retry(e):
+                return False
+            try:
+                with socket.create_connection((host, port), 2.0):
+                    return True
+            except OSError:
+                return False
+
+    client.set_retry_policies([WhileServerListens()])
+
+
 def unavailable(remote: str, exc: BaseException) -> EngineUnavailable:
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    details = re.search(r'details = "([^"]*)"', text)  # a gRPC error: its details line
+    first = details.group(1) if details else text.splitlines()[0] if text else ""
+    first = first[:300] or type(exc).__name__
     return EngineUnavailable(
         f"the Spark Connect server {remote} ({SETTING}) does not answer: {first}. Start one "
         "(`sail spark server --ip 127.0.0.1 --port N`, or `cqrs up --engine spark`), point "
@@ -101,6 +142,7 @@ class SparkEngine(ProjectionEngine):
         self.remote = remote or "the Spark session"
         self._owned = owned
         self._lock = threading.Lock()
+        fail_fast(session, remote)
         try:
             session.conf.set("spark.sql.session.timeZone", "UTC")
         except Exception as exc:
