@@ -1,11 +1,25 @@
 """One watcher for every read-your-writes wait: waits cost no thread and no Delta refresh each.
 
 A request that must wait for consistency tokens registers with :class:`ConsistencyWatcher` and
-awaits an asyncio future (no thread held). The watcher's one thread, while anything waits, refreshes
-the tables the waiters need ONCE per pass (every ``interval`` seconds), checks each distinct set of
-tokens once on that snapshot (200 waits on one token: one check), and wakes every waiter whose
-tokens are now included. A waiter whose time runs out gets the states of the last pass (the 412
-answer's body); the watcher itself never times out and idles (no refresh) when nothing waits.
+awaits an asyncio future (no thread held). The watcher's one thread, while anything waits, runs a
+*pass* every ``interval`` seconds (counted from the end of the previous pass, so a slow pass never
+runs back to back with the next):
+
+1. ONE refresh of the tables the waiting tokens need (``update_incremental``: new log entries only),
+   whatever the number of waiters;
+2. the gold checkpoints, read once per pass and shared by every token;
+3. per distinct token, the silver version and the raw position of the token's event, looked up only
+   when that token is new to the watcher or its silver / raw table has a new commit since the
+   token's last lookup (one batched query per table when many tokens need it). A token's raw
+   position never changes once found, so it is looked up once;
+4. every waiter whose tokens are all included is woken on its own event loop.
+
+A waiter whose time runs out gets the states of the last pass (the 412 answer's body). A pass
+that fails is logged (the first failure of a run of them with its traceback, then every 100th),
+counted in :attr:`ConsistencyWatcher.failures`, and retried at the next pass: the thread never
+dies of it and waiters keep waiting until they are included or their time runs out.
+:meth:`ConsistencyWatcher.close` stops and joins the thread and wakes every waiter at once with
+what is known; a later wait starts the thread again. With no waiter the thread sleeps (no refresh).
 """
 
 from __future__ import annotations
@@ -14,127 +28,297 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .consistency import Token, TokenState, check, tables_for
+import pyarrow.compute as pc
+
+from cqrs_dagster.projections.delta_io import seq_app_id, txn
+from cqrs_dagster.projections.schemas import RAW_EVENTS
+
+from .consistency import DEPENDENTS, Token, TokenState, tables_for
 from .views import ReadModels
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 0.05
+# Above this many tokens needing a lookup in one table, one query reads them all (a scan of the
+# key column) instead of one file-pruned lookup each.
+BATCH_LOOKUPS_ABOVE = 16
+JOIN_TIMEOUT_SECONDS = 5.0
+LOG_EVERY_FAILURES = 100
 
-CheckFn = Callable[[ReadModels, Sequence[Token]], list[TokenState]]
-
-
-def _check_on_snapshot(models: ReadModels, tokens: Sequence[Token]) -> list[TokenState]:
-    return check(models, tokens, refresh=False)
+States = list[TokenState]
+Snapshot = tuple[str, int | None]  # a table's URI and Delta version (None: absent)
 
 
 @dataclass(eq=False)
 class _Waiter:
     tokens: tuple[Token, ...]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[list[TokenState]]
-    last: list[TokenState] | None = field(default=None)
+    future: asyncio.Future[States | None]
+    last: States | None = field(default=None)  # as of the last pass that saw this waiter
+
+    def wake(self, states: States | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
+            self.loop.call_soon_threadsafe(_resolve, self.future, states)
+
+
+def _resolve(future: asyncio.Future[States | None], states: States | None) -> None:
+    if not future.done():  # a waiter that timed out or was cancelled has a done future
+        future.set_result(states)
+
+
+@dataclass
+class _Progress:
+    """What the watcher knows of one token (kept while something waits for it)."""
+
+    silver_version: int | None = None
+    silver_at: Snapshot | None = None  # silver snapshot of the last lookup
+    seq: int | None = None  # the token's raw_events position, once known (never changes)
+    raw_at: Snapshot | None = None  # raw_events snapshot of the last lookup
 
 
 class ConsistencyWatcher:
     """Wakes waiting requests when the read models include their tokens (one thread, lazily)."""
 
     def __init__(
-        self,
-        models: Callable[[], ReadModels],
-        *,
-        interval: float = DEFAULT_INTERVAL_SECONDS,
-        check_fn: CheckFn = _check_on_snapshot,
+        self, models: Callable[[], ReadModels], *, interval: float = DEFAULT_INTERVAL_SECONDS
     ) -> None:
         self._models = models
         self._interval = interval
-        self._check = check_fn
         self._cond = threading.Condition()
         self._waiters: set[_Waiter] = set()
         self._thread: threading.Thread | None = None
-        self._stopped = False
-        self.refreshes = 0  # Delta refreshes (one per pass, whatever the number of waiters)
-        self.checks = 0  # token-set checks (one per distinct token set per pass)
+        self._stop: threading.Event | None = None  # the running thread's
+        self._idle = False  # the thread is asleep until a waiter arrives
+        self._failing = 0  # consecutive failed passes
+        # Counters (read them from any thread; only the watcher's thread writes them).
+        self.passes = 0  # passes run (each refreshes the tables once)
+        self.refreshes = 0  # ReadModels.refresh calls made by the watcher
+        self.lookups = 0  # silver / raw queries (a batched query counts once)
+        self.failures = 0  # passes that raised
+        self.woken = 0  # waiters woken because their tokens were included
 
     @property
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiters)
 
-    async def wait(self, tokens: Sequence[Token], timeout: float) -> list[TokenState] | None:
-        """The tokens' states once all are included, or the last pass's states at ``timeout``
-        (None if no pass ran in time)."""
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The watcher's thread while it runs (None before the first wait and after close)."""
+        with self._cond:
+            return self._thread
+
+    async def wait(self, tokens: Sequence[Token], timeout: float) -> States | None:
+        """The tokens' states once all are included, else the last pass's states at ``timeout``
+        seconds (None if no pass ran for this waiter in time, or the watcher closed first)."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(tuple(tokens), loop, loop.create_future())
         with self._cond:
-            if self._stopped:
-                raise RuntimeError("the consistency watcher is stopped")
             self._waiters.add(waiter)
             self._ensure_thread()
-            self._cond.notify_all()
+            if self._idle:
+                self._cond.notify_all()
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout, 0.0))
+            return await asyncio.wait_for(waiter.future, max(timeout, 0.0))
         except TimeoutError:
             return waiter.last
         finally:
             with self._cond:
                 self._waiters.discard(waiter)
 
-    def close(self) -> None:
+    def close(self, timeout: float = JOIN_TIMEOUT_SECONDS) -> None:
+        """Stop and join the thread; wake every waiter now with the last states it has."""
         with self._cond:
-            self._stopped = True
+            thread, stop = self._thread, self._stop
+            self._thread = self._stop = None
+            if stop is not None:
+                stop.set()
+            waiters = list(self._waiters)
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(5)
+        for w in waiters:
+            w.wake(w.last)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("consistency watcher did not stop within %s s", timeout)
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="consistency-watcher", daemon=True
-            )
-            self._thread.start()
+        """Start the thread unless it runs (called with the condition held)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        stop = threading.Event()
+        self._stop = stop
+        self._thread = threading.Thread(
+            target=self._run, args=(stop,), name="consistency-watcher", daemon=True
+        )
+        self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
+        known: dict[Token, _Progress] = {}  # this thread's own: what it knows of each token
+        next_pass = 0.0
         while True:
             with self._cond:
-                while not self._waiters and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
+                while not stop.is_set():
+                    if not self._waiters:
+                        self._idle = True
+                        known.clear()
+                        self._cond.wait()
+                        continue
+                    delay = next_pass - time.monotonic()
+                    if delay <= 0:
+                        break
+                    self._idle = False
+                    self._cond.wait(delay)
+                self._idle = False
+                if stop.is_set():
                     return
                 waiters = list(self._waiters)
             try:
-                self._pass(waiters)
-            except Exception:  # a failing pass must not strand the waiters: retry next pass
-                log.exception("consistency watcher pass failed")
-            with self._cond:
-                if self._stopped:
-                    return
-                self._cond.wait(self._interval)
+                self._pass(waiters, known)
+            except Exception:  # never let a failing pass end the thread: retry at the next one
+                self._failed()
+            next_pass = time.monotonic() + self._interval
 
-    def _pass(self, waiters: list[_Waiter]) -> None:
+    def _failed(self) -> None:
+        self.failures += 1
+        self._failing += 1
+        if self._failing == 1 or self._failing % LOG_EVERY_FAILURES == 0:
+            log.exception(
+                "consistency watcher pass failed (%d in a row); retrying every %s s",
+                self._failing,
+                self._interval,
+            )
+
+    def _pass(self, waiters: list[_Waiter], known: dict[Token, _Progress]) -> None:
+        self.passes += 1
         models = self._models()
-        tables = sorted({t for w in waiters for t in tables_for(w.tokens)})
-        models.refresh(tables)
+        needed = tables_for([t for w in waiters for t in w.tokens])
+        versions = models.refresh(needed)
         self.refreshes += 1
-        by_tokens: dict[tuple[Token, ...], list[_Waiter]] = {}
+        at: dict[str, Snapshot] = {n: (models.tables.uri(n), versions.get(n)) for n in needed}
+        tokens = {t for w in waiters for t in w.tokens}
+        for gone in known.keys() - tokens:
+            del known[gone]
+        for t in tokens:
+            known.setdefault(t, _Progress())
+        self._look_up(models, at, known)
+        gold_names = {g for t in tokens for g in DEPENDENTS[t.aggregate_type].gold}
+        gold = {g: txn(models.table(g), seq_app_id(g)) for g in sorted(gold_names)}
+        if self._failing:
+            log.info("consistency watcher passes succeed again after %d failures", self._failing)
+            self._failing = 0
         for w in waiters:
-            by_tokens.setdefault(w.tokens, []).append(w)
-        for tokens, group in by_tokens.items():
-            states = self._check(models, tokens)
-            self.checks += 1
-            done = all(s.satisfied for s in states)
-            for w in group:
-                w.last = states
-                if done:
-                    with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
-                        w.loop.call_soon_threadsafe(_resolve, w.future, states)
+            states = [_state(t, known[t], gold) for t in w.tokens]
+            w.last = states
+            if all(s.satisfied for s in states):
+                self.woken += 1
+                w.wake(states)
+
+    def _look_up(
+        self, models: ReadModels, at: dict[str, Snapshot], known: dict[Token, _Progress]
+    ) -> None:
+        """Bring each token's silver version and raw position up to the snapshots ``at``."""
+        raw_at = at[RAW_EVENTS]
+        for kind, dep in DEPENDENTS.items():
+            mine = [(t, k) for t, k in known.items() if t.aggregate_type == kind]
+            if not mine:
+                continue
+            silver_at = at[dep.silver]
+            stale = [(t, k) for t, k in mine if k.silver_at != silver_at]
+            if stale:
+                ids = [t.aggregate_id for t, _ in stale]
+                found = self._silver_versions(models, dep.silver, dep.key, ids)
+                for t, k in stale:
+                    k.silver_version = found.get(t.aggregate_id)
+                    k.silver_at = silver_at
+            # A token's raw position is looked up once silver has the token's version, again only
+            # while it is not found and raw_events moved on, or when raw_events was swapped.
+            missing = [
+                (t, k)
+                for t, k in mine
+                if _covers(k.silver_version, t)
+                and (
+                    (k.seq is None and k.raw_at != raw_at)
+                    or (k.raw_at is not None and k.raw_at[0] != raw_at[0])
+                )
+            ]
+            if missing:
+                seqs = self._raw_positions(models, kind, [t for t, _ in missing])
+                for t, k in missing:
+                    k.seq = seqs.get(t)
+                    k.raw_at = raw_at
+
+    def _silver_versions(
+        self, models: ReadModels, silver: str, key: str, ids: list[str]
+    ) -> dict[str, int]:
+        """The newest version of each id in ``silver`` (ids it does not hold are left out)."""
+        out: dict[str, int] = {}
+        if len(ids) > BATCH_LOOKUPS_ABOVE:
+            self.lookups += 1
+            rows = models.execute(
+                f'SELECT "{key}" AS id, max(version) AS v FROM {silver} '
+                f'WHERE "{key}" IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1',
+                [sorted(set(ids))],
+            )
+            ids_found = rows.column("id").to_pylist()
+            return {
+                str(i): int(v) for i, v in zip(ids_found, rows.column("v").to_pylist(), strict=True)
+            }
+        for aggregate_id in dict.fromkeys(ids):
+            self.lookups += 1
+            rows = models.rows_where(silver, key, aggregate_id)
+            if rows.num_rows:
+                out[aggregate_id] = int(pc.max(rows.column("version")).as_py())
+        return out
+
+    def _raw_positions(
+        self, models: ReadModels, kind: str, tokens: list[Token]
+    ) -> dict[Token, int]:
+        """The raw_events position (least ingest_seq) of each token's own event, where present."""
+        out: dict[Token, int] = {}
+        if len(tokens) > BATCH_LOOKUPS_ABOVE:
+            self.lookups += 1
+            rows = models.execute(
+                "SELECT aggregate_id, version, min(ingest_seq) AS seq FROM raw_events "
+                "WHERE aggregate_type = ? AND aggregate_id IN (SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY 1, 2",
+                [kind, sorted({t.aggregate_id for t in tokens})],
+            )
+            found = {
+                (str(i), int(v)): int(s)
+                for i, v, s in zip(
+                    rows.column("aggregate_id").to_pylist(),
+                    rows.column("version").to_pylist(),
+                    rows.column("seq").to_pylist(),
+                    strict=True,
+                )
+            }
+            for t in tokens:
+                if (t.aggregate_id, t.version) in found:
+                    out[t] = found[(t.aggregate_id, t.version)]
+            return out
+        for t in tokens:
+            self.lookups += 1
+            events = models.rows_where(RAW_EVENTS, "aggregate_id", t.aggregate_id)
+            mine = events.filter(
+                (pc.field("aggregate_type") == t.aggregate_type)
+                & (pc.field("version") == t.version)
+            )
+            if mine.num_rows:
+                out[t] = int(pc.min(mine.column("ingest_seq")).as_py())
+        return out
 
 
-def _resolve(future: asyncio.Future[list[TokenState]], states: list[TokenState]) -> None:
-    with contextlib.suppress(asyncio.InvalidStateError):
-        if not future.done():
-            future.set_result(states)
+def _covers(silver_version: int | None, token: Token) -> bool:
+    return silver_version is not None and silver_version >= token.version
+
+
+def _state(token: Token, known: _Progress, gold: dict[str, int]) -> TokenState:
+    """The token's state from what the watcher knows (as ``consistency.check`` computes it)."""
+    seq = known.seq if _covers(known.silver_version, token) else None
+    dep = DEPENDENTS[token.aggregate_type]
+    return TokenState(token, known.silver_version, seq, {g: gold[g] for g in dep.gold})

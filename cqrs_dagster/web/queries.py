@@ -15,11 +15,13 @@ Every caller value reaches DuckDB as a bound parameter. The row endpoints accept
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -157,9 +159,11 @@ async def _consistent(
 ) -> Response:
     """``answer()`` once the tokens are included, else a 412 with the tokens' and answer's state.
 
-    The route is async: a waiting request holds no thread. It checks once (in the thread pool);
-    if that falls short and ``wait_ms`` > 0, it awaits the router's one watcher, which refreshes
-    the tables once per pass for all waiters and wakes them when their tokens are included.
+    The route is async: a waiting request holds no thread. It checks once in the thread pool:
+    with ``wait_ms`` 0 on freshly refreshed tables, else on the snapshot the shared read models
+    already have (no refresh of its own). If that falls short and ``wait_ms`` > 0, it awaits the
+    router's one watcher, which refreshes the tables once per pass for all waiters and wakes them
+    when their tokens are included; at the deadline it has the states of the watcher's last pass.
     """
     if consistent_with is None:
         return await run_in_threadpool(answer)
@@ -167,10 +171,11 @@ async def _consistent(
         tokens = consistency.parse_tokens(consistent_with)
     except consistency.TokenError as exc:
         raise _invalid("consistent_with", str(exc)) from exc
-    states = await run_in_threadpool(lambda: consistency.check(holder.get(), tokens))
+    fresh = wait_ms == 0
+    states = await run_in_threadpool(lambda: consistency.check(holder.get(), tokens, refresh=fresh))
     if not all(s.satisfied for s in states) and wait_ms > 0:
         waited = await watcher.wait(tokens, min(wait_ms, consistency.MAX_WAIT_MS) / 1000)
-        if waited is not None:
+        if waited is not None:  # None: no pass ran for it in time; keep the first check's
             states = waited
     if all(s.satisfied for s in states):
         return await run_in_threadpool(answer)
@@ -203,14 +208,28 @@ def build_query_router(
     watcher: ConsistencyWatcher | None = None,
 ) -> APIRouter:
     """The query routes over the read models that ``settings`` locate (or the given ``models``);
-    read-your-writes waits go through ``watcher`` (default: one of its own)."""
+    read-your-writes waits go through ``watcher`` (default: one of its own, over the same models).
+
+    The router's lifespan (merged into the app's by ``include_router``) publishes the watcher as
+    ``app.state.consistency_watcher`` and, at shutdown, stops its thread (waking any waiter).
+    """
     holder = _Models(settings, models)
     waits = watcher if watcher is not None else ConsistencyWatcher(holder.get)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        app.state.consistency_watcher = waits
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(waits.close)
+
     router = APIRouter(
         prefix="/api/v1",
         tags=["queries"],
         dependencies=[Depends(require_role("reader"))],
         responses={**AUTH_RESPONSES, **problem_responses(412, 422)},
+        lifespan=lifespan,
     )
 
     def select(sql: str, params: list[Any], tables: list[str]) -> list[dict[str, Any]]:
