@@ -32,6 +32,13 @@ nothing                       Entra ID, system-assigned managed identity (IMDS),
 ==========================  ==========================================================
 
 Entra ID identities need the "Storage Blob Data Contributor" role on the account or container.
+
+Retries: object_store retries a failed storage request (connection refused or reset, timeouts,
+5xx, throttling) 10 times within ~3 s by default, so a storage outage of a few seconds failed a
+projection's Delta commit. The projection side's options retry for ``CQRS_STORAGE_RETRY_SECONDS``
+(60 s; backoff from 100 ms up to 3 s between attempts), so a commit rides over a short outage.
+The query side (``patient=False``) keeps object_store's short default: an API request answers an
+error in seconds instead of hanging.
 """
 
 from __future__ import annotations
@@ -128,6 +135,8 @@ class Settings(BaseSettings):
     storage_client_secret: SecretStr | None = None
     storage_tenant_id: str | None = None
     storage_use_azure_cli: bool = False
+    # How long a projection's storage request is retried through an outage (object_store).
+    storage_retry_seconds: float = Field(default=60.0, gt=0)
 
     # Security.
     api_keys: SecretStr | None = None  # "key1:writer,key2:reader"
@@ -199,10 +208,12 @@ def is_local_root(root: str) -> bool:
     return "://" not in root or root.startswith("file://")
 
 
-def delta_storage_options(settings: Settings) -> dict[str, str] | None:
+def delta_storage_options(settings: Settings, *, patient: bool = True) -> dict[str, str] | None:
     """Storage options for ``settings.delta_root_uri``; None when the root is a local folder.
 
-    Raises SettingsError when they are incomplete or ambiguous (see the module docstring).
+    ``patient``: retry through an outage for ``CQRS_STORAGE_RETRY_SECONDS`` (the projection
+    side) instead of object_store's ~3 s (the query side). Raises SettingsError when they are
+    incomplete or ambiguous (see the module docstring).
     """
     root = settings.delta_root_uri
     if is_local_root(root):
@@ -230,7 +241,21 @@ def delta_storage_options(settings: Settings) -> dict[str, str] | None:
             f"CQRS_DELTA_ROOT={root!r} names no storage account: set CQRS_STORAGE_ACCOUNT_NAME "
             "or use abfss://<container>@<account>.dfs.core.windows.net/<path>"
         )
+    if patient:
+        options.update(retry_options(settings.storage_retry_seconds))
     return options
+
+
+def retry_options(seconds: float) -> dict[str, str]:
+    """object_store's retry configuration: keep retrying a request for ``seconds``, backing off
+    (decorrelated jitter) from 100 ms to at most 3 s between attempts."""
+    return {
+        "retry_timeout": f"{round(seconds * 1000)}ms",
+        "max_retries": str(max(10, round(seconds * 2))),
+        "backoff_config.init_backoff": "100ms",
+        "backoff_config.max_backoff": "3s",
+        "backoff_config.base": "2",
+    }
 
 
 def _credential(settings: Settings) -> dict[str, str]:

@@ -233,10 +233,15 @@ def make_engine(settings: Settings, session: object = None) -> ProjectionEngine:
 
 
 def make_read_models(settings: Settings) -> ReadModels:
-    """DuckDB views over the read-model tables of :func:`make_table_store` (close it after use)."""
+    """DuckDB views over the read-model tables (close it after use); the tables of
+    :func:`make_table_store` without its long storage retries."""
+    from cqrs_dagster.projections.tables import TableStore
     from cqrs_dagster.query.views import ReadModels
 
-    return ReadModels(make_table_store(settings))
+    # Queries fail fast while storage is down (object_store's short retries), see settings.
+    return ReadModels(
+        TableStore(settings.delta_root_uri, delta_storage_options(settings, patient=False))
+    )
 
 
 # -- the command side of a host ------------------------------------------------------------------

@@ -4,21 +4,33 @@ A checkpoint is a set of Delta txn actions (``app_id -> version``) committed in 
 the rows they cover, so a crash either loses both or keeps both, and a replayed batch finds its
 checkpoint already there. Engines compute Arrow tables; only this module (and the dead-letter
 table's own writer) writes the read models.
+
+A commit whose answer was lost: storage can store a commit file and fail before answering (a
+storage node killed, a connection reset). object_store retries the conditional PUT, finds the file
+there, and Delta reports the commit as lost to a concurrent writer carrying the same txn app ids
+("Concurrent transaction failed"), although that writer was this very commit. :func:`_committed`
+re-reads the table: when it now holds exactly this commit's checkpoints, the commit (or an
+identical one of the same batch) is in, rows and checkpoint together, and the step goes on
+instead of failing the run. Any other conflict is raised as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from .context import Fault, hit
 from .delta_io import row_count, seq_app_id, txn
 from .schemas import SCHEMAS
 from .tables import PARTITION_BY
+
+log = logging.getLogger(__name__)
 
 
 def commit_props(checkpoints: Mapping[str, int], run_id: str, operation: str) -> CommitProperties:
@@ -29,16 +41,42 @@ def commit_props(checkpoints: Mapping[str, int], run_id: str, operation: str) ->
     )
 
 
+def _committed(
+    table: DeltaTable, checkpoints: Mapping[str, int], commit: Callable[[], object]
+) -> None:
+    """Run ``commit``; a "concurrent" failure after which ``table`` holds exactly
+    ``checkpoints`` means this commit landed and its answer was lost (see the module docstring)."""
+    try:
+        commit()
+    except CommitFailedError as exc:
+        if not checkpoints:
+            raise
+        table.update_incremental()
+        if any(txn(table, app) != version for app, version in checkpoints.items()):
+            raise
+        log.warning(
+            "Delta commit on %s reported %r, but the table holds its checkpoints %s: "
+            "the commit landed and its answer was lost; continuing",
+            table.table_uri,
+            str(exc),
+            dict(checkpoints),
+        )
+
+
 def commit_checkpoints_only(
     table: DeltaTable, name: str, checkpoints: Mapping[str, int], run_id: str, operation: str
 ) -> None:
     """A commit with no rows that moves checkpoints (a MERGE of nothing commits nothing)."""
-    write_deltalake(
+    _committed(
         table,
-        SCHEMAS[name].empty_table(),
-        mode="append",
-        partition_by=PARTITION_BY.get(name),
-        commit_properties=commit_props(checkpoints, run_id, operation),
+        checkpoints,
+        lambda: write_deltalake(
+            table,
+            SCHEMAS[name].empty_table(),
+            mode="append",
+            partition_by=PARTITION_BY.get(name),
+            commit_properties=commit_props(checkpoints, run_id, operation),
+        ),
     )
 
 
@@ -51,12 +89,16 @@ def append(
     operation: str,
 ) -> None:
     """Append ``rows`` (cast to the table's schema) with ``checkpoints`` in the same commit."""
-    write_deltalake(
+    _committed(
         table,
-        rows.cast(SCHEMAS[name]),
-        mode="append",
-        partition_by=PARTITION_BY.get(name),
-        commit_properties=commit_props(checkpoints, run_id, operation),
+        checkpoints,
+        lambda: write_deltalake(
+            table,
+            rows.cast(SCHEMAS[name]),
+            mode="append",
+            partition_by=PARTITION_BY.get(name),
+            commit_properties=commit_props(checkpoints, run_id, operation),
+        ),
     )
     table.update_incremental()
 
@@ -71,12 +113,16 @@ def overwrite(
     predicate: str | None = None,
 ) -> None:
     """Replace the table (or the rows ``predicate`` selects) by ``rows``, checkpoints included."""
-    write_deltalake(
+    _committed(
         table,
-        rows,
-        mode="overwrite",
-        predicate=predicate,
-        commit_properties=commit_props(checkpoints, run_id, operation),
+        checkpoints,
+        lambda: write_deltalake(
+            table,
+            rows,
+            mode="overwrite",
+            predicate=predicate,
+            commit_properties=commit_props(checkpoints, run_id, operation),
+        ),
     )
     table.update_incremental()
 
@@ -129,18 +175,22 @@ def merge_versioned(
         days = sorted(pc.unique(source[partition]).to_pylist())
         listed = ", ".join(f"'{d.isoformat()}'" for d in days if isinstance(d, date))
         predicate += f" AND t.{partition} = s.{partition} AND t.{partition} IN ({listed})"
-    (
-        target.merge(
-            source,
-            predicate,
-            source_alias="s",
-            target_alias="t",
-            streamed_exec=False,
-            commit_properties=commit_props(checkpoint, run_id, operation),
-        )
-        .when_matched_update_all(predicate="s.version > t.version")
-        .when_not_matched_insert_all()
-        .execute()
+    _committed(
+        target,
+        checkpoint,
+        lambda: (
+            target.merge(
+                source,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                commit_properties=commit_props(checkpoint, run_id, operation),
+            )
+            .when_matched_update_all(predicate="s.version > t.version")
+            .when_not_matched_insert_all()
+            .execute()
+        ),
     )
     # A MERGE whose guard rejected every row commits nothing: move the checkpoint on its own.
     target.update_incremental()
@@ -162,18 +212,22 @@ def upsert(
     if rows.num_rows and row_count(target) == 0:  # first build: nothing to merge with
         append(target, name, rows, checkpoint, run_id, operation)
     elif rows.num_rows:
-        (
-            target.merge(
-                rows,
-                f"t.{key} = s.{key}",
-                source_alias="s",
-                target_alias="t",
-                streamed_exec=False,
-                commit_properties=commit_props(checkpoint, run_id, operation),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        _committed(
+            target,
+            checkpoint,
+            lambda: (
+                target.merge(
+                    rows,
+                    f"t.{key} = s.{key}",
+                    source_alias="s",
+                    target_alias="t",
+                    streamed_exec=False,
+                    commit_properties=commit_props(checkpoint, run_id, operation),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            ),
         )
         target.update_incremental()
     if any(txn(target, app) != v for app, v in checkpoint.items()):

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cqrs_dagster.command.group_commit import CommitterClosed, GroupCommitter
 from cqrs_dagster.command.handler import CommandHandler
+from cqrs_dagster.command.writestore.port import StoreUnavailable
 from cqrs_dagster.domain.commands import COMMAND_ADAPTER, COMMAND_TYPES
 from cqrs_dagster.domain.errors import DomainError
 
@@ -37,6 +38,7 @@ from .execution import (
     domain_problem,
     result_status_and_body,
     too_large,
+    unavailable_problem,
     validate_command,
 )
 from .problems import ProblemError, problem_response, problem_responses
@@ -102,6 +104,8 @@ async def _execute(state: Any, raw: Any, user_id: str) -> tuple[int, bytes]:
             result = await run_in_threadpool(handler.handle, command, user_id=user_id)
     except DomainError as exc:
         raise domain_problem(exc) from exc
+    except StoreUnavailable as exc:
+        raise unavailable_problem(exc) from exc
     except CommitterClosed as exc:
         raise ProblemError(503, "unavailable", "the command API is shutting down") from exc
     return result_status_and_body(result)
@@ -121,7 +125,9 @@ Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPE
 * Errors are `application/problem+json` (RFC 9457) and change nothing: 400 malformed JSON,
   401/403 key or role, 404 unknown aggregate, 409 already exists / invalid transition / version
   conflict (`expectedVersion`), 413 body over 1 MiB, 415 not JSON, 422 invalid fields
-  (`errors[].path` is a JSON pointer into the body, e.g. `items/0/unitPrice`), 429 rate limit.
+  (`errors[].path` is a JSON pointer into the body, e.g. `items/0/unitPrice`), 429 rate limit,
+  503 write store unavailable (with `Retry-After`): the command was not acknowledged and may or
+  may not have been stored, so retry it with the same `commandId` (a stored one replays).
 """
 
 
@@ -138,7 +144,7 @@ Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPE
             "model": CommandAccepted,
             "description": "Replayed commandId: the original response; nothing was written.",
         },
-        **problem_responses(400, 404, 409, 413, 415, 422),
+        **problem_responses(400, 404, 409, 413, 415, 422, 503),
         **AUTH_RESPONSES,
     },
     openapi_extra={

@@ -2,7 +2,9 @@
 
 Decoding: ``application/json`` only, at most 1 MiB, JSON numbers as :class:`~decimal.Decimal` so
 money never passes through binary floating point. Applying: pydantic validation (422 with field
-paths), domain errors (404 / 409). Every failure is a :class:`ProblemError` and writes nothing.
+paths), domain errors (404 / 409), a write store that is down (503 with ``Retry-After``). Every
+failure is a :class:`ProblemError`; all but the 503 write nothing, and a 503's command may have
+committed before the store's answer was lost, so its retry with the same ``commandId`` replays it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from cqrs_dagster.command.handler import CommandHandler, CommandResult
+from cqrs_dagster.command.writestore.port import StoreUnavailable
 from cqrs_dagster.domain.commands import COMMAND_TYPES, Command, parse_command
 from cqrs_dagster.domain.errors import AggregateNotFound, DomainError
 
@@ -22,6 +25,8 @@ from .problems import ProblemError, field_errors
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
 JSON_MEDIA_TYPE = "application/json"
+#: Seconds a client waits before retrying a command the write store could not take (503).
+RETRY_AFTER_SECONDS = 2
 
 
 def check_media_type(content_type: str | None) -> None:
@@ -103,13 +108,27 @@ def domain_problem(exc: DomainError) -> ProblemError:
     return ProblemError(409, exc.code, exc.detail)  # InvalidTransition, AlreadyExists, ...
 
 
+def unavailable_problem(exc: StoreUnavailable) -> ProblemError:
+    """503 for a write store that is down: retry later with the same ``commandId``."""
+    return ProblemError(
+        503,
+        "unavailable",
+        "the write store is unavailable, so the command was not acknowledged; retry it after "
+        "Retry-After seconds with the same commandId (if it was stored before the failure, the "
+        f"retry returns its original result instead of applying it twice). Cause: {exc}",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def apply_command(raw: Any, handler: CommandHandler, *, user_id: str) -> CommandResult:
-    """Validate a decoded body as a command and apply it (422 / 404 / 409 as ProblemError)."""
+    """Validate a decoded body as a command and apply it (422 / 404 / 409 / 503 as ProblemError)."""
     command = validate_command(raw)
     try:
         return handler.handle(command, user_id=user_id)
     except DomainError as exc:
         raise domain_problem(exc) from exc
+    except StoreUnavailable as exc:
+        raise unavailable_problem(exc) from exc
 
 
 def _json_default(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 Clients connect with ``Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=R;SharedAccessKey=K;
 UseDevelopmentEmulator=true``. The server prints ``listening on HOST:PORT`` once it accepts.
+With ``--journal FILE`` accepted events survive a kill: a server started again on the same file
+holds them at the same sequence numbers and offsets.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from .connection import Connection
 from .store import Store
 
 
-async def serve(host: str, port: int, partitions: int) -> None:
-    store = Store(partitions)
+async def serve(host: str, port: int, partitions: int, journal: Path | None = None) -> None:
+    store = Store(partitions, journal)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -40,10 +43,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5672)
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each new hub")
+    parser.add_argument("--journal", type=Path, help="make accepted events durable in this file")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    asyncio.run(serve(args.host, args.port, args.partitions))
+    asyncio.run(serve(args.host, args.port, args.partitions, args.journal))
 
 
 if __name__ == "__main__":

@@ -343,7 +343,8 @@ class Connection:
                     partition_key=own_key,
                 )
 
-            partition.append(build, size)
+            self.store.append(partition, build, size)
+        self.store.sync()
         partition.notify()
 
     def answer(self, link: Link, payload: bytes) -> None:

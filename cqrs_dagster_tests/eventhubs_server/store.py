@@ -2,16 +2,26 @@
 
 Pure bookkeeping (no AMQP): the connection layer hands in encoded messages and asks where a
 receiver starts. Any hub name is created on first use with the store's default partition count.
+
+With a journal file the store is durable like Event Hubs: every stored event is appended to it
+(hub, partition, sequence number, offset, enqueued time, delivered payload) and :meth:`Store.sync`
+fsyncs it before the sender's transfer is accepted; a store opened on the same file (a server
+restarted after a kill) starts with every event that was accepted, at the same positions.
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
 import itertools
+import json
+import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from azure.eventhub._buffered_producer._partition_resolver import (  # type: ignore[import-untyped]
     generate_hash_code,
@@ -55,6 +65,15 @@ class Partition:
         self.times.append(now)
         self.next_offset += max(body_size, 1)
         return event
+
+    def restore(self, event: StoredEvent, next_offset: int) -> None:
+        """Put back an event read from the journal (the next one to arrive follows it)."""
+        if event.sequence_number != len(self.events):
+            raise ValueError(f"journal gap in {self.hub}/{self.partition_id}: {event}")
+        self.events.append(event)
+        self.offsets.append(event.offset)
+        self.times.append(event.enqueued_ms)
+        self.next_offset = next_offset
 
     def notify(self) -> None:
         for listener in list(self.listeners.values()):
@@ -141,11 +160,53 @@ class Hub:
 class Store:
     """Every hub of the namespace, created on first use."""
 
-    def __init__(self, partition_count: int) -> None:
+    def __init__(self, partition_count: int, journal: Path | None = None) -> None:
         if partition_count < 1:
             raise ValueError("partition_count must be >= 1")
         self.partition_count = partition_count
         self.hubs: dict[str, Hub] = {}
+        self._journal: IO[bytes] | None = None
+        if journal is not None:
+            if journal.exists():
+                self._replay(journal)
+            self._journal = journal.open("ab")
+
+    def append(
+        self, partition: Partition, build: Callable[[int, int, int], bytes], body_size: int
+    ) -> StoredEvent:
+        """Append one event to ``partition`` (and to the journal; call :meth:`sync` after)."""
+        event = partition.append(build, body_size)
+        if self._journal is not None:
+            record = {
+                "hub": partition.hub,
+                "partition": partition.partition_id,
+                "seq": event.sequence_number,
+                "offset": event.offset,
+                "ms": event.enqueued_ms,
+                "next_offset": partition.next_offset,
+                "payload": base64.b64encode(event.payload).decode(),
+            }
+            self._journal.write(json.dumps(record).encode() + b"\n")
+        return event
+
+    def sync(self) -> None:
+        """Make every appended event durable (before the transfer that carried it is accepted)."""
+        if self._journal is not None:
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+
+    def _replay(self, journal: Path) -> None:
+        for line in journal.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # a record cut short by a kill: its transfer was never accepted
+            event = StoredEvent(
+                record["seq"], record["offset"], record["ms"], base64.b64decode(record["payload"])
+            )
+            self.hub(record["hub"]).partition(record["partition"]).restore(
+                event, record["next_offset"]
+            )
 
     def hub(self, name: str) -> Hub:
         if not name or name.startswith("$"):

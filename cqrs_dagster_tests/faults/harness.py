@@ -15,7 +15,7 @@ import random
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,18 +212,23 @@ def table_rows(tables: TableStore, name: str) -> list[dict[str, Any]]:
     return [] if table is None else table.to_pyarrow_table().to_pylist()
 
 
-def normalized(tables: TableStore) -> dict[str, list[dict[str, Any]]]:
-    """Every table's rows without the ignored columns, sorted."""
+def normalized(
+    tables: TableStore, also_ignored: Mapping[str, set[str]] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows without the ignored columns (and ``also_ignored``'s), sorted."""
     out: dict[str, list[dict[str, Any]]] = {}
     for name in ALL_TABLES:
-        drop = IGNORED | IGNORED_BY_TABLE.get(name, set())
+        drop = IGNORED | IGNORED_BY_TABLE.get(name, set()) | (also_ignored or {}).get(name, set())
         rows = [{k: v for k, v in r.items() if k not in drop} for r in table_rows(tables, name)]
         out[name] = sorted(rows, key=lambda r: sorted((k, repr(v)) for k, v in r.items()))
     return out
 
 
 def clean_replay(
-    events: Iterable[EventEnvelope], root: Path, partitions: int = PARTITIONS
+    events: Iterable[EventEnvelope],
+    root: Path,
+    partitions: int = PARTITIONS,
+    also_ignored: Mapping[str, set[str]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The tables one clean run gives for ``events`` published once, in order, to a fresh bus."""
     bus = LocalEventBus(root / "bus.sqlite", partition_count=partitions)
@@ -233,7 +238,7 @@ def clean_replay(
         catch_up(StepContext(tables, "clean-replay"), bus, max_events=1_000_000)
     finally:
         bus.close()
-    return normalized(tables)
+    return normalized(tables, also_ignored)
 
 
 @dataclass(frozen=True)
@@ -265,14 +270,26 @@ def duplicate_keys(tables: TableStore) -> int:
 
 def verify(settings: Settings, scratch: Path) -> Verdict:
     """Check the end state of ``settings``' data dir against its write store and a clean replay."""
-    committed = committed_events(settings)
-    tables = make_table_store(settings)
+    return verify_tables(
+        make_table_store(settings), committed_events(settings), scratch, settings.bus_partitions
+    )
+
+
+def verify_tables(
+    tables: TableStore,
+    committed: Sequence[EventEnvelope],
+    scratch: Path,
+    partitions: int = PARTITIONS,
+    also_ignored: Mapping[str, set[str]] | None = None,
+) -> Verdict:
+    """Check ``tables`` (local or on Azure storage) against the ``committed`` events (in commit
+    order) and a clean replay of them into a fresh local data dir under ``scratch``."""
     raw = table_rows(tables, RAW_EVENTS)
     raw_ids = {r["event_id"] for r in raw}
     committed_ids = {e.event_id for e in committed}
     seqs = sorted(r["ingest_seq"] for r in raw)
-    got = normalized(tables)
-    want = clean_replay(committed, scratch, settings.bus_partitions)
+    got = normalized(tables, also_ignored)
+    want = clean_replay(committed, scratch, partitions, also_ignored)
     return Verdict(
         committed=len(committed),
         events_lost=len(committed_ids - raw_ids),

@@ -23,7 +23,23 @@ from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
 
 
 def opts(**fields: object) -> dict[str, str] | None:
-    return delta_storage_options(Settings(**fields))  # type: ignore[arg-type]
+    """The authentication options alone (the query side's, without the retry configuration)."""
+    return delta_storage_options(Settings(**fields), patient=False)  # type: ignore[arg-type]
+
+
+def test_the_projection_side_retries_storage_through_an_outage() -> None:
+    fields = {"env": "azure", "delta_root": "az://lake/delta", "storage_use_emulator": True}
+    patient = delta_storage_options(Settings(**fields, storage_retry_seconds=90))  # type: ignore[arg-type]
+    assert patient == {
+        **(opts(**fields) or {}),
+        "retry_timeout": "90000ms",
+        "max_retries": "180",
+        "backoff_config.init_backoff": "100ms",
+        "backoff_config.max_backoff": "3s",
+        "backoff_config.base": "2",
+    }
+    default = delta_storage_options(Settings(**fields))  # type: ignore[arg-type]
+    assert default is not None and default["retry_timeout"] == "60000ms"
 
 
 def test_local_roots_need_no_options(tmp_path: object) -> None:

@@ -60,6 +60,14 @@ Gaps in the local server (``@vercel/cosmosdb-server`` 1.0.1) and how this module
   against the local server) and ``"change_feed"`` (``query_items_change_feed`` with a durable
   continuation, the Azure path; see :class:`ChangeFeedOutbox` for how it is tested).
 
+Unavailability
+--------------
+Every port method turns the SDK's "not answering" errors (no connection, connection dropped,
+timeouts, and the statuses 408, 410, 429 and 503 the SDK gave up retrying) into the port's
+:class:`StoreUnavailable`, which hosts answer as 503 (retry later, same command id). The SDK
+retries a refused connection for ~2 s first, so a command fails in ~2 s while Cosmos DB is down.
+A save whose answer was lost may have committed: its retry with the same command id replays.
+
 Provisioning
 ------------
 The store never creates anything: :func:`provision` (``cqrs provision``) creates the database and
@@ -71,15 +79,19 @@ ORDER BY queries, ``ARRAY_CONTAINS``) behaves on the local server as on Cosmos D
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from azure.core import MatchConditions
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosClientTimeoutError,
+    CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
@@ -87,7 +99,7 @@ from azure.cosmos.exceptions import (
 from cqrs_dagster.domain.errors import DuplicateCommand, VersionConflict
 from cqrs_dagster.domain.events import CUSTOMER, ORDER, EventEnvelope
 
-from .port import Save, StoredAggregate, WriteStore
+from .port import Save, StoredAggregate, StoreUnavailable, WriteStore
 
 CONTAINERS = {CUSTOMER: "customers", ORDER: "orders"}
 MARK_RETRIES = 50
@@ -108,6 +120,31 @@ class _Clock:
 
 
 _CLOCK = _Clock()
+
+
+#: Statuses of an account that is not serving right now (after the SDK's own retries): request
+#: timeout, gone, throttled, service unavailable.
+UNAVAILABLE_STATUSES = frozenset({408, 410, 429, 503})
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable_as_port_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise the SDK's "Cosmos DB is not answering" errors as :class:`StoreUnavailable`."""
+
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (ServiceRequestError, ServiceResponseError, CosmosClientTimeoutError) as exc:
+            raise StoreUnavailable(f"Cosmos DB did not answer: {exc}") from exc
+        except CosmosHttpResponseError as exc:
+            if exc.status_code in UNAVAILABLE_STATUSES:
+                raise StoreUnavailable(f"Cosmos DB answered {exc.status_code}: {exc}") from exc
+            raise
+
+    return translated
 
 
 class NotProvisioned(RuntimeError):
@@ -228,12 +265,14 @@ class CosmosWriteStore(WriteStore):
 
     # -- the port ------------------------------------------------------------------------------
 
+    @_unavailable_as_port_error
     def load(self, aggregate_type: str, aggregate_id: str) -> StoredAggregate | None:
         doc = self._read(aggregate_type, aggregate_id)
         if doc is None:
             return None
         return StoredAggregate(aggregate_type, aggregate_id, int(doc["version"]), doc["state"])
 
+    @_unavailable_as_port_error
     def save(self, save: Save) -> None:
         agg_type, agg_id = save.key
         command_id, expected_version = save.command_id, save.expected_version
@@ -283,6 +322,7 @@ class CosmosWriteStore(WriteStore):
                 f"{agg_type} {agg_id} changed concurrently (expected version {expected_version})"
             ) from exc
 
+    @_unavailable_as_port_error
     def command_result(self, command_id: str) -> dict[str, Any] | None:
         for container in self._containers.values():
             for doc in container.query_items(
@@ -294,6 +334,7 @@ class CosmosWriteStore(WriteStore):
                 return found
         return None
 
+    @_unavailable_as_port_error
     def pending_events(self, limit: int) -> list[EventEnvelope]:
         if limit <= 0:
             return []
@@ -326,6 +367,7 @@ class CosmosWriteStore(WriteStore):
             max_item_count=_PAGE,
         )
 
+    @_unavailable_as_port_error
     def mark_published(self, events: Sequence[EventEnvelope]) -> None:
         by_aggregate: dict[tuple[str, str], set[str]] = {}
         for e in events:

@@ -137,6 +137,14 @@ class WriteBatch:
         self.store.save(save)
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached or did not answer (down, timed out, throttled).
+
+    For a save the outcome is unknown: the write may have committed before the answer was lost.
+    Retrying the command with the same command id is safe (a committed one replays its result).
+    """
+
+
 class WriteStore(ABC):
     """Durable home of aggregate state, the transactional outbox and processed command ids."""
 
@@ -156,7 +164,7 @@ class WriteStore(ABC):
         Raises VersionConflict if the stored version is not ``save.expected_version`` (0: must
         not exist) and DuplicateCommand if ``save.command_id`` was already recorded; either way
         nothing is written. DuplicateCommand takes precedence (a raced retry then replays, not
-        409s).
+        409s). Raises StoreUnavailable when the store cannot be reached (every method may).
         """
 
     @abstractmethod

@@ -1,0 +1,242 @@
+"""Faults on the Azure path (issue 13 §6), on the local servers, each really SIGKILLed by process
+group and started again on the same port with what it had acknowledged (see faults/azure.py):
+
+- Azurite killed during Delta commits of the read models (``az://``): once just before
+  raw_events' commit (down ~4 s: the commit's storage retries ride over it) and once by itself
+  right after it stored a commit file of ``customers`` and before answering (the committer never
+  learns that its commit landed);
+- the Cosmos DB server killed while commands arrive over HTTP: the command API answers 503
+  problem+json with Retry-After (never 500, never an acknowledgement), the relay thread keeps
+  retrying, and the client's retries with the same commandId are acknowledged once it is back;
+- the Event Hubs server killed in the middle of a relay round (after the round's first batch
+  was accepted) and started again: the relay retries, the hub keeps what it accepted.
+
+After recovery every acknowledged command is in the read models exactly once: its events are on
+the hub and in raw_events once, nothing else is, every aggregate's row is at its last
+acknowledged version, and every table equals a clean replay of the committed events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cqrs_dagster.command.relay import OutboxRelay
+from cqrs_dagster.eventbus.eventhubs import EventHubsBus
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.pipeline import catch_up
+from cqrs_dagster.projections.schemas import RAW_EVENTS
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.web.app import build_app
+from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
+from cqrs_dagster_tests.e2e.azure_env import serve
+from cqrs_dagster_tests.fixtures.procs import RestartableServer, wait_until
+
+from .azure import (
+    Acknowledged,
+    AzureStack,
+    commands,
+    handle_on_cosmos,
+    running_azure_stack,
+    verify_acknowledged,
+)
+from .harness import summary
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureStack]:
+    with running_azure_stack(tmp_path_factory.mktemp("azure-faults")) as servers:
+        yield servers
+
+
+def relay_all(settings: Settings) -> int:
+    store, bus = make_write_store(settings), make_event_bus(settings)
+    try:
+        return OutboxRelay(store, bus).drain()
+    finally:
+        store.close()
+
+
+def project(settings: Settings, run_id: str, **context: Any) -> int:
+    """One projection run over the hub into the Delta tables on Azurite; raw events applied."""
+    tables = make_table_store(settings)
+    result = catch_up(
+        StepContext(tables, run_id, **context), make_event_bus(settings), max_events=10_000
+    )
+    return sum(r.events_applied for r in result.reports if r.table == RAW_EVENTS)
+
+
+# -- (a) Azurite ---------------------------------------------------------------------------------
+
+
+def test_azurite_killed_during_delta_commits(stack: AzureStack, tmp_path: Path) -> None:
+    settings = stack.settings(tmp_path / "data")
+    acked = Acknowledged()
+    handle_on_cosmos(settings, commands(seed=61, count=30, prefix="a-"), acked)
+    assert relay_all(settings) == len(acked.event_ids)
+
+    azurite = stack.azurite_process
+    container = settings.delta_root.removeprefix("az://").split("/")[0]
+    # Azurite stores this commit file of customers, then SIGKILLs itself before answering.
+    azurite.env = {
+        "DURABLE_AZURITE_DIE_AFTER_PUT": rf"^{container}/delta/customers/_delta_log/0+1\.json$",
+        "DURABLE_AZURITE_DIE_MARKER": str(tmp_path / "azurite-died"),
+    }
+    azurite.kill()
+    azurite.start()
+    kills_before = len(azurite.kills)
+    killed_at: list[str] = []
+
+    def fault(point: str) -> None:
+        if point == "raw.before_commit" and not killed_at:
+            killed_at.append(point)
+            azurite.kill()  # the supervisor starts it again 2 s later (+ ~1.7 s start-up)
+
+    failures: list[str] = []
+    with azurite.supervised(delay=2.0):
+        started = time.monotonic()
+        try:
+            project(settings, "killed", fault=fault)
+        except Exception as exc:  # the run fails; the next one (a sensor's re-run) recovers
+            failures.append(f"{type(exc).__name__}: {exc}")
+        first_run = time.monotonic() - started
+        assert wait_until(azurite.alive, 30)
+    assert killed_at == ["raw.before_commit"]
+    assert (
+        (tmp_path / "azurite-died")
+        .read_text()
+        .endswith("customers/_delta_log/00000000000000000001.json")
+    )
+    assert len(azurite.kills) - kills_before == 1  # the self-kill is not one of ours
+    project(settings, "rerun")
+
+    result = verify_acknowledged(settings, acked, tmp_path / "clean")
+    result.assert_ok()
+    summary("azurite_killed_during_delta_commits", faults=2, runs_survived=1 - len(failures),
+            verdict=result.verdict, first_run_ms=int(first_run * 1000))  # fmt: skip
+    assert failures == [], failures
+
+
+# -- (b) Cosmos DB -------------------------------------------------------------------------------
+
+
+def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
+    stack: AzureStack, tmp_path: Path
+) -> None:
+    settings = stack.settings(tmp_path / "data")
+    cosmos = stack.cosmos_process
+    batch = commands(seed=62, count=30, prefix="b-")
+    acked = Acknowledged()
+    unavailable: list[tuple[float, httpx.Response]] = []
+    health: list[httpx.Response] = []
+
+    with serve(build_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+
+        def outage() -> None:
+            cosmos.kill()  # while commands are in flight
+            wait_until(lambda: len(unavailable) >= 2, 30, 0.05)
+            health.append(client.get("/api/v1/healthz"))
+            cosmos.start()
+
+        killer = threading.Thread(target=outage, name="cosmos-outage")
+        for i, command in enumerate(batch):
+            if i == 10:
+                killer.start()
+                time.sleep(0.05)
+            while True:  # a client retrying the same command (same commandId) until acknowledged
+                started = time.monotonic()
+                resp = client.post("/api/v1/commands", json=command)
+                if resp.status_code in (200, 201):
+                    acked.add(resp.json())
+                    break
+                assert resp.status_code == 503, resp.text
+                unavailable.append((time.monotonic() - started, resp))
+                time.sleep(0.1)
+        killer.join(60)
+
+        store = make_write_store(settings)
+        try:  # the relay thread went on retrying through the outage
+            assert wait_until(lambda: store.pending_events(1) == [], 60, 0.2)
+        finally:
+            store.close()
+
+    assert len(acked.bodies) == len(batch)
+    assert len(unavailable) >= 2
+    for seconds, resp in unavailable:
+        assert resp.headers["content-type"] == "application/problem+json"
+        problem = resp.json()
+        assert problem["type"].endswith("/unavailable") and problem["status"] == 503
+        assert "same commandId" in problem["detail"]
+        assert int(resp.headers["retry-after"]) >= 1
+        assert seconds < 15
+    assert [h.status_code for h in health] == [503]
+    assert "store" in health[0].json()["detail"]
+
+    assert project(settings, "after-outage") == len(acked.event_ids)
+    result = verify_acknowledged(settings, acked, tmp_path / "clean")
+    result.assert_ok()
+    summary("cosmos_down_during_commands", faults=1, runs_survived=1, verdict=result.verdict,
+            answered_503=len(unavailable))  # fmt: skip
+
+
+# -- (c) Event Hubs ------------------------------------------------------------------------------
+
+
+class HubKilledMidRound(EventHubsBus):
+    """The Event Hubs bus whose server is SIGKILLed right after its ``kill_after``-th accepted
+    batch (a relay round sends one batch per partition)."""
+
+    def __init__(self, server: RestartableServer, kill_after: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.server = server
+        self.kill_after = kill_after
+
+    def _send_batch(self, batch: Any) -> None:
+        super()._send_batch(batch)
+        if self.sends == self.kill_after:
+            self.server.kill()
+
+
+def test_event_hubs_restarted_during_a_relay_round(stack: AzureStack, tmp_path: Path) -> None:
+    settings = stack.settings(tmp_path / "data")
+    acked = Acknowledged()
+    handle_on_cosmos(settings, commands(seed=63, count=30, prefix="c-"), acked)
+    hub = stack.eventhubs_process
+    assert settings.eventhub_connection_string is not None
+    bus = HubKilledMidRound(
+        hub,
+        kill_after=3,  # the first batch of the second round
+        connection_string=settings.eventhub_connection_string.get_secret_value(),
+        eventhub_name=settings.eventhub_name,
+    )
+    store = make_write_store(settings)
+    stop = threading.Event()
+    relay = OutboxRelay(store, bus, batch_size=8)
+    thread = threading.Thread(target=relay.run_forever, args=(stop, 0.05), name="relay")
+    starts = hub.starts
+    try:
+        with hub.supervised(delay=1.0):
+            thread.start()
+            assert wait_until(lambda: store.pending_events(1) == [], 90, 0.2)
+            stop.set()
+            thread.join(30)
+        assert hub.alive()
+    finally:
+        stop.set()
+        bus.close()
+        store.close()
+    assert hub.starts == starts + 1
+
+    assert project(settings, "after-restart") == len(acked.event_ids)
+    result = verify_acknowledged(settings, acked, tmp_path / "clean")
+    result.assert_ok()
+    summary("event_hubs_restarted_during_relay_round", faults=1, runs_survived=1,
+            verdict=result.verdict, redeliveries=result.redeliveries)  # fmt: skip
