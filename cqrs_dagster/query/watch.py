@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ DEFAULT_INTERVAL_SECONDS = 0.05
 # key column) instead of one file-pruned lookup each.
 BATCH_LOOKUPS_ABOVE = 16
 JOIN_TIMEOUT_SECONDS = 5.0
+# Tokens seen included, remembered (newest first out last) so that a wait on one answers at once:
+# a token once included stays included (the tables only move forward).
+REMEMBER_INCLUDED = 100_000
 LOG_EVERY_FAILURES = 100
 
 States = list[TokenState]
@@ -94,6 +98,7 @@ class ConsistencyWatcher:
         self._stop: threading.Event | None = None  # the running thread's
         self._idle = False  # the thread is asleep until a waiter arrives
         self._failing = 0  # consecutive failed passes
+        self._included: OrderedDict[Token, None] = OrderedDict()  # guarded by _cond
         # Counters (read them from any thread; only the watcher's thread writes them).
         self.passes = 0  # passes run (each refreshes the tables once)
         self.refreshes = 0  # ReadModels.refresh calls made by the watcher
@@ -111,6 +116,19 @@ class ConsistencyWatcher:
         """The watcher's thread while it runs (None before the first wait and after close)."""
         with self._cond:
             return self._thread
+
+    def included(self, tokens: Sequence[Token]) -> bool:
+        """Whether a pass has seen every one of ``tokens`` included (no I/O: remembered)."""
+        with self._cond:
+            return all(t in self._included for t in tokens)
+
+    def _remember(self, tokens: Sequence[Token]) -> None:
+        with self._cond:
+            for t in tokens:
+                self._included[t] = None
+                self._included.move_to_end(t)
+            while len(self._included) > REMEMBER_INCLUDED:
+                self._included.popitem(last=False)
 
     async def wait(self, tokens: Sequence[Token], timeout: float) -> States | None:
         """The tokens' states once all are included, else the last pass's states at ``timeout``
@@ -211,6 +229,8 @@ class ConsistencyWatcher:
         if self._failing:
             log.info("consistency watcher passes succeed again after %d failures", self._failing)
             self._failing = 0
+        done = [t for t in tokens if _state(t, known[t], gold).satisfied]
+        self._remember(done)
         for w in waiters:
             states = [_state(t, known[t], gold) for t in w.tokens]
             w.last = states

@@ -150,43 +150,57 @@ class _Models:
             return self._models
 
 
+Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
+
+
 async def _consistent(
     holder: _Models,
     watcher: ConsistencyWatcher,
     consistent_with: str | None,
     wait_ms: int,
-    answer: Callable[[], Response],
+    answer: Answer,
+    reads: str,
 ) -> Response:
-    """``answer()`` once the tokens are included, else a 412 with the tokens' and answer's state.
+    """``answer`` once the tokens are included, else a 412 with the tokens' and answer's state.
 
-    The route is async: a waiting request holds no thread. It checks once in the thread pool:
-    with ``wait_ms`` 0 on freshly refreshed tables, else on the snapshot the shared read models
-    already have (no refresh of its own). If that falls short and ``wait_ms`` > 0, it awaits the
-    router's one watcher, which refreshes the tables once per pass for all waiters and wakes them
-    when their tokens are included; at the deadline it has the states of the watcher's last pass.
+    The route is async and a waiting request holds no thread and refreshes nothing itself:
+
+    - ``wait_ms`` 0: one check on freshly refreshed tables (in the thread pool);
+    - tokens a watcher pass has already seen included: answered at once (no check);
+    - else the request awaits the router's one watcher, which refreshes the tables once per pass
+      for all waiters and wakes each when its tokens are included. The answer then reads the
+      snapshot that pass refreshed when ``reads`` (the endpoint's table) is one the tokens need,
+      else it refreshes ``reads``. At the deadline: the 412 with the watcher's last states.
     """
     if consistent_with is None:
-        return await run_in_threadpool(answer)
+        return await run_in_threadpool(answer, True)
     try:
         tokens = consistency.parse_tokens(consistent_with)
     except consistency.TokenError as exc:
         raise _invalid("consistent_with", str(exc)) from exc
-    fresh = wait_ms == 0
-    states = await run_in_threadpool(lambda: consistency.check(holder.get(), tokens, refresh=fresh))
-    if not all(s.satisfied for s in states) and wait_ms > 0:
+    if wait_ms == 0:
+        states = await run_in_threadpool(lambda: consistency.check(holder.get(), tokens))
+        refresh = reads not in consistency.tables_for(tokens)
+    elif watcher.included(tokens):
+        return await run_in_threadpool(answer, True)
+    else:
         waited = await watcher.wait(tokens, min(wait_ms, consistency.MAX_WAIT_MS) / 1000)
-        if waited is not None:  # None: no pass ran for it in time; keep the first check's
-            states = waited
+        if waited is None:  # no pass ran for it in time (or the watcher closed): check now
+            waited = await run_in_threadpool(
+                lambda: consistency.check(holder.get(), tokens, refresh=False)
+            )
+        states = waited
+        refresh = reads not in consistency.tables_for(tokens)
     if all(s.satisfied for s in states):
-        return await run_in_threadpool(answer)
+        return await run_in_threadpool(answer, refresh)
     return await run_in_threadpool(_not_yet_consistent, states, wait_ms, answer)
 
 
 def _not_yet_consistent(
-    states: list[consistency.TokenState], wait_ms: int, answer: Callable[[], Response]
+    states: list[consistency.TokenState], wait_ms: int, answer: Answer
 ) -> Response:
     try:
-        current: Any = orjson.loads(answer().body)
+        current: Any = orjson.loads(answer(True).body)
     except ProblemError:
         current = None
     waiting = [str(s.token) for s in states if not s.satisfied]
@@ -232,15 +246,20 @@ def build_query_router(
         lifespan=lifespan,
     )
 
-    def select(sql: str, params: list[Any], tables: list[str]) -> list[dict[str, Any]]:
+    def select(
+        sql: str, params: list[Any], tables: list[str], refresh: bool
+    ) -> list[dict[str, Any]]:
         m = holder.get()
-        m.refresh(tables)
+        if refresh:
+            m.refresh(tables)
         return json_rows(m.execute(sql, params))
 
-    def one(name: str, column: str, value: str) -> list[dict[str, Any]]:
-        """The rows of ``name`` with ``column = value`` (files pruned on the log's stats)."""
+    def one(name: str, column: str, value: str, refresh: bool) -> list[dict[str, Any]]:
+        """The rows of ``name`` with ``column = value`` (files pruned on the log's stats);
+        ``refresh``: load the table's new commits first (else: the snapshot a check just read)."""
         m = holder.get()
-        m.refresh([name])
+        if refresh:
+            m.refresh([name])
         return json_rows(m.rows_where(name, column, value))
 
     @router.get(
@@ -251,13 +270,13 @@ def build_query_router(
     async def get_order(
         order_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
-        def answer() -> Response:
-            rows = one(ORDER_SUMMARY, "order_id", order_id)
+        def answer(refresh: bool) -> Response:
+            rows = one(ORDER_SUMMARY, "order_id", order_id, refresh)
             if not rows:
                 raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
             return _json(rows[0])
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY)
 
     @router.get("/orders", summary="Orders (order_summary rows), oldest first, keyset-paginated")
     async def list_orders(
@@ -291,9 +310,10 @@ def build_query_router(
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM order_summary{where} ORDER BY created_date, order_id LIMIT ?"
 
-        def answer() -> Response:
+        def answer(refresh: bool) -> Response:
             m = holder.get()
-            m.refresh([ORDER_SUMMARY])
+            if refresh:
+                m.refresh([ORDER_SUMMARY])
             table = m.execute(sql, [*params, limit + 1])
             items = json_rows(table.slice(0, limit))
             next_cursor = None
@@ -302,7 +322,7 @@ def build_query_router(
                 next_cursor = encode_cursor(last["created_date"], last["order_id"])
             return _json({"items": items, "next_cursor": next_cursor})
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY)
 
     @router.get(
         "/customers/{customer_id}",
@@ -312,15 +332,15 @@ def build_query_router(
     async def get_customer(
         customer_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
-        def answer() -> Response:
-            rows = one(CUSTOMERS, "customer_id", customer_id)
+        def answer(refresh: bool) -> Response:
+            rows = one(CUSTOMERS, "customer_id", customer_id, refresh)
             if not rows:
                 raise ProblemError(
                     404, "not-found", f"customer {customer_id} is not in the read model"
                 )
             return _json(rows[0])
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
+        return await _consistent(holder, waits, consistent_with, wait_ms, answer, CUSTOMERS)
 
     @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
     async def daily_metrics(
@@ -340,10 +360,12 @@ def build_query_router(
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM daily_order_metrics{where} ORDER BY order_date"
 
-        def answer() -> Response:
-            return _json({"items": select(sql, params, [DAILY_ORDER_METRICS])})
+        def answer(refresh: bool) -> Response:
+            return _json({"items": select(sql, params, [DAILY_ORDER_METRICS], refresh)})
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer)
+        return await _consistent(
+            holder, waits, consistent_with, wait_ms, answer, DAILY_ORDER_METRICS
+        )
 
     @router.get("/projections", summary="Each read model's checkpoint and lag behind the bus")
     def projections(request: Request) -> Response:

@@ -194,10 +194,22 @@ def test_200_concurrent_waits_over_http_one_watcher(
     assert watcher.passes - seen["passes_before_projection"] <= paced
     assert watcher.passes < WAITERS
     assert watcher.woken == WAITERS and watcher.waiting == 0
-    # Each answer refreshed only the table it reads (order_summary), as a plain lookup does.
-    answer_refreshes = refreshes.of_tables_by_others({ORDER_SUMMARY})
-    assert len(answer_refreshes) == WAITERS
-    assert all(tables == (ORDER_SUMMARY,) for _, tables in answer_refreshes)
+    # The answers read the snapshot the watcher's pass refreshed: no request refreshed anything.
+    assert [c for c in refreshes.calls if c[0] != WATCHER_THREAD] == []
+    # Tokens a pass has seen included answer at once: no wait, no pass, one refresh each (the
+    # table the answer reads, as a plain lookup does).
+    passes = watcher.passes
+    again = [
+        httpx.get(
+            f"{server.url}/api/v1/orders/{order_id}",
+            params={"consistent_with": token, "wait_ms": 20_000},
+            timeout=30,
+        )
+        for order_id, token in orders[:10]
+    ]
+    assert [a.json()["order_id"] for a in again] == [o for o, _ in orders[:10]]
+    assert watcher.passes == passes and watcher.woken == WAITERS
+    assert [c[1] for c in refreshes.calls if c[0] != WATCHER_THREAD] == [(ORDER_SUMMARY,)] * 10
 
     thread = watcher.thread
     assert thread is not None and thread.is_alive()
