@@ -51,8 +51,18 @@ class AzureStack:
     azurite: AzuriteServer
     azurite_process: RestartableServer
 
-    def settings(self, data_dir: Path, **overrides: Any) -> Settings:
-        """CQRS_ENV=azure settings on a fresh Cosmos database (provisioned), hub and container."""
+    @property
+    def azurite_died_marker(self) -> Path:
+        return Path(self.azurite_process.env["DURABLE_AZURITE_DIE_MARKER"])  # type: ignore[index]
+
+    def settings(self, data_dir: Path, container: str | None = None, **overrides: Any) -> Settings:
+        """CQRS_ENV=azure settings on a fresh Cosmos database (provisioned), hub and container
+        (``container``: created with this name)."""
+        if container is None:
+            container = self.azurite.fresh_container()
+        else:
+            with self.azurite.blob_service() as service:
+                service.create_container(container)
         database = self.cosmos.fresh_database_name()
         client = self.cosmos.client()
         try:
@@ -67,7 +77,7 @@ class AzureStack:
             "cosmos_database": database,
             "eventhub_connection_string": self.eventhubs.connection_string,
             "eventhub_name": self.eventhubs.new_hub_name(),
-            "delta_root": f"az://{self.azurite.fresh_container()}/delta",
+            "delta_root": f"az://{container}/delta",
             "storage_use_emulator": True,
             "storage_endpoint": self.azurite.blob_endpoint,
             "relay_interval_seconds": 0.05,
@@ -76,12 +86,23 @@ class AzureStack:
         return Settings(**fields)
 
 
+#: Containers whose name starts so are where Azurite dies right after storing the first data
+#: commit file of ``customers`` (once per stack: see durable_azurite.js).
+DIE_AFTER_COMMIT_PREFIX = "diesaftercommit"
+
+
 @contextmanager
 def running_azure_stack(workdir: Path) -> Iterator[AzureStack]:
     """Start the three durable servers on free 127.0.0.1 ports; stop every process at the end."""
     cosmos, cosmos_process = durable_cosmos(workdir / "cosmos")
     eventhubs, eventhubs_process = durable_eventhubs(workdir / "eventhubs", PARTITIONS)
     azurite, azurite_process = durable_azurite(workdir / "azurite")
+    azurite_process.env = {
+        "DURABLE_AZURITE_DIE_AFTER_PUT": (
+            rf"^{DIE_AFTER_COMMIT_PREFIX}[0-9a-f]*/delta/customers/_delta_log/0+1\.json$"
+        ),
+        "DURABLE_AZURITE_DIE_MARKER": str(workdir / "azurite-died"),
+    }
     with ExitStack() as stack:
         for process in (cosmos_process, eventhubs_process, azurite_process):
             stack.enter_context(process)

@@ -9,7 +9,9 @@ group and started again on the same port with what it had acknowledged (see faul
   problem+json with Retry-After (never 500, never an acknowledgement), the relay thread keeps
   retrying, and the client's retries with the same commandId are acknowledged once it is back;
 - the Event Hubs server killed in the middle of a relay round (after the round's first batch
-  was accepted) and started again: the relay retries, the hub keeps what it accepted.
+  was accepted) and started again 3 s later: the round fails, the relay retries it and sends the
+  accepted batch again (at-least-once), the hub keeps what it accepted, raw_events drops the
+  copies.
 
 After recovery every acknowledged command is in the read models exactly once: its events are on
 the hub and in raw_events once, nothing else is, every aggregate's row is at its last
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from cqrs_dagster_tests.e2e.azure_env import serve
 from cqrs_dagster_tests.fixtures.procs import RestartableServer, wait_until
 
 from .azure import (
+    DIE_AFTER_COMMIT_PREFIX,
     Acknowledged,
     AzureStack,
     commands,
@@ -78,51 +82,40 @@ def project(settings: Settings, run_id: str, **context: Any) -> int:
 
 
 def test_azurite_killed_during_delta_commits(stack: AzureStack, tmp_path: Path) -> None:
-    settings = stack.settings(tmp_path / "data")
+    # In this container Azurite dies right after storing customers' first data commit file.
+    container = f"{DIE_AFTER_COMMIT_PREFIX}{uuid.uuid4().hex[:12]}"
+    settings = stack.settings(tmp_path / "data", container)
     acked = Acknowledged()
-    handle_on_cosmos(settings, commands(seed=61, count=30, prefix="a-"), acked)
+    handle_on_cosmos(settings, commands(seed=61, count=24, prefix="a-"), acked)
     assert relay_all(settings) == len(acked.event_ids)
 
     azurite = stack.azurite_process
-    container = settings.delta_root.removeprefix("az://").split("/")[0]
-    # Azurite stores this commit file of customers, then SIGKILLs itself before answering.
-    azurite.env = {
-        "DURABLE_AZURITE_DIE_AFTER_PUT": rf"^{container}/delta/customers/_delta_log/0+1\.json$",
-        "DURABLE_AZURITE_DIE_MARKER": str(tmp_path / "azurite-died"),
-    }
-    azurite.kill()
-    azurite.start()
     kills_before = len(azurite.kills)
     killed_at: list[str] = []
 
     def fault(point: str) -> None:
         if point == "raw.before_commit" and not killed_at:
             killed_at.append(point)
-            azurite.kill()  # the supervisor starts it again 2 s later (+ ~1.7 s start-up)
+            azurite.kill()  # the supervisor starts it again 1 s later (+ ~1.7 s start-up)
 
-    failures: list[str] = []
-    with azurite.supervised(delay=2.0):
+    with azurite.supervised(delay=1.0):
         started = time.monotonic()
-        try:
-            project(settings, "killed", fault=fault)
-        except Exception as exc:  # the run fails; the next one (a sensor's re-run) recovers
-            failures.append(f"{type(exc).__name__}: {exc}")
+        # Both commits retry until Azurite is back; the second one finds its own commit file
+        # there (409) and Delta calls it a concurrent transaction: the committer sees its
+        # checkpoints in the table and goes on. No exception: the run survives both kills.
+        project(settings, "killed", fault=fault)
         first_run = time.monotonic() - started
         assert wait_until(azurite.alive, 30)
     assert killed_at == ["raw.before_commit"]
-    assert (
-        (tmp_path / "azurite-died")
-        .read_text()
-        .endswith("customers/_delta_log/00000000000000000001.json")
-    )
+    died = stack.azurite_died_marker.read_text()
+    assert died == f"{container}/delta/customers/_delta_log/00000000000000000001.json"
     assert len(azurite.kills) - kills_before == 1  # the self-kill is not one of ours
-    project(settings, "rerun")
+    assert project(settings, "rerun") == 0  # everything was applied by the killed run
 
     result = verify_acknowledged(settings, acked, tmp_path / "clean")
     result.assert_ok()
-    summary("azurite_killed_during_delta_commits", faults=2, runs_survived=1 - len(failures),
+    summary("azurite_killed_during_delta_commits", faults=2, runs_survived=1,
             verdict=result.verdict, first_run_ms=int(first_run * 1000))  # fmt: skip
-    assert failures == [], failures
 
 
 # -- (b) Cosmos DB -------------------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
 ) -> None:
     settings = stack.settings(tmp_path / "data")
     cosmos = stack.cosmos_process
-    batch = commands(seed=62, count=30, prefix="b-")
+    batch = commands(seed=62, count=20, prefix="b-")
     acked = Acknowledged()
     unavailable: list[tuple[float, httpx.Response]] = []
     health: list[httpx.Response] = []
@@ -142,13 +135,13 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
 
         def outage() -> None:
             cosmos.kill()  # while commands are in flight
-            wait_until(lambda: len(unavailable) >= 2, 30, 0.05)
+            wait_until(lambda: len(unavailable) >= 1, 30, 0.05)
             health.append(client.get("/api/v1/healthz"))
             cosmos.start()
 
         killer = threading.Thread(target=outage, name="cosmos-outage")
         for i, command in enumerate(batch):
-            if i == 10:
+            if i == 8:
                 killer.start()
                 time.sleep(0.05)
             while True:  # a client retrying the same command (same commandId) until acknowledged
@@ -169,7 +162,7 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
             store.close()
 
     assert len(acked.bodies) == len(batch)
-    assert len(unavailable) >= 2
+    assert len(unavailable) >= 1
     for seconds, resp in unavailable:
         assert resp.headers["content-type"] == "application/problem+json"
         problem = resp.json()
@@ -198,9 +191,11 @@ class HubKilledMidRound(EventHubsBus):
         super().__init__(**options)
         self.server = server
         self.kill_after = kill_after
+        self.accepted = 0  # events in accepted batches
 
     def _send_batch(self, batch: Any) -> None:
         super()._send_batch(batch)
+        self.accepted += len(batch)
         if self.sends == self.kill_after:
             self.server.kill()
 
@@ -208,7 +203,7 @@ class HubKilledMidRound(EventHubsBus):
 def test_event_hubs_restarted_during_a_relay_round(stack: AzureStack, tmp_path: Path) -> None:
     settings = stack.settings(tmp_path / "data")
     acked = Acknowledged()
-    handle_on_cosmos(settings, commands(seed=63, count=30, prefix="c-"), acked)
+    handle_on_cosmos(settings, commands(seed=63, count=24, prefix="c-"), acked)
     hub = stack.eventhubs_process
     assert settings.eventhub_connection_string is not None
     bus = HubKilledMidRound(
@@ -216,6 +211,9 @@ def test_event_hubs_restarted_during_a_relay_round(stack: AzureStack, tmp_path: 
         kill_after=3,  # the first batch of the second round
         connection_string=settings.eventhub_connection_string.get_secret_value(),
         eventhub_name=settings.eventhub_name,
+        # The SDK's own retries (3, from 0.8 s) ride over a restart of a second or two within
+        # the round; without them the 3 s outage fails the round and the relay retries it.
+        retry_total=0,
     )
     store = make_write_store(settings)
     stop = threading.Event()
@@ -223,7 +221,7 @@ def test_event_hubs_restarted_during_a_relay_round(stack: AzureStack, tmp_path: 
     thread = threading.Thread(target=relay.run_forever, args=(stop, 0.05), name="relay")
     starts = hub.starts
     try:
-        with hub.supervised(delay=1.0):
+        with hub.supervised(delay=3.0):
             thread.start()
             assert wait_until(lambda: store.pending_events(1) == [], 90, 0.2)
             stop.set()
@@ -234,9 +232,11 @@ def test_event_hubs_restarted_during_a_relay_round(stack: AzureStack, tmp_path: 
         bus.close()
         store.close()
     assert hub.starts == starts + 1
+    assert bus.accepted > len(acked.event_ids)  # the failed round's first batch went out twice
 
     assert project(settings, "after-restart") == len(acked.event_ids)
     result = verify_acknowledged(settings, acked, tmp_path / "clean")
     result.assert_ok()
+    assert result.redeliveries == bus.accepted - len(acked.event_ids)
     summary("event_hubs_restarted_during_relay_round", faults=1, runs_survived=1,
             verdict=result.verdict, redeliveries=result.redeliveries)  # fmt: skip
