@@ -74,7 +74,7 @@ typecheck: $(STAMP) $(SPARK_STAMP)
 
 # The test session starts (and stops) the local servers it needs itself: see cqrs_dagster_tests/servers/.
 pytest: $(STAMP) $(SPARK_STAMP) $(SAIL_STAMP) servers-install browser-install postgres-install
-	$(BIN)/pytest -p no:cacheprovider --durations=25
+	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile --durations=25
 
 test: lint typecheck pytest
 
