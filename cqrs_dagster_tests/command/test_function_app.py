@@ -23,6 +23,7 @@ from azure.functions.timer import TimerRequest
 
 from cqrs_dagster import function_app
 from cqrs_dagster.command.handler import CommandHandler
+from cqrs_dagster.command.writestore.port import StoreUnavailable
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.domain.events import CUSTOMER, EventEnvelope
 from cqrs_dagster.eventbus.local import LocalEventBus
@@ -206,6 +207,27 @@ def test_execute_command_without_any_framework(tmp_path: Path) -> None:
         assert json.loads(body)["errors"][0]["path"] == "type"
     finally:
         store.close()
+
+
+class _UnreachableStore(SqliteWriteStore):
+    """A store whose backend stopped answering (as the Cosmos adapter reports it)."""
+
+    def command_result(self, command_id: str) -> dict[str, Any] | None:
+        raise StoreUnavailable("Cosmos DB did not answer: connection refused")
+
+
+def test_a_store_that_is_down_answers_503_with_retry_after(tmp_path: Path) -> None:
+    store = _UnreachableStore(tmp_path / "w.sqlite")
+    try:
+        command = {**REGISTER, "commandId": "retry-me"}
+        status, headers, body = execute_command(orjson.dumps(command), CommandHandler(store))
+    finally:
+        store.close()
+    assert status == 503 and headers["Content-Type"] == PROBLEM
+    assert headers["Retry-After"] == "2"
+    problem = json.loads(body)
+    assert problem["type"].endswith("/unavailable") and problem["status"] == 503
+    assert "same commandId" in problem["detail"] and "connection refused" in problem["detail"]
 
 
 def test_host_builds_from_settings(settings: Any) -> None:
