@@ -196,17 +196,25 @@ class Store:
             os.fsync(self._journal.fileno())
 
     def _replay(self, journal: Path) -> None:
-        for line in journal.read_bytes().splitlines():
+        data = journal.read_bytes()
+        valid = 0  # bytes of whole records: a record cut short by a kill is cut off the file
+        for line in data.splitlines(keepends=True):
             try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("unterminated")
                 record = json.loads(line)
             except ValueError:
-                break  # a record cut short by a kill: its transfer was never accepted
+                break  # its transfer was never accepted
+            valid += len(line)
             event = StoredEvent(
                 record["seq"], record["offset"], record["ms"], base64.b64decode(record["payload"])
             )
             self.hub(record["hub"]).partition(record["partition"]).restore(
                 event, record["next_offset"]
             )
+        if valid < len(data):
+            with journal.open("r+b") as f:
+                f.truncate(valid)
 
     def hub(self, name: str) -> Hub:
         if not name or name.startswith("$"):
