@@ -5,16 +5,19 @@ awaits an asyncio future (no thread held). The watcher's one thread, while anyth
 *pass* every ``interval`` seconds (counted from the end of the previous pass, so a slow pass never
 runs back to back with the next):
 
-1. ONE refresh of the tables the waiting tokens need (``update_incremental``: new log entries only),
-   whatever the number of waiters;
-2. the gold checkpoints, read once per pass and shared by every token;
+1. ONE refresh of the gold tables the waiting tokens need (``update_incremental``: new log
+   entries only), whatever the number of waiters. A token is included only once a gold
+   checkpoint covers its event, so when they have no new commit, no new token waits and the last
+   full pass is under ``FULL_PASS_SECONDS`` old, the pass ends here;
+2. else (a *full* pass) one refresh of the silver tables and raw_events (read after the gold
+   tables), and the gold checkpoints, read once and shared by every token;
 3. per distinct token, the silver version and the raw position of the token's event, looked up only
    when that token is new to the watcher or its silver / raw table has a new commit since the
    token's last lookup (one batched query per table when many tokens need it). A token's raw
    position never changes once found, so it is looked up once;
 4. every waiter whose tokens are all included is woken on its own event loop.
 
-A waiter whose time runs out gets the states of the last pass (the 412 answer's body). A pass
+A waiter whose time runs out gets the states of the last full pass (the 412 answer's body). A pass
 that fails is logged (the first failure of a run of them with its traceback, then every 100th),
 counted in :attr:`ConsistencyWatcher.failures`, and retried at the next pass: the thread never
 dies of it and waiters keep waiting until they are included or their time runs out.
@@ -44,11 +47,15 @@ from .views import ReadModels
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 0.05
+# A pass whose gold tables have no new commit (and no new token) stops after refreshing them; a
+# full pass still runs at least this often, so a 412's silver / raw states are this fresh.
+FULL_PASS_SECONDS = 1.0
 # Above this many tokens needing a lookup in one table, one query reads them all (a scan of the
 # key column) instead of one file-pruned lookup each.
 BATCH_LOOKUPS_ABOVE = 16
 JOIN_TIMEOUT_SECONDS = 5.0
-# Tokens seen included, remembered (newest first out last) so that a wait on one answers at once:
+# Tokens seen included, remembered (the least recently seen dropped first) so that a wait on one
+# answers at once:
 # a token once included stays included (the tables only move forward).
 REMEMBER_INCLUDED = 100_000
 LOG_EVERY_FAILURES = 100
@@ -84,6 +91,16 @@ class _Progress:
     raw_at: Snapshot | None = None  # raw_events snapshot of the last lookup
 
 
+@dataclass
+class _Memory:
+    """What the watcher's thread carries from pass to pass (reset when nothing waits)."""
+
+    known: dict[Token, _Progress] = field(default_factory=dict)
+    gold_at: dict[str, Snapshot] = field(default_factory=dict)  # the gold tables' snapshots
+    gold: dict[str, int] = field(default_factory=dict)  # their checkpoints, as of gold_at
+    full_at: float = float("-inf")  # monotonic time of the last full pass
+
+
 class ConsistencyWatcher:
     """Wakes waiting requests when the read models include their tokens (one thread, lazily)."""
 
@@ -100,8 +117,9 @@ class ConsistencyWatcher:
         self._failing = 0  # consecutive failed passes
         self._included: OrderedDict[Token, None] = OrderedDict()  # guarded by _cond
         # Counters (read them from any thread; only the watcher's thread writes them).
-        self.passes = 0  # passes run (each refreshes the tables once)
-        self.refreshes = 0  # ReadModels.refresh calls made by the watcher
+        self.passes = 0  # passes run (each refreshes the gold tables once)
+        self.full_passes = 0  # of which full: silver and raw_events refreshed too, lookups
+        self.refreshes = 0  # ReadModels.refresh calls made by the watcher (1 or 2 per pass)
         self.lookups = 0  # silver / raw queries (a batched query counts once)
         self.failures = 0  # passes that raised
         self.woken = 0  # waiters woken because their tokens were included
@@ -176,14 +194,14 @@ class ConsistencyWatcher:
         self._thread.start()
 
     def _run(self, stop: threading.Event) -> None:
-        known: dict[Token, _Progress] = {}  # this thread's own: what it knows of each token
+        memory = _Memory()  # this thread's own
         next_pass = 0.0
         while True:
             with self._cond:
                 while not stop.is_set():
                     if not self._waiters:
                         self._idle = True
-                        known.clear()
+                        memory = _Memory()
                         self._cond.wait()
                         continue
                     delay = next_pass - time.monotonic()
@@ -196,7 +214,7 @@ class ConsistencyWatcher:
                     return
                 waiters = list(self._waiters)
             try:
-                self._pass(waiters, known)
+                self._pass(waiters, memory)
             except Exception:  # never let a failing pass end the thread: retry at the next one
                 self._failed()
             next_pass = time.monotonic() + self._interval
@@ -211,32 +229,54 @@ class ConsistencyWatcher:
                 self._interval,
             )
 
-    def _pass(self, waiters: list[_Waiter], known: dict[Token, _Progress]) -> None:
+    def _pass(self, waiters: list[_Waiter], memory: _Memory) -> None:
         self.passes += 1
         models = self._models()
-        needed = tables_for([t for w in waiters for t in w.tokens])
-        versions = models.refresh(needed)
-        self.refreshes += 1
-        at: dict[str, Snapshot] = {n: (models.tables.uri(n), versions.get(n)) for n in needed}
         tokens = {t for w in waiters for t in w.tokens}
+        known = memory.known
         for gone in known.keys() - tokens:
             del known[gone]
+        gold_names = sorted({g for t in tokens for g in DEPENDENTS[t.aggregate_type].gold})
+        # The gold tables first: a token is included only once a gold checkpoint covers its
+        # event, so while they have no new commit (and no new token came) nothing can change.
+        versions = models.refresh(gold_names)
+        self.refreshes += 1
+        gold_at = {g: (models.tables.uri(g), versions.get(g)) for g in gold_names}
+        moved = any(memory.gold_at.get(g) != at for g, at in gold_at.items())
+        new = any(t not in known for t in tokens)
+        if not moved and not new and time.monotonic() - memory.full_at < FULL_PASS_SECONDS:
+            self._succeeded()
+            for w in waiters:
+                if w.last is None:
+                    w.last = [_state(t, known[t], memory.gold) for t in w.tokens]
+            return
+        # A full pass: silver and raw_events, read after the gold tables, then the lookups.
+        memory.full_at = time.monotonic()
+        self.full_passes += 1
+        others = [n for n in tables_for(list(tokens)) if n not in gold_at]
+        versions = models.refresh(others)
+        self.refreshes += 1
+        at: dict[str, Snapshot] = {n: (models.tables.uri(n), versions.get(n)) for n in others}
         for t in tokens:
             known.setdefault(t, _Progress())
         self._look_up(models, at, known)
-        gold_names = {g for t in tokens for g in DEPENDENTS[t.aggregate_type].gold}
-        gold = {g: txn(models.table(g), seq_app_id(g)) for g in sorted(gold_names)}
-        if self._failing:
-            log.info("consistency watcher passes succeed again after %d failures", self._failing)
-            self._failing = 0
-        done = [t for t in tokens if _state(t, known[t], gold).satisfied]
+        if moved or any(g not in memory.gold for g in gold_names):
+            memory.gold = {g: txn(models.table(g), seq_app_id(g)) for g in gold_names}
+            memory.gold_at = gold_at
+        self._succeeded()
+        done = [t for t in tokens if _state(t, known[t], memory.gold).satisfied]
         self._remember(done)
         for w in waiters:
-            states = [_state(t, known[t], gold) for t in w.tokens]
+            states = [_state(t, known[t], memory.gold) for t in w.tokens]
             w.last = states
             if all(s.satisfied for s in states):
                 self.woken += 1
                 w.wake(states)
+
+    def _succeeded(self) -> None:
+        if self._failing:
+            log.info("consistency watcher passes succeed again after %d failures", self._failing)
+            self._failing = 0
 
     def _look_up(
         self, models: ReadModels, at: dict[str, Snapshot], known: dict[Token, _Progress]

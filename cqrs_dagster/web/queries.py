@@ -24,7 +24,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BeforeValidator
@@ -152,6 +155,31 @@ class _Models:
 
 Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
 
+# Threads that answer woken waiters at once. A watcher pass can wake hundreds of waiters together;
+# their answers share this small pool (and queue there), so requests without a wait never queue
+# behind such a burst in the default pool of 40 threads, nor the event loop behind 40 busy ones.
+WOKEN_ANSWER_THREADS = 4
+
+
+class _Limiters:
+    """One anyio CapacityLimiter per event loop (an app may be served by several in turn)."""
+
+    def __init__(self, tokens: int) -> None:
+        self._tokens = tokens
+        self._by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+            WeakKeyDictionary()
+        )
+
+    def get(self) -> anyio.CapacityLimiter:
+        loop = asyncio.get_running_loop()
+        limiter = self._by_loop.get(loop)
+        if limiter is None:
+            limiter = self._by_loop[loop] = anyio.CapacityLimiter(self._tokens)
+        return limiter
+
+
+_WOKEN = _Limiters(WOKEN_ANSWER_THREADS)
+
 
 async def _consistent(
     holder: _Models,
@@ -189,8 +217,10 @@ async def _consistent(
             waited = await run_in_threadpool(
                 lambda: consistency.check(holder.get(), tokens, refresh=False)
             )
-        states = waited
         refresh = reads not in consistency.tables_for(tokens)
+        if all(s.satisfied for s in waited):
+            return await anyio.to_thread.run_sync(answer, refresh, limiter=_WOKEN.get())
+        states = waited
     if all(s.satisfied for s in states):
         return await run_in_threadpool(answer, refresh)
     return await run_in_threadpool(_not_yet_consistent, states, wait_ms, answer)
