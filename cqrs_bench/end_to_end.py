@@ -18,6 +18,19 @@ Each start (~30 s) goes through:
    medians of each phase; in follow mode, the end of the pass that applied it (the first
    raw_events materialization whose bus checkpoint covers the event).
 
+4. read-your-writes at scale (issue 14; the defaults' start only, ``BENCH_E2E_WAITERS``, default
+   500, 0 skips it): after the plain load run, the same load runs again on the same platform
+   while N readers (asyncio in a child process, one keep-alive HTTP/1.1 connection each, a
+   minimal client so that they cost the shared cores little) each keep one
+   ``GET /api/v1/orders/{id}?consistent_with=<token>&wait_ms=30000`` in flight on one of the 20
+   newest accepted orders not yet answered (so, once the load stops, the waits end as the last
+   orders become visible). (e)'s figures of both runs are reported side by side (target: within
+   10%), and in both runs a second child process times plain lookups (``GET /api/v1/orders/{id}``
+   of already visible orders, 20/s, one connection): their p99 while the readers wait has the
+   target <= 50 ms. CPU seconds per process during each run say what saturates.
+   ``BENCH_E2E_PER_BATCH=0`` skips the per-batch start; ``BENCH_E2E_PY_SPY=1`` samples the API
+   process with py-spy during each load run (``<results>/profiles/end_to_end-api-*.txt``).
+
 The API's rate limiter (200/s per principal by default) is disabled for the run: the benchmark
 measures projection latency, not the limiter.
 """
@@ -27,7 +40,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import multiprocessing
 import os
+import random
+import resource
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -35,23 +52,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from cqrs_dagster.cli.procs import descendants
 from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group
 
-from . import Measurement, Report, Series, Target, full_mode, sized
+from . import RESULTS_DIR, Measurement, Ratio, Report, Series, Target, full_mode, sized
 
 IDLE_SECONDS = 20
 RSS_SAMPLES = 5
 IN_FLIGHT = 64
 POLL_SECONDS = 0.2
 PAGE = 500
+DEFAULT_WAITERS = 500
+WAIT_MS = 30_000
+WAIT_SPREAD = 20  # each reader waits on one of the newest accepted orders
+PROBE_PER_SECOND = 20.0
+PROBE_ORDERS = 20
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -134,7 +159,17 @@ class Load:
     last_accept: float = 0.0
 
 
-async def _send(api: str, customer: str, rate: float, seconds: float, load: Load) -> None:
+Accepted = Callable[[str, str, float], None]  # order id, consistency token, accepted at
+
+
+async def _send(
+    api: str,
+    customer: str,
+    rate: float,
+    seconds: float,
+    load: Load,
+    on_accept: Accepted | None = None,
+) -> None:
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
     async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as client:
         gate = asyncio.Semaphore(IN_FLIGHT)
@@ -161,6 +196,8 @@ async def _send(api: str, customer: str, rate: float, seconds: float, load: Load
                 load.created[order_id] = answer["state"]["createdAt"]
                 load.accepted[order_id] = now
                 load.last_accept = max(load.last_accept, now)
+                if on_accept is not None:
+                    on_accept(order_id, answer["consistencyToken"], now)
 
         tasks = []
         load.start = time.time()
@@ -203,7 +240,13 @@ def _poll(api: str, customer: str, load: Load, stop: threading.Event) -> None:
             stop.wait(POLL_SECONDS)
 
 
-def measure(api: str, rate: float, seconds: float, drain_timeout: float) -> Load:
+def measure(
+    api: str,
+    rate: float,
+    seconds: float,
+    drain_timeout: float,
+    on_accept: Accepted | None = None,
+) -> Load:
     load = Load()
     customer = httpx.post(
         f"{api}/api/v1/commands",
@@ -214,7 +257,7 @@ def measure(api: str, rate: float, seconds: float, drain_timeout: float) -> Load
     poller = threading.Thread(target=_poll, args=(api, customer, load, stop), daemon=True)
     poller.start()
     try:
-        asyncio.run(_send(api, customer, rate, seconds, load))
+        asyncio.run(_send(api, customer, rate, seconds, load, on_accept))
         deadline = time.time() + drain_timeout
         while time.time() < deadline and len(load.visible) < len(load.accepted):
             time.sleep(0.2)
@@ -222,6 +265,301 @@ def measure(api: str, rate: float, seconds: float, drain_timeout: float) -> Load
         stop.set()
         poller.join(30)
     return load
+
+
+@dataclass
+class Waits:
+    """What the read-your-writes readers saw (a child process's summary)."""
+
+    readers: int = 0
+    answers: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
+    errors: int = 0
+    seconds: list[float] = field(default_factory=list)  # request -> answer, per answered wait
+    in_flight: list[int] = field(default_factory=list)  # sampled every 0.5 s once all started
+    cpu_seconds: float = 0.0  # the readers' process
+
+
+def _readers_main(api: str, readers: int, feed: Any, stop: MpEvent, out: Any) -> None:
+    """Child process: ``readers`` tasks, each keeping one read-your-writes wait in flight."""
+    waits = asyncio.run(_readers(api, readers, feed, stop))
+    waits.cpu_seconds = _own_cpu()
+    out.put(waits)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pids: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that sends GETs and reads the status and body (the
+    readers' client: hundreds of waits must cost the shared cores little, which httpx's pool of
+    500 connections does not)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, target: str) -> int:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        try:
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length, close = 0, False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                key = name.strip().lower()
+                if key == b"content-length":
+                    length = int(value)
+                elif key == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+async def _readers(api: str, readers: int, feed: Any, stop: MpEvent) -> Waits:
+    waits = Waits(readers=readers)
+    recent: list[tuple[str, str]] = []  # (order id, token), newest last
+    included: set[str] = set()  # tokens a wait was answered 200 for: not waited on again
+    loop = asyncio.get_running_loop()
+
+    def take() -> None:  # the parent's accepted orders, as they come
+        while (item := feed.get()) is not None:
+            loop.call_soon_threadsafe(recent.append, item)
+
+    threading.Thread(target=take, name="bench-feed", daemon=True).start()
+    in_flight = 0
+    url = httpx.URL(api)
+    host, port = url.host, url.port or 80
+
+    async def reader(n: int) -> None:
+        nonlocal in_flight
+        pick = random.Random(n)
+        connection = _Connection(host, port)
+        try:
+            while True:
+                newest = [o for o in recent[-WAIT_SPREAD:] if o[1] not in included]
+                if not newest:  # none accepted yet, or the newest are all visible: no busy loop
+                    await asyncio.sleep(0.05)
+                    continue
+                order_id, token = pick.choice(newest)
+                query = urlencode({"consistent_with": token, "wait_ms": WAIT_MS})
+                in_flight += 1
+                start = time.perf_counter()
+                try:
+                    status = await connection.get(f"/api/v1/orders/{quote(order_id)}?{query}")
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    waits.errors += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                finally:
+                    in_flight -= 1
+                waits.answers[status] = waits.answers.get(status, 0) + 1
+                waits.seconds.append(time.perf_counter() - start)
+                if status == 200:
+                    included.add(token)
+        finally:
+            connection.close()
+
+    tasks = [asyncio.create_task(reader(n)) for n in range(readers)]
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        if recent:
+            waits.in_flight.append(in_flight)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return waits
+
+
+@dataclass
+class Probe:
+    """Plain lookups timed during a load run (a child process's summary)."""
+
+    ms: list[float] = field(default_factory=list)
+    answers: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    cpu_seconds: float = 0.0  # the probe's process
+
+
+def _probe_main(api: str, order_ids: list[str], stop: MpEvent, out: Any) -> None:
+    """Child process: ``GET /api/v1/orders/{id}`` of visible orders at PROBE_PER_SECOND, timed."""
+    probe = Probe()
+    with httpx.Client(base_url=api, timeout=10) as http:
+        due = time.perf_counter()
+        n = 0
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                resp = http.get(f"/api/v1/orders/{order_ids[n % len(order_ids)]}")
+                probe.ms.append((time.perf_counter() - start) * 1000)
+                probe.answers[resp.status_code] = probe.answers.get(resp.status_code, 0) + 1
+            except httpx.HTTPError:
+                probe.errors += 1
+            n += 1
+            due += 1 / PROBE_PER_SECOND
+            time.sleep(max(0.0, due - time.perf_counter()))
+    probe.cpu_seconds = _own_cpu()
+    out.put(probe)
+
+
+def probe_orders(api: str, count: int) -> list[str]:
+    """``count`` orders created and read back with read-your-writes (for the plain lookups)."""
+    customer = httpx.post(
+        f"{api}/api/v1/commands",
+        json={"type": "RegisterCustomer", "name": "Probe", "email": "probe@example.com"},
+        timeout=30,
+    ).json()["aggregateId"]
+    made = []
+    for _ in range(count):
+        answer = httpx.post(
+            f"{api}/api/v1/commands",
+            json={
+                "type": "CreateOrder",
+                "customerId": customer,
+                "items": [{"sku": "SKU-2", "quantity": 1, "unitPrice": "1.00"}],
+            },
+            timeout=30,
+        ).json()
+        made.append((answer["aggregateId"], answer["consistencyToken"]))
+    for order_id, token in made:
+        resp = httpx.get(
+            f"{api}/api/v1/orders/{order_id}",
+            params={"consistent_with": token, "wait_ms": WAIT_MS},
+            timeout=WAIT_MS / 1000 + 10,
+        )
+        if resp.status_code != 200:
+            raise RuntimeError(f"probe order {order_id} not visible: {resp.status_code}")
+    return [order_id for order_id, _ in made]
+
+
+@dataclass
+class Run:
+    """One load run of a platform start, with its plain-lookup probe (and readers, if any)."""
+
+    load: Load = field(default_factory=Load)
+    probe: Probe = field(default_factory=Probe)
+    waits: Waits | None = None
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process in the run
+    profile: str = ""  # the API process's py-spy profile (BENCH_E2E_PY_SPY=1)
+
+
+def _py_spy(platform: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """``BENCH_E2E_PY_SPY=1``: sample the API process (``cqrs api``) with py-spy during the run,
+    all threads, 50 Hz, into ``out`` (collapsed stacks: one line per stack and its samples)."""
+    if os.environ.get("BENCH_E2E_PY_SPY", "") in ("", "0"):
+        return None
+    api = [p for p in descendants(platform) if _name(p).startswith("cli api")]
+    if not api:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(api[0]),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def measure_with(
+    api: str, rate: float, seconds: float, probe_ids: list[str], readers: int, platform: int
+) -> Run:
+    """:func:`measure` while a child process times plain lookups and, when ``readers`` > 0,
+    another keeps ``readers`` read-your-writes waits in flight on the newest accepted orders."""
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    results: Any = ctx.Queue()
+    feed: Any = ctx.Queue()
+    children = [ctx.Process(target=_probe_main, args=(api, probe_ids, stop, results))]
+    if readers:
+        children.append(ctx.Process(target=_readers_main, args=(api, readers, feed, stop, results)))
+    run = Run()
+    for child in children:
+        child.start()
+    profile = RESULTS_DIR / "profiles" / f"end_to_end-api-{readers}-readers.txt"
+    spy = _py_spy(platform, profile)
+    if spy is not None:
+        run.profile = str(profile)
+    before = _cpu_of({platform, *descendants(platform)})
+    own = time.process_time()
+    started = time.monotonic()
+    try:
+        if readers:
+            time.sleep(2)  # let the readers' process start (it idles until orders come)
+
+        def accepted(order_id: str, token: str, _at: float) -> None:
+            feed.put((order_id, token))
+
+        run.load = measure(
+            api, rate, seconds, drain_timeout=60, on_accept=accepted if readers else None
+        )
+        after = _cpu_of({platform, *descendants(platform)})
+        run.cpu = {
+            f"{_name(pid)} ({pid})": used - before.get(pid, 0.0) for pid, used in after.items()
+        }
+        run.cpu["bench sender + poller"] = time.process_time() - own
+        run.cpu["wall seconds"] = time.monotonic() - started
+        stop.set()
+        feed.put(None)
+        for _ in children:
+            summary = results.get(timeout=WAIT_MS / 1000 + 60)
+            if isinstance(summary, Probe):
+                run.probe = summary
+                run.cpu["bench plain-lookup probe"] = summary.cpu_seconds
+            else:
+                run.waits = summary
+                run.cpu["bench readers"] = summary.cpu_seconds
+    finally:
+        stop.set()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(10)
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.terminate()
+                child.join(10)
+    return run
 
 
 def _ts(value: datetime | float | None) -> float | None:
@@ -370,7 +708,12 @@ class Mode:
 
     label: str
     follow: float | None
+    readers: int = 0  # > 0: a second load run with this many read-your-writes waits in flight
     load: Load = field(default_factory=Load)
+    probe: Probe = field(default_factory=Probe)
+    cpu: dict[str, float] = field(default_factory=dict)
+    waited: Run | None = None  # the second load run (with the readers)
+    profiles: list[str] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
     runs: int = 0
     passes: int = 0
@@ -384,15 +727,22 @@ class Mode:
 
     @property
     def latency(self) -> dict[str, float]:
-        load = self.load
-        return {o: load.visible[o] - t for o, t in load.accepted.items() if o in load.visible}
+        return latency(self.load)
 
     @property
     def achieved(self) -> float:
-        load = self.load
-        if not load.accepted:
-            return 0.0
-        return len(load.accepted) / (load.last_accept - load.start)
+        return achieved(self.load)
+
+
+def latency(load: Load) -> dict[str, float]:
+    """Per order: seconds from its 201 to the poller seeing it."""
+    return {o: load.visible[o] - t for o, t in load.accepted.items() if o in load.visible}
+
+
+def achieved(load: Load) -> float:
+    if not load.accepted:
+        return 0.0
+    return len(load.accepted) / (load.last_accept - load.start)
 
 
 def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory: bool) -> None:
@@ -429,11 +779,19 @@ def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory
         if idle_memory:
             time.sleep(IDLE_SECONDS)
             mode.rss, mode.rss_samples, mode.per_process = idle_rss(proc.pid)
-        mode.load = measure(api, rate, seconds, drain_timeout=60)
+        probe_ids = probe_orders(api, PROBE_ORDERS)
+        plain = measure_with(api, rate, seconds, probe_ids, readers=0, platform=proc.pid)
+        mode.load, mode.probe, mode.cpu = plain.load, plain.probe, plain.cpu
+        mode.profiles.append(plain.profile)
         if mode.per_batch:
             mode.breakdown, mode.runs = phases(data_dir, mode.load)
         else:
             mode.breakdown, mode.runs, mode.passes = follow_phases(data_dir, mode.load)
+        if mode.readers:
+            mode.waited = measure_with(
+                api, rate, seconds, probe_ids, readers=mode.readers, platform=proc.pid
+            )
+            mode.profiles.append(mode.waited.profile)
     finally:
         stop_group(proc, timeout=30)
 
@@ -462,11 +820,101 @@ def _notes(mode: Mode, rate: float, seconds: float) -> list[str]:
     ]
 
 
+def _waits_notes(mode: Mode, rate: float, seconds: float) -> list[str]:
+    notes = [
+        f"{mode.label}: plain lookups (GET /api/v1/orders/{{id}} of {PROBE_ORDERS} visible orders, "
+        f"{PROBE_PER_SECOND:.0f}/s, one connection, a child process) during the load: "
+        + _probe_text(mode.probe),
+        f"{mode.label}: " + _cpu_text(mode.cpu),
+    ]
+    run = mode.waited
+    if run is None or run.waits is None:
+        return notes
+    waits = run.waits
+    label = f"{mode.label} + {waits.readers} waiting readers"
+    flight = sorted(waits.in_flight)
+    notes += [
+        f"{label}: the same load run again on the same platform while {waits.readers} readers "
+        "(asyncio, one keep-alive connection each, a child process) each keep one GET "
+        "/api/v1/orders/{id}"
+        f"?consistent_with=<token>&wait_ms={WAIT_MS} in flight on one of the {WAIT_SPREAD} newest "
+        f"accepted orders; waits in flight (sampled every 0.5 s): median "
+        f"{_pct([float(f) for f in flight], 0.5):.0f}, min {min(flight, default=0)}; answers "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(waits.answers.items()))
+        + f"; {waits.errors} errors; request -> answer p50 {_pct(waits.seconds, 0.5):.2f} s, "
+        f"p95 {_pct(waits.seconds, 0.95):.2f} s",
+        f"{label}: plain lookups during the load: " + _probe_text(run.probe),
+        f"{label}: " + _cpu_text(run.cpu),
+        # the first of _notes: rate and sends; the phases are not computed for this run
+        _notes(Mode(label, mode.follow, load=run.load), rate, seconds)[0],
+        f"{label}: {len(latency(run.load))}/{len(run.load.accepted)} orders seen through GET "
+        "/api/v1/orders (the same poller)",
+    ]
+    return notes
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    wall = cpu.get("wall seconds", float("nan"))
+    busy = {k: v for k, v in cpu.items() if k != "wall seconds" and v >= 0.05}
+    total = sum(busy.values())
+    return (
+        f"CPU seconds during the load run ({wall:.0f} s wall, {total:.0f} CPU-s in all = "
+        f"{total / wall:.2f} cores): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]))
+    )
+
+
+def _probe_text(probe: Probe) -> str:
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(probe.answers.items()))
+    return (
+        f"{len(probe.ms)} lookups ({answers}; {probe.errors} errors), p50 "
+        f"{_pct(probe.ms, 0.5):.1f} ms, p99 {_pct(probe.ms, 0.99):.1f} ms, "
+        f"max {max(probe.ms, default=float('nan')):.1f} ms"
+    )
+
+
+def waiting_readers() -> int:
+    """``BENCH_E2E_WAITERS``: how many read-your-writes waits to keep in flight in the second
+    load run of the defaults' start (default 500; 0: no second run)."""
+    raw = os.environ.get("BENCH_E2E_WAITERS", "").strip()
+    return DEFAULT_WAITERS if raw == "" else max(0, int(raw))
+
+
+def _latency_measurements(label: str, load: Load, rate: float) -> list[Measurement]:
+    samples = sorted(latency(load).values())
+    return [
+        Measurement(
+            f"{label}: accepted -> visible p50", "s", [_pct(samples, 0.5)], Target("<=", 2.5), "e"
+        ),
+        Measurement(
+            f"{label}: accepted -> visible p95", "s", [_pct(samples, 0.95)], Target("<=", 5), "e"
+        ),
+        Measurement(
+            f"{label}: accepted -> visible max",
+            "s",
+            [max(samples, default=float("nan"))],
+            Target("<=", 10),
+            "e",
+        ),
+        # The latency targets hold at the offered rate only if the platform sustained it.
+        Measurement(
+            f"{label}: achieved command rate",
+            "commands/s",
+            [achieved(load)],
+            Target(">=", 0.975 * rate),
+            "e",
+        ),
+    ]
+
+
 def run(repetitions: int) -> Report:
     del repetitions  # one platform start per mode, the load run once each: see the notes
     rate = float(sized(100, 200))
     seconds = float(sized(15, 180))  # quick: keeps `make bench` under 5 minutes
-    modes = [Mode("defaults (follow mode)", None), Mode("per-batch (--follow 0)", 0.0)]
+    readers = waiting_readers()
+    modes = [Mode("defaults (follow mode)", None, readers=readers)]
+    if os.environ.get("BENCH_E2E_PER_BATCH", "1") != "0":  # 0: skip the per-batch comparison
+        modes.append(Mode("per-batch (--follow 0)", 0.0))
     keep = os.environ.get("BENCH_E2E_KEEP")  # a folder: keep the platforms' data for a look
     with tempfile.TemporaryDirectory(prefix="cqrs-bench-e2e-", dir=keep) as tmp:
         root = Path(tempfile.mkdtemp(prefix="e2e-", dir=keep) if keep else tmp)
@@ -480,6 +928,7 @@ def run(repetitions: int) -> Report:
             f"{'BENCH_FULL' if full_mode() else 'quick'}: two platform starts, one per mode, the "
             "load run once in each (repetitions ignored); every setting at its default",
             *(note for mode in modes for note in _notes(mode, rate, seconds)),
+            *(note for mode in modes for note in _waits_notes(mode, rate, seconds)),
             f"idle RSS (cqrs up, defaults): {len(batch.per_process)} processes, samples "
             + ", ".join(f"{s:,.0f}" for s in batch.rss_samples)
             + f" MB, {IDLE_SECONDS} s after the first (heartbeat) projection run ended; "
@@ -487,40 +936,60 @@ def run(repetitions: int) -> Report:
             + " MB",
         ],
     )
+    report.profiles += [p for mode in modes for p in mode.profiles if p]
     for mode in modes:
-        samples = sorted(mode.latency.values())
         label = mode.label
-        report.measurements += [
-            Measurement(
-                f"{label}: accepted -> visible p50",
-                "s",
-                [_pct(samples, 0.5)],
-                target=Target("<=", 2.5),
-                key="e",
-            ),
-            Measurement(
-                f"{label}: accepted -> visible p95",
-                "s",
-                [_pct(samples, 0.95)],
-                target=Target("<=", 5),
-                key="e",
-            ),
-            Measurement(
-                f"{label}: accepted -> visible max",
-                "s",
-                [max(samples, default=float("nan"))],
-                target=Target("<=", 10),
-                key="e",
-            ),
-            # The latency targets hold at the offered rate only if the platform sustained it.
-            Measurement(
-                f"{label}: achieved command rate",
-                "commands/s",
-                [mode.achieved],
-                target=Target(">=", 0.975 * rate),
-                key="e",
-            ),
-        ]
+        report.measurements += _latency_measurements(label, mode.load, rate)
+        report.measurements.append(
+            Measurement(f"{label}: plain lookup p99", "ms", [_pct(mode.probe.ms, 0.99)], key="e")
+        )
+        waited = mode.waited
+        if waited is not None and waited.waits is not None:
+            with_label = f"{label} + {waited.waits.readers} waiting readers"
+            report.measurements += _latency_measurements(with_label, waited.load, rate)
+            report.measurements.append(
+                Measurement(
+                    f"{with_label}: plain lookup p99",
+                    "ms",
+                    [_pct(waited.probe.ms, 0.99)],
+                    Target("<=", 50),
+                    "e",
+                )
+            )
+            # (e)'s figures with the readers within 10% of those without.
+            for figure in ("p50", "p95", "max"):
+                report.ratios.append(
+                    Ratio(
+                        f"{with_label}: accepted -> visible {figure}",
+                        f"{label}: accepted -> visible {figure}",
+                        Target("<=", 1.1),
+                        key="e",
+                    )
+                )
+            report.ratios.append(
+                Ratio(
+                    f"{with_label}: achieved command rate",
+                    f"{label}: achieved command rate",
+                    Target(">=", 0.9),
+                    key="e",
+                )
+            )
+            report.series.append(
+                Series(
+                    "lag_with_waiters",
+                    f"{with_label}: command accepted -> visible in the query API, per order",
+                    "seconds since the load started",
+                    "latency (s)",
+                    lines={
+                        "CreateOrder": [
+                            (waited.load.accepted[o] - waited.load.start, lat)
+                            for o, lat in sorted(latency(waited.load).items())
+                        ]
+                    },
+                    style="scatter",
+                    hlines={"p50 target 2.5 s": 2.5, "p95 target 5 s": 5.0},
+                )
+            )
         report.series.append(
             Series(
                 "lag" if not mode.per_batch else "lag_per_batch",
