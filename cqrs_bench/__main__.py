@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "rebuild": "cqrs_bench.rebuild",
     "query": "cqrs_bench.query",  # (g)
     "end_to_end": "cqrs_bench.end_to_end",  # (e), (f)
+    "engines": "cqrs_bench.engines",  # issue 12: DuckDB vs Spark (Sail)
 }
 
 

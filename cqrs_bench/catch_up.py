@@ -28,6 +28,7 @@ import orjson
 from cqrs_dagster.domain.ids import uuid7
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import OutgoingEvent
+from cqrs_dagster.projections.engine import ProjectionEngine
 from cqrs_dagster.projections.pipeline import MAX_EVENTS_PER_RUN, RAW_BATCH
 
 from . import Measurement, Ratio, Report, Target, profiled, sized
@@ -174,9 +175,22 @@ def _measured(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     return result
 
 
-def project_backlog(data_dir: str, events: int, batch: int) -> dict[str, Any]:
+def make_engine(engine: str, remote: str) -> ProjectionEngine:
+    """The engine a benchmark child computes with, built as a host builds it (the composition
+    root, :func:`cqrs_dagster.wiring.make_engine`): ``duckdb``, or ``spark`` at ``remote``."""
+    from cqrs_dagster.settings import load_settings
+    from cqrs_dagster.wiring import make_engine as wired
+
+    if engine == "spark":
+        return wired(load_settings(projection_engine="spark", spark_remote=remote))
+    return wired(load_settings(projection_engine="duckdb"))
+
+
+def project_backlog(
+    data_dir: str, events: int, batch: int, engine: str = "duckdb", remote: str = ""
+) -> dict[str, Any]:
     """The catch-up as the Dagster assets do it, minus Dagster: ``catch_up`` (raw ingest, silver,
-    gold) over the whole backlog."""
+    gold) over the whole backlog, computed by ``engine`` (the session is opened before timing)."""
     from cqrs_dagster.projections.context import StepContext
     from cqrs_dagster.projections.pipeline import catch_up
     from cqrs_dagster.projections.tables import TableStore
@@ -184,13 +198,18 @@ def project_backlog(data_dir: str, events: int, batch: int) -> dict[str, Any]:
     folder = Path(data_dir)
     bus = LocalEventBus(folder / "bus.sqlite", partition_count=PARTITIONS)
     tables = TableStore(root=str(folder / "delta"))
+    computer = make_engine(engine, remote)
     started = time.perf_counter()
     try:
         reports = catch_up(
-            StepContext(tables, "catch-up"), bus, max_events=events, batch_size=batch
+            StepContext(tables, "catch-up", engine=computer),
+            bus,
+            max_events=events,
+            batch_size=batch,
         ).reports
     finally:
         bus.close()
+        computer.close()
     seconds = time.perf_counter() - started
     steps: dict[str, float] = {}
     for report in reports:

@@ -83,7 +83,7 @@ def _write_raw(tables: TableStore, orders: int) -> None:
                 "schema_version": [1] * n,
                 "partition": [0] * n,
                 "sequence_number": seqs,
-                "offset": seqs,
+                "offset": [str(s) for s in seqs],  # opaque strings, as Event Hubs gives them
                 "enqueued_time": ts,
                 "ingested_at": ts,
                 "ingest_seq": seqs,
