@@ -55,6 +55,10 @@ class AzureStack:
     def azurite_died_marker(self) -> Path:
         return Path(self.azurite_process.env["DURABLE_AZURITE_DIE_MARKER"])  # type: ignore[index]
 
+    @property
+    def cosmos_died_marker(self) -> Path:
+        return Path(self.cosmos_process.env["DURABLE_COSMOS_DIE_MARKER"])  # type: ignore[index]
+
     def settings(self, data_dir: Path, container: str | None = None, **overrides: Any) -> Settings:
         """CQRS_ENV=azure settings on a fresh Cosmos database (provisioned), hub and container
         (``container``: created with this name)."""
@@ -89,6 +93,9 @@ class AzureStack:
 #: Containers whose name starts so are where Azurite dies right after storing the first data
 #: commit file of ``customers`` (once per stack: see durable_azurite.js).
 DIE_AFTER_COMMIT_PREFIX = "diesaftercommit"
+#: The command id whose document write the Cosmos DB server stores and then dies before
+#: answering (once per stack: see durable_cosmosdb_server.js).
+COSMOS_DIES_AFTER_STORING = "cosmos-dies-after-storing-this-command"
 
 
 @contextmanager
@@ -97,6 +104,10 @@ def running_azure_stack(workdir: Path) -> Iterator[AzureStack]:
     cosmos, cosmos_process = durable_cosmos(workdir / "cosmos")
     eventhubs, eventhubs_process = durable_eventhubs(workdir / "eventhubs", PARTITIONS)
     azurite, azurite_process = durable_azurite(workdir / "azurite")
+    cosmos_process.env = {
+        "DURABLE_COSMOS_DIE_AFTER_WRITE": f'"{COSMOS_DIES_AFTER_STORING}"',
+        "DURABLE_COSMOS_DIE_MARKER": str(workdir / "cosmos-died"),
+    }
     azurite_process.env = {
         "DURABLE_AZURITE_DIE_AFTER_PUT": (
             rf"^{DIE_AFTER_COMMIT_PREFIX}[0-9a-f]*/delta/customers/_delta_log/0+1\.json$"

@@ -5,9 +5,12 @@ group and started again on the same port with what it had acknowledged (see faul
   raw_events' commit (down ~4 s: the commit's storage retries ride over it) and once by itself
   right after it stored a commit file of ``customers`` and before answering (the committer never
   learns that its commit landed);
-- the Cosmos DB server killed while commands arrive over HTTP: the command API answers 503
-  problem+json with Retry-After (never 500, never an acknowledgement), the relay thread keeps
-  retrying, and the client's retries with the same commandId are acknowledged once it is back;
+- the Cosmos DB server down twice while commands arrive over HTTP: once killing itself right
+  after storing a command's write and before answering it, once SIGKILLed by the test while a
+  command is in flight. The command API answers 503 problem+json with Retry-After (never 500,
+  never an acknowledgement), the relay thread keeps retrying, and the client's retries with the
+  same commandId are acknowledged once it is back: the stored command with its original answer
+  (200, applied once), the others applied (201);
 - the Event Hubs server killed in the middle of a relay round (after the round's first batch
   was accepted) and started again 3 s later: the round fails, the relay retries it and sends the
   accepted batch again (at-least-once), the hub keeps what it accepted, raw_events drops the
@@ -42,6 +45,7 @@ from cqrs_dagster_tests.e2e.azure_env import serve
 from cqrs_dagster_tests.fixtures.procs import RestartableServer, wait_until
 
 from .azure import (
+    COSMOS_DIES_AFTER_STORING,
     DIE_AFTER_COMMIT_PREFIX,
     Acknowledged,
     AzureStack,
@@ -96,9 +100,9 @@ def test_azurite_killed_during_delta_commits(stack: AzureStack, tmp_path: Path) 
     def fault(point: str) -> None:
         if point == "raw.before_commit" and not killed_at:
             killed_at.append(point)
-            azurite.kill()  # the supervisor starts it again 1 s later (+ ~1.7 s start-up)
+            azurite.kill()  # the supervisor starts it again (0.3 s + ~1.7 s start-up)
 
-    with azurite.supervised(delay=1.0):
+    with azurite.supervised(delay=0.3):
         started = time.monotonic()
         # Both commits retry until Azurite is back; the second one finds its own commit file
         # there (409) and Delta calls it a concurrent transaction: the committer sees its
@@ -127,42 +131,58 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
     settings = stack.settings(tmp_path / "data")
     cosmos = stack.cosmos_process
     batch = commands(seed=62, count=20, prefix="b-")
+    # The server stores this command's document write, then dies before answering it.
+    batch[8]["commandId"] = COSMOS_DIES_AFTER_STORING
     acked = Acknowledged()
+    final_status: dict[str, int] = {}
     unavailable: list[tuple[float, httpx.Response]] = []
     health: list[httpx.Response] = []
+    starts = cosmos.starts
 
     with serve(build_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
 
-        def outage() -> None:
-            cosmos.kill()  # while commands are in flight
-            wait_until(lambda: len(unavailable) >= 1, 30, 0.05)
+        def outages() -> None:
+            # 1: the server killed itself after storing command 9's write (answer lost).
+            assert cosmos.proc is not None
+            cosmos.proc.wait(120)
+            wait_until(lambda: len(unavailable) >= 1, 30, 0.02)
             health.append(client.get("/api/v1/healthz"))
             cosmos.start()
+            # 2: SIGKILLed by the test while command 15 is in flight.
+            wait_until(lambda: len(acked.bodies) >= 14, 60, 0.005)
+            seen = len(unavailable)
+            cosmos.kill()
+            wait_until(lambda: len(unavailable) > seen, 30, 0.02)
+            cosmos.start()
 
-        killer = threading.Thread(target=outage, name="cosmos-outage")
-        for i, command in enumerate(batch):
-            if i == 8:
-                killer.start()
-                time.sleep(0.05)
+        controller = threading.Thread(target=outages, name="cosmos-outages")
+        controller.start()
+        for command in batch:
             while True:  # a client retrying the same command (same commandId) until acknowledged
                 started = time.monotonic()
                 resp = client.post("/api/v1/commands", json=command)
                 if resp.status_code in (200, 201):
                     acked.add(resp.json())
+                    final_status[command["commandId"]] = resp.status_code
                     break
                 assert resp.status_code == 503, resp.text
                 unavailable.append((time.monotonic() - started, resp))
                 time.sleep(0.1)
-        killer.join(60)
+        controller.join(60)
+        assert not controller.is_alive()
 
         store = make_write_store(settings)
-        try:  # the relay thread went on retrying through the outage
+        try:  # the relay thread went on retrying through the outages
             assert wait_until(lambda: store.pending_events(1) == [], 60, 0.2)
         finally:
             store.close()
 
-    assert len(acked.bodies) == len(batch)
-    assert len(unavailable) >= 1
+    assert stack.cosmos_died_marker.exists() and cosmos.starts == starts + 2
+    # Stored before the server died: its retry replays the original answer instead of applying
+    # it again; every other command was applied once (201).
+    assert final_status.pop(COSMOS_DIES_AFTER_STORING) == 200
+    assert set(final_status.values()) == {201} and len(acked.bodies) == len(batch)
+    assert len(unavailable) >= 2
     for seconds, resp in unavailable:
         assert resp.headers["content-type"] == "application/problem+json"
         problem = resp.json()
@@ -176,7 +196,7 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
     assert project(settings, "after-outage") == len(acked.event_ids)
     result = verify_acknowledged(settings, acked, tmp_path / "clean")
     result.assert_ok()
-    summary("cosmos_down_during_commands", faults=1, runs_survived=1, verdict=result.verdict,
+    summary("cosmos_down_during_commands", faults=2, runs_survived=1, verdict=result.verdict,
             answered_503=len(unavailable))  # fmt: skip
 
 
