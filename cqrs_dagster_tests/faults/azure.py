@@ -53,11 +53,15 @@ class AzureStack:
 
     @property
     def azurite_died_marker(self) -> Path:
-        return Path(self.azurite_process.env["DURABLE_AZURITE_DIE_MARKER"])  # type: ignore[index]
+        """Written by Azurite when its fault hook killed it (see :func:`running_azure_stack`)."""
+        assert self.azurite_process.env is not None
+        return Path(self.azurite_process.env["DURABLE_AZURITE_DIE_MARKER"])
 
     @property
     def cosmos_died_marker(self) -> Path:
-        return Path(self.cosmos_process.env["DURABLE_COSMOS_DIE_MARKER"])  # type: ignore[index]
+        """Written by the Cosmos server when its fault hook killed it."""
+        assert self.cosmos_process.env is not None
+        return Path(self.cosmos_process.env["DURABLE_COSMOS_DIE_MARKER"])
 
     def settings(self, data_dir: Path, container: str | None = None, **overrides: Any) -> Settings:
         """CQRS_ENV=azure settings on a fresh Cosmos database (provisioned), hub and container
