@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,15 +103,28 @@ def sends(events: list[EventEnvelope]) -> list[list[OutgoingEvent]]:
     ]
 
 
+def write_side_events(data_dir: Path) -> list[EventEnvelope]:
+    """The events a seeded CommandModel's commands commit through the real command handler."""
+    settings = local_settings(data_dir, PARTITIONS)
+    model = CommandModel(random.Random(12), prefix="p")
+    assert handle(settings, model.batch(90)) > 60
+    return committed_events(settings)
+
+
+def seeded_bus(root: Path) -> LocalEventBus:
+    """A bus holding the whole stream (the three sends at once)."""
+    bus = LocalEventBus(root / "bus.sqlite", partition_count=PARTITIONS)
+    for send in sends(write_side_events(root / "write")):
+        bus.send(send)
+    return bus
+
+
 @pytest.fixture(scope="module")
 def projected(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, tuple[TableStore, Counting]]]:
     root = tmp_path_factory.mktemp("parity")
-    settings = local_settings(root / "write", PARTITIONS)
-    model = CommandModel(random.Random(12), prefix="p")
-    assert handle(settings, model.batch(90)) > 60
-    events = committed_events(settings)
+    events = write_side_events(root / "write")
     from cqrs_dagster.projections.engines.spark import SparkEngine
 
     spark_session = request.getfixturevalue("spark_session")

@@ -10,6 +10,6 @@ Spark server. pyspark is imported lazily: the package imports without it.
 
 from __future__ import annotations
 
-from .engine import SparkEngine, connect, probe, unavailable
+from .engine import SparkEngine, active_session, connect, probe, unavailable
 
-__all__ = ["SparkEngine", "connect", "probe", "unavailable"]
+__all__ = ["SparkEngine", "active_session", "connect", "probe", "unavailable"]
