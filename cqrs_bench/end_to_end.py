@@ -77,6 +77,7 @@ WAIT_MS = 30_000
 WAIT_SPREAD = 20  # each reader waits on one of the newest accepted orders
 PROBE_PER_SECOND = 20.0
 PROBE_ORDERS = 20
+PROBE_VISIBLE_SECONDS = 240
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -446,14 +447,18 @@ def probe_orders(api: str, count: int) -> list[str]:
             timeout=30,
         ).json()
         made.append((answer["aggregateId"], answer["consistencyToken"]))
+    deadline = time.monotonic() + PROBE_VISIBLE_SECONDS  # per-batch runs may take a while
     for order_id, token in made:
-        resp = httpx.get(
-            f"{api}/api/v1/orders/{order_id}",
-            params={"consistent_with": token, "wait_ms": WAIT_MS},
-            timeout=WAIT_MS / 1000 + 10,
-        )
-        if resp.status_code != 200:
-            raise RuntimeError(f"probe order {order_id} not visible: {resp.status_code}")
+        while True:
+            resp = httpx.get(
+                f"{api}/api/v1/orders/{order_id}",
+                params={"consistent_with": token, "wait_ms": WAIT_MS},
+                timeout=WAIT_MS / 1000 + 10,
+            )
+            if resp.status_code == 200:
+                break
+            if resp.status_code != 412 or time.monotonic() > deadline:
+                raise RuntimeError(f"probe order {order_id} not visible: {resp.status_code}")
     return [order_id for order_id, _ in made]
 
 
