@@ -137,6 +137,30 @@ def test_lost_race_is_a_version_conflict_or_a_duplicate(cosmos: CosmosWriteStore
         commit(cosmos, "o1", 1, command_id="c2")
 
 
+def test_a_relay_mark_between_a_saves_read_and_write_is_not_a_conflict(
+    cosmos: CosmosWriteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking events published rewrites the document (new etag, same version): a command saved
+    concurrently writes again on the new etag instead of answering 409 (issue 13 §6: seen while
+    the relay caught up after a Cosmos DB outage)."""
+    first = commit(cosmos, "o1", 0, command_id="c1")
+    write = cosmos._write
+    marked: list[bool] = []
+
+    def relay_marks_first(aggregate_type: str, doc: dict[str, Any], etag: str | None) -> None:
+        if not marked:
+            marked.append(True)
+            cosmos.mark_published(first)  # the relay, between this save's read and its write
+        write(aggregate_type, doc, etag)
+
+    monkeypatch.setattr(cosmos, "_write", relay_marks_first)
+    second = commit(cosmos, "o1", 1, command_id="c2")
+    doc = raw_doc(cosmos, "o1")
+    assert marked and doc["version"] == 2 and doc["commandIds"] == ["c1", "c2"]
+    pending = [p["event"]["eventId"] for p in doc["pending"]]  # type: ignore[attr-defined]
+    assert pending == [e.event_id for e in second]  # the marked events stay marked
+
+
 def test_mark_published_retries_when_a_command_changed_the_document(
     cosmos: CosmosWriteStore,
 ) -> None:

@@ -140,35 +140,42 @@ def test_cosmos_down_during_commands_answers_503_and_loses_nothing(
     starts = cosmos.starts
 
     with serve(build_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        done = threading.Event()  # the test ended (or failed): the controller gives up
 
         def outages() -> None:
             # 1: the server killed itself after storing command 9's write (answer lost).
             assert cosmos.proc is not None
-            cosmos.proc.wait(120)
-            wait_until(lambda: len(unavailable) >= 1, 30, 0.02)
+            if not wait_until(lambda: not cosmos.alive() or done.is_set(), 120, 0.02):
+                return
+            wait_until(lambda: len(unavailable) >= 1 or done.is_set(), 30, 0.02)
             health.append(client.get("/api/v1/healthz"))
             cosmos.start()
             # 2: SIGKILLed by the test while command 15 is in flight.
-            wait_until(lambda: len(acked.bodies) >= 14, 60, 0.005)
+            wait_until(lambda: len(acked.bodies) >= 14 or done.is_set(), 60, 0.005)
+            if done.is_set():
+                return
             seen = len(unavailable)
             cosmos.kill()
-            wait_until(lambda: len(unavailable) > seen, 30, 0.02)
+            wait_until(lambda: len(unavailable) > seen or done.is_set(), 30, 0.02)
             cosmos.start()
 
         controller = threading.Thread(target=outages, name="cosmos-outages")
         controller.start()
-        for command in batch:
-            while True:  # a client retrying the same command (same commandId) until acknowledged
-                started = time.monotonic()
-                resp = client.post("/api/v1/commands", json=command)
-                if resp.status_code in (200, 201):
-                    acked.add(resp.json())
-                    final_status[command["commandId"]] = resp.status_code
-                    break
-                assert resp.status_code == 503, resp.text
-                unavailable.append((time.monotonic() - started, resp))
-                time.sleep(0.1)
-        controller.join(60)
+        try:
+            for command in batch:
+                while True:  # a client retrying the same command (same commandId) until acked
+                    started = time.monotonic()
+                    resp = client.post("/api/v1/commands", json=command)
+                    if resp.status_code in (200, 201):
+                        acked.add(resp.json())
+                        final_status[command["commandId"]] = resp.status_code
+                        break
+                    assert resp.status_code == 503, resp.text
+                    unavailable.append((time.monotonic() - started, resp))
+                    time.sleep(0.1)
+        finally:
+            done.set()
+            controller.join(60)
         assert not controller.is_alive()
 
         store = make_write_store(settings)

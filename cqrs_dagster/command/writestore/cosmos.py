@@ -8,8 +8,11 @@ Each aggregate is ONE document in the ``customers`` or ``orders`` container (par
 saved with ONE document write: ``create_item`` for version 1, ``replace_item`` with the read etag
 and ``MatchConditions.IfNotModified`` afterwards. A single-document write is atomic and
 isolated on every Cosmos DB account, so state, events and command result commit together or not
-at all (invariant 1). A stale etag answers 412 and a create of an existing id 409; both become
-:class:`VersionConflict` (or :class:`DuplicateCommand` when the winner recorded our command id).
+at all (invariant 1). A stale etag answers 412 and a create of an existing id 409; the store then
+re-reads the document: :class:`DuplicateCommand` when the winner recorded our command id,
+:class:`VersionConflict` when the version moved, and a new attempt when only the relay wrote in
+between (marking events published changes the etag, not the version), so a command concurrent
+with the relay is not refused.
 
 A transactional batch (``execute_item_batch``) could write state, outbox rows and a command row as
 separate documents, but only within ONE logical partition, so every row would have to share the
@@ -278,49 +281,32 @@ class CosmosWriteStore(WriteStore):
         command_id, expected_version = save.command_id, save.expected_version
         if self.command_result(command_id) is not None:
             raise DuplicateCommand(f"command {command_id} was already processed")
-        doc = self._read(agg_type, agg_id)
-        if doc is not None and command_id in doc["commandIds"]:
-            raise DuplicateCommand(f"command {command_id} was already processed")  # raced us
-        current = 0 if doc is None else int(doc["version"])
-        if current != expected_version:
-            raise VersionConflict(
-                f"{agg_type} {agg_id} is at version {current}, expected {expected_version}"
-            )
-        base: dict[str, Any] = doc or {
-            "id": agg_id,
-            "aggregateType": agg_type,
-            "commandIds": [],
-            "commandResults": {},
-            "pending": [],
-            "lastT": 0,
-        }
-        t = _CLOCK.next(int(base["lastT"]) + 1)
-        pending = [*base["pending"], *({"t": t, "event": e.to_dict()} for e in save.events)]
-        new_doc = {
-            "id": agg_id,
-            "aggregateType": agg_type,
-            "version": save.aggregate.version,
-            "state": save.aggregate.state,
-            "commandIds": [*base["commandIds"], command_id],
-            "commandResults": {**base["commandResults"], command_id: dict(save.result)},
-            "pending": pending,
-            "lastT": t,
-            **_pending_index(pending),
-        }
-        try:
-            self._write(agg_type, new_doc, None if doc is None else doc["_etag"])
-        except (
-            CosmosResourceExistsError,
-            CosmosAccessConditionFailedError,
-            CosmosResourceNotFoundError,
-        ) as exc:
-            # Someone else wrote this aggregate first. If it was our own command (a raced
-            # retry), say so, so the handler replays its result; otherwise a version conflict.
-            if self.command_result(command_id) is not None:
-                raise DuplicateCommand(f"command {command_id} was already processed") from exc
-            raise VersionConflict(
-                f"{agg_type} {agg_id} changed concurrently (expected version {expected_version})"
-            ) from exc
+        for _ in range(MARK_RETRIES):
+            doc = self._read(agg_type, agg_id)
+            if doc is not None and command_id in doc["commandIds"]:
+                raise DuplicateCommand(f"command {command_id} was already processed")  # raced us
+            current = 0 if doc is None else int(doc["version"])
+            if current != expected_version:
+                raise VersionConflict(
+                    f"{agg_type} {agg_id} is at version {current}, expected {expected_version}"
+                )
+            try:
+                self._write(agg_type, _saved(doc, save), None if doc is None else doc["_etag"])
+                return
+            except (
+                CosmosResourceExistsError,
+                CosmosAccessConditionFailedError,
+                CosmosResourceNotFoundError,
+            ) as exc:
+                # Someone else wrote this aggregate first. If it was our own command (a raced
+                # retry), say so, so the handler replays its result. If it was the relay
+                # marking events published (same version, fewer pending events), write again
+                # on the new etag; a new version is a conflict (found by the re-read).
+                if self.command_result(command_id) is not None:
+                    raise DuplicateCommand(f"command {command_id} was already processed") from exc
+        raise VersionConflict(
+            f"{agg_type} {agg_id} kept changing (expected version {expected_version})"
+        )
 
     @_unavailable_as_port_error
     def command_result(self, command_id: str) -> dict[str, Any] | None:
@@ -393,6 +379,33 @@ class CosmosWriteStore(WriteStore):
             except CosmosAccessConditionFailedError:
                 continue  # a new command changed the document: re-read and try again
         raise RuntimeError(f"could not mark events of {agg_type} {agg_id} published (contention)")
+
+
+def _saved(doc: dict[str, Any] | None, save: Save) -> dict[str, Any]:
+    """The aggregate's document after ``save``: new state, its events appended to the pending
+    outbox (stamped with ``t``), the command id and result recorded."""
+    agg_type, agg_id = save.key
+    base: dict[str, Any] = doc or {
+        "id": agg_id,
+        "aggregateType": agg_type,
+        "commandIds": [],
+        "commandResults": {},
+        "pending": [],
+        "lastT": 0,
+    }
+    t = _CLOCK.next(int(base["lastT"]) + 1)
+    pending = [*base["pending"], *({"t": t, "event": e.to_dict()} for e in save.events)]
+    return {
+        "id": agg_id,
+        "aggregateType": agg_type,
+        "version": save.aggregate.version,
+        "state": save.aggregate.state,
+        "commandIds": [*base["commandIds"], save.command_id],
+        "commandResults": {**base["commandResults"], save.command_id: dict(save.result)},
+        "pending": pending,
+        "lastT": t,
+        **_pending_index(pending),
+    }
 
 
 def _pending_index(pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
