@@ -2,9 +2,10 @@
 group and started again on the same port with what it had acknowledged (see faults/azure.py):
 
 - Azurite killed during Delta commits of the read models (``az://``): once just before
-  raw_events' commit (down ~4 s: the commit's storage retries ride over it) and once by itself
-  right after it stored a commit file of ``customers`` and before answering (the committer never
-  learns that its commit landed);
+  raw_events' commit (down ~2 s, the time Azurite takes to start: the commit's storage retries
+  ride over it) and once by itself right after it stored a commit file of ``customers`` and
+  before answering (the committer never learns that its commit landed; it recognizes it by its
+  checkpoints). The run survives both;
 - the Cosmos DB server down twice while commands arrive over HTTP: once killing itself right
   after storing a command's write and before answering it, once SIGKILLed by the test while a
   command is in flight. The command API answers 503 problem+json with Retry-After (never 500,
@@ -12,9 +13,9 @@ group and started again on the same port with what it had acknowledged (see faul
   same commandId are acknowledged once it is back: the stored command with its original answer
   (200, applied once), the others applied (201);
 - the Event Hubs server killed in the middle of a relay round (after the round's first batch
-  was accepted) and started again 3 s later: the round fails, the relay retries it and sends the
-  accepted batch again (at-least-once), the hub keeps what it accepted, raw_events drops the
-  copies.
+  was accepted) and started again 3 s later, the bus's SDK retries off so the outage outlasts
+  them: the round fails, the relay retries it and sends the accepted batch again (at-least-once),
+  the hub keeps what it accepted, raw_events drops the copies.
 
 After recovery every acknowledged command is in the read models exactly once: its events are on
 the hub and in raw_events once, nothing else is, every aggregate's row is at its last
