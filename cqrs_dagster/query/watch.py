@@ -7,8 +7,8 @@ runs back to back with the next):
 
 1. ONE refresh of the gold tables the waiting tokens need (``update_incremental``: new log
    entries only), whatever the number of waiters. A token is included only once a gold
-   checkpoint covers its event, so when they have no new commit, no new token waits and the last
-   full pass is under ``FULL_PASS_SECONDS`` old, the pass ends here;
+   checkpoint covers its event, so when they have no new commit and the last full pass is under
+   ``FULL_PASS_SECONDS`` old (``NEW_TOKENS_SECONDS`` when new tokens wait), the pass ends here;
 2. else (a *full* pass) one refresh of the silver tables and raw_events (read after the gold
    tables), and the gold checkpoints, read once and shared by every token;
 3. per distinct token, the silver version and the raw position of the token's event, looked up only
@@ -50,6 +50,11 @@ DEFAULT_INTERVAL_SECONDS = 0.05
 # A pass whose gold tables have no new commit (and no new token) stops after refreshing them; a
 # full pass still runs at least this often, so a 412's silver / raw states are this fresh.
 FULL_PASS_SECONDS = 1.0
+# New tokens (not yet looked up) are taken in by the next full pass, at the latest this long after
+# the last one: arriving a few per pass, they are looked up together (batched) rather than one by
+# one in every pass. A fresh write waits for a gold commit anyway (which starts a full pass); a
+# token already included but not remembered waits up to this long.
+NEW_TOKENS_SECONDS = 0.25
 # Above this many tokens needing a lookup in one table, one query reads them all (a scan of the
 # key column) instead of one file-pruned lookup each.
 BATCH_LOOKUPS_ABOVE = 16
@@ -244,10 +249,11 @@ class ConsistencyWatcher:
         gold_at = {g: (models.tables.uri(g), versions.get(g)) for g in gold_names}
         moved = any(memory.gold_at.get(g) != at for g, at in gold_at.items())
         new = any(t not in known for t in tokens)
-        if not moved and not new and time.monotonic() - memory.full_at < FULL_PASS_SECONDS:
+        since = time.monotonic() - memory.full_at
+        if not moved and since < FULL_PASS_SECONDS and not (new and since >= NEW_TOKENS_SECONDS):
             self._succeeded()
             for w in waiters:
-                if w.last is None:
+                if w.last is None and all(t in known for t in w.tokens):
                     w.last = [_state(t, known[t], memory.gold) for t in w.tokens]
             return
         # A full pass: silver and raw_events, read after the gold tables, then the lookups.
