@@ -83,6 +83,10 @@ def apache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",  # the driver and block manager on loopback too
         "TZ": "Pacific/Kiritimati",
+        # A short-lived JVM: the C1 JIT only and the serial collector halve its CPU time
+        # (measured here: 59 s -> 31 s of CPU, 59 s -> 40 s wall on a loaded machine). The JIT
+        # tier does not change what Spark computes.
+        "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     }
     env.pop("SPARK_REMOTE", None)
     child = subprocess.Popen(
