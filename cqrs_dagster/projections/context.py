@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from .engine import ProjectionEngine
 from .engines import DuckDBEngine
+from .recent_raw import RecentRaw
 from .tables import TableStore
 
 Fault = Callable[[str], None] | None
@@ -38,6 +39,8 @@ class StepContext:
     engine: ProjectionEngine = field(default_factory=DuckDBEngine)
     fault: Fault = None
     clock: Clock = utc_now
+    #: raw_events rows this context committed last, for the steps after it (see recent_raw)
+    recent: RecentRaw = field(default_factory=RecentRaw, compare=False, repr=False)
 
     def hit(self, point: str) -> None:
         hit(self.fault, point)

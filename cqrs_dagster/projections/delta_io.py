@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from .recent_raw import RecentRaw
+
 
 def seq_app_id(table: str) -> str:
     """Txn app id of a table's checkpoint: the last raw ``ingest_seq`` it covers."""
@@ -68,9 +70,15 @@ def read_raw_range(
     columns: list[str] | None = None,
     *,
     ordered: bool = True,
+    recent: RecentRaw | None = None,
 ) -> pa.Table:
     """raw_events rows with ``after < ingest_seq <= upto`` (files pruned by stats), in ingest order
-    unless ``ordered`` is False (then see :func:`in_ingest_order`)."""
+    unless ``ordered`` is False (then see :func:`in_ingest_order`). From ``recent`` (in ingest
+    order) when it holds the whole range."""
+    if recent is not None:
+        held = recent.get(raw.table_uri, after, upto, columns)
+        if held is not None:
+            return held
     wanted = None if columns is None else sorted({*columns, "ingest_seq"})
     data = scan(
         raw,

@@ -123,7 +123,8 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
         overwrite(target, rows, checkpoint, ctx.run_id, "build_order_summary_full")
         ctx.hit("order_summary.after_merge")
         return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
-    batch = read_raw_range(raw, after, upto, ["event_type", "aggregate_id", "data"], ordered=False)
+    columns = ["event_type", "aggregate_id", "data"]
+    batch = read_raw_range(raw, after, upto, columns, ordered=False, recent=ctx.recent)
     order_ids = pc.unique(batch.filter(isin("event_type", sorted(ORDER_EVENTS)))["aggregate_id"])
     touched = _orders_of(orders, order_ids.to_pylist(), _named_customers(batch))
     cust_ids = pc.unique(touched["customer_id"]).to_pylist()
@@ -170,7 +171,9 @@ def build_daily_order_metrics(ctx: StepContext, *, full: bool = False) -> StepRe
         ctx.hit("daily_order_metrics.before_commit")
         overwrite(target, rows, checkpoint, ctx.run_id, operation)
     else:
-        batch = read_raw_range(raw, after, upto, ["event_type", "event_timestamp"], ordered=False)
+        batch = read_raw_range(
+            raw, after, upto, ["event_type", "event_timestamp"], ordered=False, recent=ctx.recent
+        )
         events_read = batch.num_rows
         created = batch.filter(pc.field("event_type") == ORDER_CREATED)
         days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))

@@ -243,7 +243,9 @@ def ingest_raw_events(ctx: StepContext, bus: EventBus, *, max_events: int) -> St
     write_dead_letters(ctx.tables, letters, run_id=ctx.run_id, clock=ctx.clock)
     ctx.hit("raw.before_commit")
     if messages:
+        after_seq = last_seq - fresh.num_rows
         append(table, RAW_EVENTS, fresh, checkpoint, ctx.run_id, "ingest_raw_events")
+        ctx.recent.add(table.table_uri, pa.schema(table.schema().to_arrow()), after_seq, fresh)
     version = table.version()
     ctx.hit("raw.after_commit")
     release_memory()

@@ -176,7 +176,7 @@ def project(spec: SilverSpec, ctx: StepContext, *, max_events: int) -> StepRepor
     if raw is None or raw_last <= after:
         return _report(spec.table, target, after, newest_us, started)
     upto = min(after + max_events, raw_last)
-    batch = read_raw_range(raw, after, upto, RAW_COLUMNS, ordered=False)
+    batch = read_raw_range(raw, after, upto, RAW_COLUMNS, ordered=False, recent=ctx.recent)
     if batch.num_rows:
         newest_us = max(newest_us, to_micros(pc.max(batch["enqueued_time"]).as_py()))
     types = pa.array(sorted(spec.event_types))
