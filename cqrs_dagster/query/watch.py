@@ -128,6 +128,10 @@ class ConsistencyWatcher:
         self.lookups = 0  # silver / raw queries (a batched query counts once)
         self.failures = 0  # passes that raised
         self.woken = 0  # waiters woken because their tokens were included
+        # Full passes whose refresh and checks are done, counted before they wake anyone: a
+        # waiter woken by a pass reads a generation >= that pass's, and whatever starts reading
+        # the read models once the generation is g reads a snapshot at least as new as pass g's.
+        self.generation = 0
 
     @property
     def waiting(self) -> int:
@@ -272,6 +276,7 @@ class ConsistencyWatcher:
         self._succeeded()
         done = [t for t in tokens if _state(t, known[t], memory.gold).satisfied]
         self._remember(done)
+        self.generation += 1  # before any wake: see the attribute
         for w in waiters:
             states = [_state(t, known[t], memory.gold) for t in w.tokens]
             w.last = states

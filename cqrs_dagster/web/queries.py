@@ -20,7 +20,7 @@ import base64
 import binascii
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -145,6 +145,7 @@ class _Models:
         self._settings = settings
         self._models = models
         self._lock = threading.Lock()
+        self.shared_answers = _Shared()  # woken waiters' answers over these models
 
     def get(self) -> ReadModels:
         with self._lock:
@@ -181,6 +182,54 @@ class _Limiters:
 _WOKEN = _Limiters(WOKEN_ANSWER_THREADS)
 
 
+class _Shared:
+    """Answers of woken waiters, shared by those that ask the same thing after the same pass.
+
+    Keyed by (the endpoint's request, the watcher's generation when the waiter resumed, whether
+    it refreshes): an answer that starts once the generation is g reads a snapshot at least as new
+    as pass g's, and a waiter that reads g was woken by pass g or an earlier one, so the shared
+    answer includes its tokens' writes. One dict of in-flight answers per event loop.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[Response]]
+        ] = WeakKeyDictionary()
+        self.shared = 0  # answers handed to a waiter that did not compute one (for tests)
+
+    async def answer(self, key: Hashable, compute: Callable[[], Awaitable[Response]]) -> Response:
+        loop = asyncio.get_running_loop()
+        flights = self._by_loop.setdefault(loop, {})
+        running = flights.get(key)
+        if running is not None:
+            try:
+                found = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                return await compute()  # the one computing it went away: compute our own
+            self.shared += 1
+            return Response(found.body, status_code=found.status_code, media_type=found.media_type)
+        future: asyncio.Future[Response] = loop.create_future()
+        flights[key] = future
+        try:
+            result = await compute()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joiners get it raised; none may be waiting
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            if flights.get(key) is future:
+                del flights[key]
+
+
 async def _consistent(
     holder: _Models,
     watcher: ConsistencyWatcher,
@@ -188,6 +237,7 @@ async def _consistent(
     wait_ms: int,
     answer: Answer,
     reads: str,
+    request: Hashable,
 ) -> Response:
     """``answer`` once the tokens are included, else a 412 with the tokens' and answer's state.
 
@@ -219,7 +269,10 @@ async def _consistent(
             )
         refresh = reads not in consistency.tables_for(tokens)
         if all(s.satisfied for s in waited):
-            return await anyio.to_thread.run_sync(answer, refresh, limiter=_WOKEN.get())
+            return await holder.shared_answers.answer(
+                (request, watcher.generation, refresh),
+                lambda: anyio.to_thread.run_sync(answer, refresh, limiter=_WOKEN.get()),
+            )
         states = waited
     if all(s.satisfied for s in states):
         return await run_in_threadpool(answer, refresh)
@@ -306,7 +359,9 @@ def build_query_router(
                 raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
             return _json(rows[0])
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY)
+        return await _consistent(
+            holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY, ("order", order_id)
+        )
 
     @router.get("/orders", summary="Orders (order_summary rows), oldest first, keyset-paginated")
     async def list_orders(
@@ -352,7 +407,10 @@ def build_query_router(
                 next_cursor = encode_cursor(last["created_date"], last["order_id"])
             return _json({"items": items, "next_cursor": next_cursor})
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY)
+        request = ("orders", sql, tuple(params), limit)
+        return await _consistent(
+            holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY, request
+        )
 
     @router.get(
         "/customers/{customer_id}",
@@ -370,7 +428,9 @@ def build_query_router(
                 )
             return _json(rows[0])
 
-        return await _consistent(holder, waits, consistent_with, wait_ms, answer, CUSTOMERS)
+        return await _consistent(
+            holder, waits, consistent_with, wait_ms, answer, CUSTOMERS, ("customer", customer_id)
+        )
 
     @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
     async def daily_metrics(
@@ -394,7 +454,13 @@ def build_query_router(
             return _json({"items": select(sql, params, [DAILY_ORDER_METRICS], refresh)})
 
         return await _consistent(
-            holder, waits, consistent_with, wait_ms, answer, DAILY_ORDER_METRICS
+            holder,
+            waits,
+            consistent_with,
+            wait_ms,
+            answer,
+            DAILY_ORDER_METRICS,
+            ("daily", sql, tuple(params)),
         )
 
     @router.get("/projections", summary="Each read model's checkpoint and lag behind the bus")

@@ -261,6 +261,44 @@ def test_wait_that_times_out_is_412_with_the_watchers_last_states(
     assert watcher.passes >= 2 and watcher.failures == 0 and watcher.waiting == 0
 
 
+def test_waiters_woken_together_for_one_row_share_its_answer(
+    server: Server, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((order_id, token),) = _orders(platform, 1)
+    assert httpx.get(f"{server.url}/api/v1/orders/none", timeout=30).status_code == 404
+    lookups: list[str] = []
+    original = ReadModels.rows_where
+
+    def counting(self: ReadModels, name: str, column: str, value: str) -> Any:
+        if name == ORDER_SUMMARY:
+            lookups.append(value)
+        return original(self, name, column, value)
+
+    monkeypatch.setattr(ReadModels, "rows_where", counting)
+    watcher = server.watcher
+    many = 50
+
+    async def waits() -> list[httpx.Response]:
+        params: dict[str, str | int] = {"consistent_with": token, "wait_ms": 20_000}
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            tasks = [
+                asyncio.create_task(http.get(f"/api/v1/orders/{order_id}", params=params))
+                for _ in range(many)
+            ]
+            deadline = time.monotonic() + 20
+            while watcher.waiting < many and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert watcher.waiting == many
+            await asyncio.to_thread(platform.project)
+            return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(waits())
+    assert [a.status_code for a in answers] == [200] * many
+    assert {a.json()["order_id"] for a in answers} == {order_id}
+    # One pass woke them all: one lookup answers them (a few if they resumed across passes).
+    assert watcher.woken == many and 1 <= len(lookups) <= 5, lookups
+
+
 def _snapshot_models(platform: Platform) -> ReadModels:
     return make_read_models(platform.settings)
 
