@@ -238,7 +238,7 @@ def project_backlog_dagster(data_dir: str, events: int) -> dict[str, Any]:
     return {"seconds": seconds, "success": result.success, "events_read": read}
 
 
-def _fresh_copy(source: Path, folder: Path) -> str:
+def fresh_copy(source: Path, folder: Path) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shutil.copy(source, folder / "bus.sqlite")
@@ -278,7 +278,7 @@ def run(repetitions: int) -> Report:
         bus_file = root / "bus.sqlite"
         fill_bus(bus_file, events)
         for rep in range(repetitions):
-            out = in_child(project_backlog, _fresh_copy(bus_file, root / f"r{rep}"), events, batch)
+            out = in_child(project_backlog, fresh_copy(bus_file, root / f"r{rep}"), events, batch)
             shutil.rmtree(root / f"r{rep}", ignore_errors=True)
             seconds.values.append(out["seconds"])
             rate.values.append(out["events_read"] / out["seconds"])
@@ -287,7 +287,7 @@ def run(repetitions: int) -> Report:
             report.notes.append(f"repetition {rep + 1}: {steps}")
             # the peer right after ours, repetition by repetition: the machine's load drifts
             peer.values.append(projection_rate(root / f"peer{rep}", peer_events))
-        out = in_child(project_backlog_dagster, _fresh_copy(bus_file, root / "dagster"), events)
+        out = in_child(project_backlog_dagster, fresh_copy(bus_file, root / "dagster"), events)
         dagster_rate.values.append(out["events_read"] / out["seconds"])
         report.notes.append(
             f"one Dagster run: {out['events_read']:,} events in {out['seconds']:.1f} s (a run"
@@ -295,7 +295,7 @@ def run(repetitions: int) -> Report:
         )
         dagster_rss.values.append(out["peak_rss_mib"])
         with profiled("catch_up"):
-            project_backlog(_fresh_copy(bus_file, root / "profiled"), events, batch)
+            project_backlog(fresh_copy(bus_file, root / "profiled"), events, batch)
         report.profiles.append("bench/results/profiles/catch_up.txt")
     report.measurements += [rate, seconds, rss, dagster_rate, dagster_rss, peer]
     report.ratios.append(Ratio(rate.name, peer.name, Target(">=", 30), key="c"))

@@ -15,31 +15,24 @@ the projection process): on Spark the changed rows come back to the driver with 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cqrs_dagster.cli.procs import stop_process_tree
-from cqrs_dagster.cli.up import sail_binary
+from cqrs_dagster.cli.up import start_sail
+from cqrs_dagster_tests.fixtures.procs import free_port
 
 from . import Measurement, Ratio, Report, Target, sized
-from .catch_up import BATCH, PARTITIONS, fill_bus, in_child, project_backlog
+from .catch_up import BATCH, PARTITIONS, fill_bus, fresh_copy, in_child, project_backlog
 from .datasets import build_orders
 from .read_side import BATCH as READ_BATCH
 from .read_side import DAYS, merge_batches, write_raw
 
 ENGINES = ("duckdb", "spark")
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -51,55 +44,34 @@ def vm_hwm_mib(pid: int) -> float:
     return 0.0
 
 
+@dataclass
 class Sail:
-    """A local Sail Spark Connect server for one part of the benchmark: ``remote`` to connect,
-    ``peak_rss_mib`` read when it stops."""
+    """A local Sail server on a free port (started as ``cqrs up --engine spark`` starts it) and,
+    once stopped, its peak RSS."""
 
-    def __init__(self, workdir: Path) -> None:
-        binary = sail_binary()
-        if binary is None:
-            raise RuntimeError("the spark engine benchmark needs Sail: `make sail-install`")
-        self.port = _port()
-        self.remote = f"sc://127.0.0.1:{self.port}"
-        log = (workdir / f"sail-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [binary, "spark", "server", "--ip", "127.0.0.1", "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        import socket
-
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.5),
-            ):
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                stop_process_tree(self.proc)
-                raise RuntimeError(f"the Sail server did not start: see {workdir}")
-            time.sleep(0.05)
-        self.peak_rss_mib = 0.0
-
-    def stop(self) -> None:
-        self.peak_rss_mib = vm_hwm_mib(self.proc.pid)
-        stop_process_tree(self.proc)
+    remote: str
+    peak_rss_mib: float = 0.0
 
 
 @contextlib.contextmanager
-def server(engine: str, workdir: Path) -> Iterator[Sail | None]:
-    """A Sail server for the ``spark`` engine (stopped at the end), nothing for ``duckdb``."""
+def server(engine: str) -> Iterator[Sail | None]:
+    """A fresh Sail server for the ``spark`` engine (stopped at the end), nothing for ``duckdb``."""
     if engine != "spark":
         yield None
         return
-    sail = Sail(workdir)
+    sail = Sail(f"sc://127.0.0.1:{free_port()}")
+    proc = start_sail(sail.remote, dict(os.environ))
+    if proc is None:
+        raise RuntimeError(f"a server already answers at {sail.remote}")
     try:
         yield sail
     finally:
-        sail.stop()
+        sail.peak_rss_mib = vm_hwm_mib(proc.pid)
+        stop_process_tree(proc)
+
+
+def _peak_rss(name: str) -> Measurement:
+    return Measurement(name, "MiB", target=Target("<=", 1024), key="f")
 
 
 def _copy_tree(source: Path, target: Path) -> str:
@@ -136,19 +108,12 @@ def run(repetitions: int) -> Report:
         for engine in ENGINES:
             rate = Measurement(f"{engine}: catch-up rate", "events/s", key="c")
             seconds = Measurement(f"{engine}: catch-up of {events:,} events", "s", key="c")
-            rss = Measurement(
-                f"{engine}: catch-up peak RSS (projection process)",
-                "MiB",
-                target=Target("<=", 1024),
-                key="f",
-            )
-            with server(engine, root) as sail:
+            rss = _peak_rss(f"{engine}: catch-up peak RSS (projection process)")
+            with server(engine) as sail:
                 remote = sail.remote if sail else ""
                 for rep in range(repetitions):
-                    folder = root / f"{engine}-catch-up-{rep}"
-                    folder.mkdir()
-                    shutil.copy(bus_file, folder / "bus.sqlite")
-                    out = in_child(project_backlog, str(folder), events, BATCH, engine, remote)
+                    folder = fresh_copy(bus_file, root / f"{engine}-catch-up-{rep}")
+                    out = in_child(project_backlog, folder, events, BATCH, engine, remote)
                     shutil.rmtree(folder, ignore_errors=True)
                     if out["events_read"] != events:
                         raise RuntimeError(f"{engine} read {out['events_read']} of {events}")
@@ -159,10 +124,8 @@ def run(repetitions: int) -> Report:
                     report.notes.append(f"{engine} catch-up {rep + 1}: {steps}")
             report.measurements += [rate, seconds, rss]
             if sail is not None:
-                peak = [sail.peak_rss_mib]
-                report.measurements.append(
-                    Measurement("spark: Sail server peak RSS, catch-up", "MiB", peak, key="f")
-                )
+                name = "spark: Sail server peak RSS, catch-up"
+                report.measurements.append(Measurement(name, "MiB", [sail.peak_rss_mib], key="f"))
             rates[engine] = rate
 
         base = root / "orders"
@@ -175,13 +138,8 @@ def run(repetitions: int) -> Report:
         write_raw(tables, recent, repetitions)  # each engine applies them to its own copy
         for engine in ENGINES:
             merge = Measurement(f"{engine}: 10k batch into {orders:,} orders", "s", key="d")
-            rss = Measurement(
-                f"{engine}: peak RSS, 10k batch into {orders:,} orders",
-                "MiB",
-                target=Target("<=", 1024),
-                key="f",
-            )
-            with server(engine, root) as sail:
+            rss = _peak_rss(f"{engine}: peak RSS, 10k batch into {orders:,} orders")
+            with server(engine) as sail:
                 copy = _copy_tree(base, root / f"orders-{engine}")
                 out = in_child(merge_batches, copy, repetitions, "", engine,
                                sail.remote if sail else "")  # fmt: skip
