@@ -7,9 +7,14 @@ lookup by key the files are first pruned on the Delta log's min/max statistics, 
 one file instead of hundreds (orders: one per created_day).
 
 Exact only where the files alone are the snapshot: reader protocol 1 (no deletion vectors, no
-column mapping), local files, and partition values (kept in the log, not in the files) that DuckDB
-reads back exactly from ``col=value`` folders: dates and integers, never null, and every file's
-folders equal to its logged values. Anything else gets None, and callers use the pyarrow dataset.
+column mapping), files under the table root, and partition values (kept in the log, not in the
+files) that DuckDB reads back exactly from ``col=value`` folders: dates and integers, never null,
+and every file's folders equal to its logged values. Anything else gets None, and callers use the
+pyarrow dataset.
+
+A remote table (``az://``, ``abfss://``: DuckDB's azure extension is not available offline) gets
+a source only when asked with ``root``, a local folder where its files are (or will be) copied
+under their logged relative paths: :class:`.remote.FileMirror` fetches the ones a lookup needs.
 """
 
 from __future__ import annotations
@@ -71,11 +76,24 @@ class ParquetSource:
     options: str  # read_parquet options
     files: tuple[str, ...]
     bounds: dict[str, tuple[list[str | None], list[str | None]]]  # column -> (mins, maxs)
+    paths: tuple[str, ...] = ()  # each file's path relative to the table root (as logged, decoded)
+    sizes: tuple[int, ...] = ()  # each file's size in bytes (from the log)
 
     def select(self, files: Sequence[str] | None = None) -> str:
         """The SELECT over ``files`` (default: every file of the snapshot)."""
         listed = ", ".join(quoted(f) for f in (self.files if files is None else files))
         return f"SELECT {self.columns} FROM read_parquet([{listed}], {self.options})"
+
+    def indexes_with(self, column: str, value: str) -> list[int]:
+        """The positions in :attr:`files` of :meth:`files_with`'s files."""
+        if column not in self.bounds:
+            return list(range(len(self.files)))
+        mins, maxs = self.bounds[column]
+        return [
+            n
+            for n, (low, high) in enumerate(zip(mins, maxs, strict=True))
+            if (low is None or low <= value) and (high is None or value[: len(high)] <= high)
+        ]
 
     def files_with(self, column: str, value: str) -> list[str]:
         """The files whose logged min/max of ``column`` admit ``value`` (all without stats).
@@ -84,28 +102,16 @@ class ParquetSource:
         and a truncated max ``m`` bounds every value whose first ``len(m)`` characters are at
         most ``m``, so that is the test (for an untruncated max it only keeps more).
         """
-        if column not in self.bounds:
-            return list(self.files)
-        mins, maxs = self.bounds[column]
-        return [
-            path
-            for path, low, high in zip(self.files, mins, maxs, strict=True)
-            if (low is None or low <= value) and (high is None or value[: len(high)] <= high)
-        ]
+        return [self.files[n] for n in self.indexes_with(column, value)]
 
 
-def _local_files(
-    table: DeltaTable, actions: pa.Table, partition_columns: Sequence[str]
-) -> list[str] | None:
-    """The snapshot's data files as local paths; None for a remote table, remote files, or a
+def _relative_files(actions: pa.Table, partition_columns: Sequence[str]) -> list[str] | None:
+    """The snapshot's data files relative to the table root; None for a file outside it, or a
     partitioned file whose ``col=value`` folders are not exactly its partition values in the log.
 
     The log's paths are percent-encoded and relative to the table root (``file_uris()`` leaves
     them encoded, which a folder named ``it's data`` shows).
     """
-    root = _local_root(table)
-    if root is None:
-        return None
     paths = [unquote(p) for p in actions.column("path").to_pylist()]
     if any("://" in p for p in paths):
         return None
@@ -118,12 +124,22 @@ def _local_files(
             expected.append(f"{column}={_partition_text(column_values[n])}")
         if path.split("/")[:-1] != expected:
             return None
-    return [os.path.join(root, p) for p in paths]
+    return paths
 
 
-def parquet_source(table: DeltaTable) -> ParquetSource | None:
+def is_remote(table: DeltaTable) -> bool:
+    """Whether the table lives in object storage (not a folder on this machine)."""
+    return _local_root(table) is None
+
+
+def parquet_source(table: DeltaTable, root: str | None = None) -> ParquetSource | None:
     """The snapshot as a :class:`ParquetSource`, or None where the files alone are not exactly it
-    (or it has no files, or a column type the cast list does not know)."""
+    (or it has no files, or a column type the cast list does not know, or it is remote and no
+    ``root`` is given).
+
+    ``root``: the local folder the files are read from under their relative paths (default: the
+    table's own folder, for a local table).
+    """
     if table.protocol().min_reader_version != 1:
         return None
     schema = pa.schema(table.schema().to_arrow())
@@ -137,9 +153,11 @@ def parquet_source(table: DeltaTable) -> ParquetSource | None:
     actions = pa.table(table.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return None
-    files = _local_files(table, actions, partition_columns)
-    if not files:
+    folder = _local_root(table) if root is None else root
+    paths = _relative_files(actions, partition_columns)
+    if folder is None or not paths:
         return None
+    files = [os.path.join(folder, p) for p in paths]
     columns = []
     bounds: dict[str, tuple[list[str | None], list[str | None]]] = {}
     for f in schema:
@@ -154,7 +172,8 @@ def parquet_source(table: DeltaTable) -> ParquetSource | None:
     options = "union_by_name = true, hive_partitioning = " + (
         f"true, hive_types = {{{', '.join(hive)}}}" if hive else "false"
     )
-    return ParquetSource(", ".join(columns), options, tuple(files), bounds)
+    sizes = tuple(int(n) for n in actions.column("size_bytes").to_pylist())
+    return ParquetSource(", ".join(columns), options, tuple(files), bounds, tuple(paths), sizes)
 
 
 def parquet_select(table: DeltaTable) -> str | None:

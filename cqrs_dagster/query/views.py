@@ -14,7 +14,10 @@ entries), so each query sees the newest commit.
 This package's own SQL (:meth:`ReadModels.execute`, :meth:`ReadModels.rows_where`: the query
 API's lookups, read-your-writes checks) runs on a second, unlocked connection where each table
 whose files alone are exactly its snapshot is read by DuckDB's own Parquet reader
-(:mod:`.parquet`); every other table through its pyarrow dataset there too.
+(:mod:`.parquet`); every other table through its pyarrow dataset there too. A key lookup
+(:meth:`ReadModels.rows_where`) on a remote table (``az://``, ``abfss://``) reads only the files
+whose Delta-log min/max admit the key, copied locally once (:mod:`.remote`), with the same reader
+and SQL as a local table.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from deltalake import DeltaTable
 from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
 
-from .parquet import ParquetSource, parquet_source
+from .parquet import ParquetSource, is_remote, parquet_source
+from .remote import FileMirror
 
 VIEW_NAMES: tuple[str, ...] = READ_MODELS
 # The reference architecture's own view names, each over the view of one gold table (created
@@ -121,6 +125,9 @@ class ReadModels:
         self._con = duckdb.connect(":memory:")  # caller SQL: locked below
         self._own = duckdb.connect(":memory:")  # this package's SQL: may read the tables' files
         self._sources: dict[str, ParquetSource | None] = {}  # the Parquet path's, per table
+        # Remote tables: the key lookups' Parquet source over local copies of the files.
+        self._remote: dict[str, ParquetSource | None] = {}
+        self.mirror = FileMirror()
         self._locked_behind: dict[str, DeltaTable | None] = {}  # newer than the locked con has
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
@@ -164,6 +171,9 @@ class ReadModels:
         """Point ``_delta_<name>`` on the trusted connection at the snapshot's Parquet files, or
         at the same pyarrow data as the locked connection when that path does not apply."""
         source = None if table is None else parquet_source(table)
+        self._remote[name] = None
+        if table is not None and source is None and is_remote(table):
+            self._remote[name] = parquet_source(table, self.mirror.folder(table.table_uri))
         if source is not None:
             try:
                 self._own.execute(
@@ -188,20 +198,44 @@ class ReadModels:
         """The view's rows whose string ``column`` equals ``value``, on the current snapshot.
 
         On the Parquet path only the files whose logged min/max admit ``value`` are read (the
-        view's SQL over them): a lookup opens one file, not one per partition.
+        view's SQL over them): a lookup opens one file, not one per partition. A remote table's
+        files are pruned the same way and read from local copies (:class:`.remote.FileMirror`,
+        fetched once each); where DuckDB cannot read them, the lookup scans its pyarrow dataset.
         """
         if column not in SCHEMAS[name].names:
             raise KeyError(f"{name} has no column {column!r}")
         where = f'"{column}" = ?'  # a schema column name (checked above)
         with self._lock:
-            source = self._sources.get(name)
-            if source is None:
+            local = self._sources.get(name)
+            if local is not None:
+                chosen = local.indexes_with(column, value) or [0]
+                return self._select_where(name, local, chosen, where, value)
+            remote = self._remote.get(name)
+            if remote is None:
                 return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
-            files = source.files_with(column, value) or list(source.files[:1])
-            body = view_body(name).replace(
-                REGISTERED_PREFIX + name, f"({source.select(files)}) AS {REGISTERED_PREFIX}{name}"
+            chosen = remote.indexes_with(column, value)
+            if not chosen:  # no file can hold it: the view's columns, no rows, nothing read
+                return self.execute(f"SELECT * FROM {name} WHERE false")
+            self.mirror.ensure(
+                self._open[name].table_uri,
+                self.tables.storage_options,
+                [(remote.paths[n], remote.sizes[n]) for n in chosen],
             )
-            return self.execute(f"SELECT * FROM ({body}) WHERE {where}", [value])
+            try:
+                return self._select_where(name, remote, chosen, where, value)
+            except duckdb.Error:  # e.g. a column no file has yet: the pyarrow path reads it
+                self._remote[name] = None
+                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
+
+    def _select_where(
+        self, name: str, source: ParquetSource, chosen: Sequence[int], where: str, value: str
+    ) -> pa.Table:
+        """The view's rows in the ``chosen`` files of ``source`` that satisfy ``where``."""
+        files = [source.files[n] for n in chosen]
+        body = view_body(name).replace(
+            REGISTERED_PREFIX + name, f"({source.select(files)}) AS {REGISTERED_PREFIX}{name}"
+        )
+        return self.execute(f"SELECT * FROM ({body}) WHERE {where}", [value])
 
     def _load(self, name: str) -> DeltaTable | None:
         """The table's latest version (a rebuild swaps rows in by a commit like any other)."""
@@ -248,6 +282,7 @@ class ReadModels:
         with self._lock:
             self._con.close()
             self._own.close()
+            self.mirror.close()
 
     def __enter__(self) -> ReadModels:
         return self
