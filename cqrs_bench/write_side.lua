@@ -1,13 +1,18 @@
 -- wrk script for the write-side HTTP benchmark: POST /api/v1/commands with unique ids.
 -- Run with one connection per thread (-t N -c N): each thread sends, in order, per customer:
 -- RegisterCustomer, CreateOrder (two lines), UpdateOrderStatus -> Paid. Every command carries
--- commandId "<prefix>-t<thread>-<n>", so the benchmark can check afterwards that every
--- acknowledged (201) command is in the store: a thread's acknowledged commands are the first
--- `ok` of its sequence. Arguments: the run's id prefix.
+-- commandId "<prefix>-<n, 9 digits>-<thread, 3 digits>", so the benchmark can check afterwards
+-- that every acknowledged (201) command is in the store: a thread's acknowledged commands are
+-- the first `ok` of its sequence. Ids are time-ordered like UUIDv7 ones: the threads advance
+-- in step (one command each per group commit), so ids sort by when they were sent and a
+-- batch's new rows land next to each other (ids "<prefix>-c<i>-t<thread>" ordered by thread
+-- first put them in 64 key ranges: BENCH_WRITE_IDS=prefixed, passed as the second argument).
+-- Arguments: the run's id prefix, then "prefixed" for the old ids.
 local threads = {}
 local next_tid = 0
 local counter = 0
-local prefix = "w"
+local run = "w"
+local prefixed = false
 local primed = true
 ok = 0
 bad = 0
@@ -19,7 +24,8 @@ function setup(thread)
 end
 
 function init(args)
-  prefix = (args[1] or "w") .. "-t" .. tostring(tid)
+  run = args[1] or "w"
+  prefixed = args[2] == "prefixed"
   wrk.headers["Content-Type"] = "application/json"
   -- wrk 4.1 calls request() once on the first thread to check the script and throws the
   -- request away: that call must not consume a command of the sequence.
@@ -33,10 +39,18 @@ function request()
   end
   local i = math.floor(counter / 3)
   local step = counter % 3
-  local command_id = prefix .. "-" .. counter
+  local command_id, cid, oid
+  if prefixed then
+    local prefix = run .. "-t" .. tid
+    command_id = prefix .. "-" .. counter
+    cid = prefix .. "-c" .. i
+    oid = prefix .. "-o" .. i
+  else
+    command_id = string.format("%s-%09d-%03d", run, counter, tid)
+    cid = string.format("%s-c%09d-%03d", run, i, tid)
+    oid = string.format("%s-o%09d-%03d", run, i, tid)
+  end
   counter = counter + 1
-  local cid = prefix .. "-c" .. i
-  local oid = prefix .. "-o" .. i
   local body
   if step == 0 then
     body = '{"type":"RegisterCustomer","commandId":"' .. command_id .. '","customerId":"' .. cid ..
