@@ -1008,8 +1008,9 @@ def _latency_measurements(label: str, load: Load, rate: float) -> list[Measureme
 
 def run(repetitions: int) -> Report:
     del repetitions  # one platform start per mode, the load run once each: see the notes
-    rate = float(sized(100, 200))
-    seconds = float(sized(15, 180))  # quick: keeps `make bench` under 5 minutes
+    # BENCH_E2E_RATE / BENCH_E2E_SECONDS: other than the target's load, for experiments
+    rate = float(os.environ.get("BENCH_E2E_RATE") or sized(100, 200))
+    seconds = float(os.environ.get("BENCH_E2E_SECONDS") or sized(15, 180))  # quick: < 5 minutes
     readers = waiting_readers()
     modes = [Mode("defaults (follow mode)", None, readers=readers, high_rate=high_rate())]
     if os.environ.get("BENCH_E2E_PER_BATCH", "1") != "0":  # 0: skip the per-batch comparison

@@ -9,7 +9,7 @@ the projection's own. Plot: seconds per batch vs table rows (log x).
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,66 +27,83 @@ from .datasets import END, build_orders
 
 DAYS = 100
 BATCH = 10_000
+CUSTOMERS = 5_000  # datasets.build_orders spreads orders over c0 .. c4999
+AFTER = END + timedelta(hours=1)  # raw events come after the built orders
+SOLO_ORDERS = 3  # orders of the customer whose rename is timed besides a c<n> customer
 
 
 def sizes() -> list[int]:
     return [100_000, 1_000_000, 5_000_000] if full_mode() else [100_000, 300_000, 1_000_000]
 
 
+def raw_row(
+    seq: int, ts: datetime, kind: str, aggregate: str, aggregate_id: str, version: int,
+    data: dict[str, object],
+) -> dict[str, Any]:  # fmt: skip
+    """One raw_events row at ``ingest_seq`` ``seq`` (partition 0, offset = seq)."""
+    return {
+        "event_id": uuid7(int(ts.timestamp() * 1000)),
+        "event_type": kind,
+        "aggregate_id": aggregate_id,
+        "aggregate_type": aggregate,
+        "version": version,
+        "event_timestamp": ts,
+        "correlation_id": "c",
+        "causation_id": "c",
+        "data": orjson.dumps(data).decode(),
+        "metadata": "{}",
+        "schema_version": 1,
+        "partition": 0,
+        "sequence_number": seq,
+        "offset": str(seq),  # opaque string, as Event Hubs gives it
+        "enqueued_time": ts,
+        "ingested_at": ts,
+        "ingest_seq": seq,
+        "event_date": ts.date(),
+    }
+
+
+def append_raw(tables: TableStore, rows: list[dict[str, Any]]) -> None:
+    """One raw_events commit of ``rows`` (consecutive ingest_seq) with the ingest checkpoint."""
+    write_deltalake(
+        tables.uri("raw_events"),
+        pa.Table.from_pylist(rows, schema=RAW_EVENTS_SCHEMA),
+        mode="append",
+        partition_by=["event_date"],
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction("raw_events/ingest_seq", rows[-1]["ingest_seq"])]
+        ),
+    )
+
+
 def write_raw(tables: TableStore, recent: list[str], batches: int) -> None:
     """``batches`` raw_events commits of BATCH events: even positions update one of ``recent``
     (the newest orders), odd positions create a new order (UUIDv7 from its time)."""
-    now = END + timedelta(hours=1)
     for b in range(batches):
-        rows: dict[str, list[Any]] = {name: [] for name in RAW_EVENTS_SCHEMA.names}
+        rows = []
         for j in range(BATCH):
             seq = b * BATCH + j
-            ts = now + timedelta(milliseconds=seq)
+            ts = AFTER + timedelta(milliseconds=seq)
             if seq % 2 == 0:
                 oid, kind, version = recent[seq // 2], "OrderUpdated", 2
                 data: dict[str, object] = {"orderId": oid, "previousStatus": "Created",
                                            "status": "Paid"}  # fmt: skip
             else:
                 oid, kind, version = uuid7(int(ts.timestamp() * 1000)), "OrderCreated", 1
-                data = {
-                    "orderId": oid,
-                    "customerId": f"c{seq % 5000}",
-                    "items": [{"sku": "a", "quantity": 2, "unitPrice": "5.00"}],
-                    "totalAmount": "10.00",
-                    "itemCount": 2,
-                    "status": "Created",
-                }
-            values = {
-                "event_id": uuid7(int(ts.timestamp() * 1000)),
-                "event_type": kind,
-                "aggregate_id": oid,
-                "aggregate_type": "Order",
-                "version": version,
-                "event_timestamp": ts,
-                "correlation_id": "c",
-                "causation_id": "c",
-                "data": orjson.dumps(data).decode(),
-                "metadata": "{}",
-                "schema_version": 1,
-                "partition": 0,
-                "sequence_number": seq,
-                "offset": str(seq),  # opaque string, as Event Hubs gives it
-                "enqueued_time": ts,
-                "ingested_at": ts,
-                "ingest_seq": seq,
-                "event_date": ts.date(),
-            }
-            for name, value in values.items():
-                rows[name].append(value)
-        write_deltalake(
-            tables.uri("raw_events"),
-            pa.table(rows, schema=RAW_EVENTS_SCHEMA),
-            mode="append",
-            partition_by=["event_date"],
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction("raw_events/ingest_seq", (b + 1) * BATCH - 1)]
-            ),
-        )
+                data = _order_created(oid, f"c{seq % CUSTOMERS}")
+            rows.append(raw_row(seq, ts, kind, "Order", oid, version, data))
+        append_raw(tables, rows)
+
+
+def _order_created(order_id: str, customer_id: str) -> dict[str, object]:
+    return {
+        "orderId": order_id,
+        "customerId": customer_id,
+        "items": [{"sku": "a", "quantity": 2, "unitPrice": "5.00"}],
+        "totalAmount": "10.00",
+        "itemCount": 2,
+        "status": "Created",
+    }
 
 
 def merge_batches(
@@ -118,6 +135,55 @@ def merge_batches(
     finally:
         computer.close()
     return {"seconds": seconds, "cpu": cpu}
+
+
+def renames(root: str, repetitions: int, first_seq: int) -> dict[str, Any]:
+    """Customer renames against order_summary over the built orders (issue 14): registers the
+    CUSTOMERS customers and a "solo" customer with SOLO_ORDERS orders, builds order_summary
+    whole, then ``repetitions`` times renames c42 (one of the many) and the solo customer, one
+    raw commit each, and times the gold step (``build_order_summary``) that rewrites that
+    customer's summary rows; returns seconds and rows written per customer."""
+    from cqrs_dagster.projections.context import StepContext
+    from cqrs_dagster.projections.gold import build_order_summary
+    from cqrs_dagster.projections.silver import project_customers, project_orders
+
+    tables = TableStore(root=root)
+    seq = first_seq
+    rows = []
+    for c in [*(f"c{n}" for n in range(CUSTOMERS)), "solo"]:
+        ts = AFTER + timedelta(milliseconds=seq)
+        data: dict[str, object] = {"customerId": c, "name": f"Customer {c}", "email": f"{c}@x"}
+        rows.append(raw_row(seq, ts, "CustomerRegistered", "Customer", c, 1, data))
+        seq += 1
+    for _ in range(SOLO_ORDERS):
+        ts = AFTER + timedelta(milliseconds=seq)
+        oid = uuid7(int(ts.timestamp() * 1000))
+        rows.append(raw_row(seq, ts, "OrderCreated", "Order", oid, 1, _order_created(oid, "solo")))
+        seq += 1
+    append_raw(tables, rows)
+
+    def silver(ctx: StepContext) -> None:
+        for step in (project_orders, project_customers):
+            while step(ctx, max_events=100_000).events_read:
+                pass
+
+    ctx = StepContext(tables, "bench-rename-setup")
+    silver(ctx)
+    build_order_summary(ctx, full=True)
+    out: dict[str, Any] = {}
+    for rep in range(repetitions):
+        for customer in ("c42", "solo"):
+            ts = AFTER + timedelta(milliseconds=seq)
+            data = {"customerId": customer, "name": f"Renamed {customer} {rep}"}
+            append_raw(tables, [raw_row(seq, ts, "CustomerUpdated", "Customer", customer,
+                                        rep + 2, data)])  # fmt: skip
+            seq += 1
+            ctx = StepContext(tables, f"bench-rename-{customer}-{rep}")
+            silver(ctx)
+            report = build_order_summary(ctx)
+            out.setdefault(f"{customer} seconds", []).append(report.seconds)
+            out.setdefault(f"{customer} rows", []).append(report.rows_written)
+    return out
 
 
 def run(repetitions: int) -> Report:
@@ -156,6 +222,7 @@ def run(repetitions: int) -> Report:
             write_raw(tables, recent, batches)
             del ids
             out = in_child(merge_batches, root, repetitions, profile)
+            renamed = in_child(renames, root, repetitions, batches * BATCH)
             target = Target("<=", 0.3) if n == largest else None
             m = Measurement(f"10k batch into {n:,} orders", "s", out["seconds"], target, key="d")
             by_size[n] = m
@@ -175,6 +242,24 @@ def run(repetitions: int) -> Report:
                 )
             )
             line.append((n, m.median))
+            for customer, label in (("c42", "a customer"), ("solo", "a customer")):
+                written = int(renamed[f"{customer} rows"][0])
+                report.measurements.append(
+                    Measurement(
+                        f"rename {label} with {written:,} orders, order_summary of {n:,} rows",
+                        "s",
+                        renamed[f"{customer} seconds"],
+                        key="rename",
+                    )
+                )
+            report.measurements.append(
+                Measurement(
+                    f"peak RSS, renames at {n:,} orders (incl. a whole order_summary build)",
+                    "MiB",
+                    [renamed["peak_rss_mib"]],
+                    key="rename",
+                )
+            )
     series.lines["project_orders (median)"] = line
     report.series.append(series)
     report.ratios.append(
