@@ -10,8 +10,9 @@ a copy stays exact for as long as any snapshot lists the file. DuckDB's own Parq
 reads the copies exactly as it reads a local table (row-group pruning, late materialization).
 
 The folder is bounded (:data:`CAPACITY_BYTES`, least recently used files go first, never one the
-current lookup needs) and removed by :meth:`FileMirror.close`. A file larger than the bound is
-still fetched (the lookup needs it) and evicted by the next fetch.
+current lookup needs) and removed by :meth:`FileMirror.close` or at interpreter exit (a process
+killed outright leaves it in the temp folder). A file larger than the bound is still fetched (the
+lookup needs it) and evicted by the next fetch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,8 @@ class FileMirror:
     def __init__(self, capacity_bytes: int = CAPACITY_BYTES) -> None:
         self.capacity_bytes = capacity_bytes
         self._root = Path(tempfile.mkdtemp(prefix="cqrs-delta-files-"))
+        # The query API never closes its ReadModels: the copies go at interpreter exit too.
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self._root), True)
         self._lock = threading.Lock()
         self._kept: OrderedDict[Path, int] = OrderedDict()  # copy -> size, least recent first
         self._handlers: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaStorageHandler] = {}
@@ -108,4 +112,4 @@ class FileMirror:
         """Delete every copy."""
         with self._lock:
             self._kept.clear()
-            shutil.rmtree(self._root, ignore_errors=True)
+            self._remove()

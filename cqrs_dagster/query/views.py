@@ -170,9 +170,10 @@ class ReadModels:
     def _register_own(self, name: str, table: DeltaTable | None) -> None:
         """Point ``_delta_<name>`` on the trusted connection at the snapshot's Parquet files, or
         at the same pyarrow data as the locked connection when that path does not apply."""
-        source = None if table is None else parquet_source(table)
+        remote = table is not None and is_remote(table)
+        source = None if table is None or remote else parquet_source(table)
         self._remote[name] = None
-        if table is not None and source is None and is_remote(table):
+        if table is not None and remote:
             self._remote[name] = parquet_source(table, self.mirror.folder(table.table_uri))
         if source is not None:
             try:
