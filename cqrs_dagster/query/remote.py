@@ -10,9 +10,10 @@ a copy stays exact for as long as any snapshot lists the file. DuckDB's own Parq
 reads the copies exactly as it reads a local table (row-group pruning, late materialization).
 
 The folder is bounded (:data:`CAPACITY_BYTES`, least recently used files go first, never one the
-current lookup needs) and removed by :meth:`FileMirror.close` or at interpreter exit (a process
-killed outright leaves it in the temp folder). A file larger than the bound is still fetched (the
-lookup needs it) and evicted by the next fetch.
+current lookup needs) and removed by :meth:`FileMirror.close` or at interpreter exit. A process
+killed outright (or by a re-raised SIGTERM, as uvicorn ends) leaves its folder behind; folders are
+named after their process id, and a new mirror removes those of processes no longer running. A
+file larger than the bound is still fetched (the lookup needs it) and evicted by the next fetch.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ from deltalake.fs import DeltaStorageHandler
 
 CAPACITY_BYTES = 2 * 2**30  # the copies kept on local disk
 CHUNK_BYTES = 8 * 2**20  # one ranged GET per chunk while copying a file
+PREFIX = "cqrs-delta-files-"  # + "<pid>-<random>" in the temp folder
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_orphans(parent: Path) -> list[Path]:
+    """Remove the mirror folders in ``parent`` whose process no longer runs; returns them."""
+    removed = []
+    for folder in parent.glob(PREFIX + "*"):
+        pid = folder.name[len(PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class FileMirror:
@@ -42,10 +65,9 @@ class FileMirror:
 
     def __init__(self, capacity_bytes: int = CAPACITY_BYTES) -> None:
         self.capacity_bytes = capacity_bytes
-        self._root = Path(tempfile.mkdtemp(prefix="cqrs-delta-files-"))
-        # The query API never closes its ReadModels: the copies go at interpreter exit too.
-        self._remove = weakref.finalize(self, shutil.rmtree, str(self._root), True)
-        self._lock = threading.Lock()
+        self._root: Path | None = None  # made on first use (most read models are local)
+        self._remove: weakref.finalize[..., FileMirror] | None = None
+        self._lock = threading.RLock()
         self._kept: OrderedDict[Path, int] = OrderedDict()  # copy -> size, least recent first
         self._handlers: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaStorageHandler] = {}
         self.fetched: list[tuple[str, str]] = []
@@ -53,7 +75,13 @@ class FileMirror:
     def folder(self, table_uri: str) -> str:
         """The local folder holding the copies of the table at ``table_uri``."""
         digest = hashlib.sha256(table_uri.encode()).hexdigest()[:20]
-        return str(self._root / digest)
+        with self._lock:
+            if self._root is None:
+                remove_orphans(Path(tempfile.gettempdir()))
+                self._root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+                # The query API never closes its ReadModels: the copies go at exit too.
+                self._remove = weakref.finalize(self, shutil.rmtree, str(self._root), True)
+            return str(self._root / digest)
 
     def ensure(
         self,
@@ -112,4 +140,5 @@ class FileMirror:
         """Delete every copy."""
         with self._lock:
             self._kept.clear()
-            self._remove()
+            if self._remove is not None:
+                self._remove()

@@ -6,12 +6,16 @@ Covers: every key of orders (partitioned by created_day, with a MERGE's string_v
 customers and order_summary written in several key-range files; each lookup copies only the
 files whose logged range holds the key, each at most once; a key no file admits (or "") copies
 nothing and answers no rows of the same schema; the mirror's bound evicts the least recently used
-copies and fetches an evicted file again when a lookup needs it.
+copies and fetches an evicted file again when a lookup needs it; folders left by processes that
+no longer run are removed by the next mirror.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +24,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from cqrs_dagster.projections.tables import PARTITION_BY, TableStore
-from cqrs_dagster.query.remote import FileMirror
+from cqrs_dagster.query.remote import PREFIX, FileMirror, remove_orphans
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster.wiring import make_read_models, make_table_store
 from cqrs_dagster_tests.fixtures.azurite import AzuriteServer
@@ -159,3 +163,20 @@ def test_the_mirror_evicts_least_recently_used_copies(tmp_path: Path) -> None:
     finally:
         mirror.close()
     assert not folder.exists()
+
+
+def test_folders_of_processes_no_longer_running_are_removed(tmp_path: Path) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    orphan = tmp_path / f"{PREFIX}{ended.pid}-abc"
+    live = tmp_path / f"{PREFIX}{os.getpid()}-def"
+    other = tmp_path / "unrelated"
+    for folder in (orphan, live, other):
+        (folder / "sub").mkdir(parents=True)
+    assert remove_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and live.exists() and other.exists()
+    mirror = FileMirror()
+    try:
+        assert Path(mirror.folder("az://c/t")).parent.name.startswith(f"{PREFIX}{os.getpid()}-")
+    finally:
+        mirror.close()
