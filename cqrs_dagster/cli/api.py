@@ -1,4 +1,16 @@
-"""``cqrs api``: serve the HTTP API (commands, queries, health) under uvicorn."""
+"""``cqrs api``: serve the HTTP API (commands, queries, health) under granian or uvicorn.
+
+The default server is granian (HTTP parsing and socket I/O in Rust, outside the GIL), in one
+worker process with a single-threaded runtime: ``POST /api/v1/commands`` under wrk served
+~1.5x the commands/s of uvicorn + httptools on the shared 2-core machine (issue 14, figures in
+BENCHMARKS.md). ``--server uvicorn`` keeps uvicorn (uvloop, httptools, one write per response).
+
+Under granian the app is built in the worker, which granian forks from this process (settings
+are loaded and checked here first, so a bad setting exits 2 before anything is served); the
+worker runs the app's lifespan, hence its group committer and outbox relay, exactly as uvicorn
+does in-process. One worker: the group committer is the only writer of the process and the relay
+runs once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,7 @@ import argparse
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +41,43 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not run the outbox relay in the API process (run `cqrs relay` instead)",
     )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument("--log-level", default="info", help="server log level (default info)")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=None,
+        help="HTTP server (default granian when installed, else uvicorn)",
+    )
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: `cqrs --help` and the other subcommands need neither FastAPI nor uvicorn.
-    import uvicorn
+SERVERS = ("granian", "uvicorn")
 
+
+def default_server() -> str:
+    """granian when it is installed (it is a dependency), uvicorn otherwise."""
+    try:
+        import granian  # noqa: F401
+    except ImportError:  # pragma: no cover - granian is a dependency
+        return "uvicorn"
+    return "granian"
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: `cqrs --help` and the other subcommands need neither FastAPI nor a server.
     from cqrs_dagster.web.app import build_app
     from cqrs_dagster.web.security import SecurityConfigError, check_bind
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
     )
+    server = args.server or default_server()
     try:
         settings = load_settings(data_dir=args.data_dir)
         settings.validate_for_env()
         check_bind(args.host, settings)
+        if server == "granian":
+            return _serve_granian(args, lambda: build_app(settings, run_relay=not args.no_relay))
         app = build_app(settings, run_relay=not args.no_relay)
     except (SecurityConfigError, SettingsError) as exc:
         print(f"cqrs api: {exc}", file=sys.stderr)
@@ -55,11 +87,9 @@ def run(args: argparse.Namespace) -> int:
         where = f"CQRS_{str(first['loc'][0]).upper()}" if first["loc"] else "settings"
         print(f"cqrs api: invalid setting {where}: {first['msg']}", file=sys.stderr)
         return 2
-    # The ~80k objects of the imports and the app live as long as the process: move them out of
-    # the cyclic GC's reach, so that a full collection under load walks only request garbage
-    # (measured: 30 ms -> ~0 ms per full collection, a visible part of the p99 at 1,000/s).
-    gc.collect()
-    gc.freeze()
+    import uvicorn
+
+    _freeze_gc()
     uvicorn.run(
         app,
         http=_http_protocol(),
@@ -67,9 +97,64 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=_logs_access(args.log_level),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     return 0
+
+
+def _freeze_gc() -> None:
+    """Move the ~80k long-lived objects of the imports and the app out of the cyclic GC's reach.
+
+    A full collection under load then walks only request garbage (measured: 30 ms -> ~0 ms per
+    full collection, a visible part of the p99 at 1,000/s).
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _serve_granian(args: argparse.Namespace, build: Callable[[], Any]) -> int:
+    """Serve under granian: one forked worker builds the app (``build``) and runs its lifespan.
+
+    ``build`` runs in the worker, so the app's threads (group committer, relay) and connections
+    are the worker's own. A worker that fails to start (its lifespan raised) makes this exit 1.
+    """
+    from granian import Granian
+    from granian.constants import Interfaces, Loops, RuntimeModes
+    from granian.log import LogLevels
+
+    def load() -> Any:
+        app = build()
+        _freeze_gc()
+        return app
+
+    level = args.log_level.lower()
+    server = Granian(
+        "cqrs_dagster.web.app:build_app",  # the name granian logs; `load` builds the app
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        runtime_mode=RuntimeModes.st,
+        runtime_threads=1,
+        loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
+        websockets=False,
+        log_level=LogLevels(level) if level in LogLevels.__members__ else LogLevels.info,
+        log_access=_logs_access(args.log_level),
+        workers_kill_timeout=GRACEFUL_SECONDS,
+    )
+    server.serve(target_loader=load, wrap_loader=False)
+    return 0
+
+
+GRACEFUL_SECONDS = 10
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return False
+    return True
 
 
 def _logs_access(log_level: str) -> bool:

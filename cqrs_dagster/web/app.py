@@ -85,6 +85,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
                 else:
                     log.info("outbox relay stopped")
             side.close()
+            log.info("command side closed")
 
     app = FastAPI(
         title="cqrs-dagster",

@@ -12,14 +12,19 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.settings import Settings
-from cqrs_dagster_tests.fixtures.api import ApiProcess, bus_events
+from cqrs_dagster_tests.fixtures.api import CQRS, ApiProcess, bus_events
 from cqrs_dagster_tests.fixtures.procs import (
+    free_port,
+    start_group,
+    stop_group,
+    wait_for_port,
     wait_until,
 )
 
@@ -58,14 +63,57 @@ def test_commands_over_http_reach_the_bus_and_sigterm_stops_cleanly(
             first_seen.setdefault(event.event_id, event.version)
     assert list(first_seen.values()) == [1, 2]
 
+    _sigterm_stops_cleanly(api_process)
+
+
+def _sigterm_stops_cleanly(api_process: ApiProcess) -> None:
     proc = api_process.proc
     os.killpg(proc.pid, signal.SIGTERM)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM.
+    # granian exits 0 once its worker stopped; uvicorn shuts down gracefully, then re-raises
+    # the signal it caught: exit by SIGTERM.
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # nothing left in the server's process group
+        os.killpg(proc.pid, 0)  # nothing left in the server's process group (the worker too)
     log = api_process.log.read_text()
-    assert "outbox relay stopped" in log and "Application shutdown complete" in log, log
+    assert "outbox relay stopped" in log and "command side closed" in log, log
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_each_server_answers_commands_and_stops_cleanly(tmp_path: Path, server: str) -> None:
+    """``cqrs api --server granian|uvicorn``: same answers (201, replay 200, 415, 422 problem),
+    the relay runs, SIGTERM runs the lifespan's shutdown."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    log = tmp_path / "api.log"
+    env = {"CQRS_ENV": "local", "CQRS_API_KEYS": "", "CQRS_RELAY_INTERVAL_SECONDS": "0.05"}
+    args = [CQRS, "api", "--data-dir", str(data_dir), "--port", str(port), "--server", server]
+    proc = start_group(args, log, env)
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        body = {"type": "RegisterCustomer", "commandId": "k1", "name": "Ada", "email": "a@b.co"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            first = http.post("/api/v1/commands", json=body)
+            again = http.post("/api/v1/commands", json=body)
+            wrong_type = http.post(
+                "/api/v1/commands", content=b"x", headers={"content-type": "text/plain"}
+            )
+            invalid = http.post("/api/v1/commands", json={"type": "RegisterCustomer"})
+        assert first.status_code == 201 and again.status_code == 200, first.text
+        assert again.content == first.content  # the original response, byte for byte
+        assert first.headers["content-type"] == "application/json"
+        assert first.headers["server"] == server  # the server asked for serves
+        customer_id = first.json()["aggregateId"]
+        assert len(customer_id) == 36 and customer_id[14] == "7"  # a server-made UUIDv7
+        assert wrong_type.status_code == 415
+        assert invalid.status_code == 422
+        assert invalid.headers["content-type"] == "application/problem+json"
+        event_ids = set(first.json()["eventIds"])
+        assert wait_until(
+            lambda: event_ids <= {e.event_id for e in bus_events(data_dir)}, timeout=30
+        ), log.read_text()
+        _sigterm_stops_cleanly(ApiProcess(proc, f"http://127.0.0.1:{port}", data_dir, log))
+    finally:
+        stop_group(proc)
 
 
 def test_sigkill_under_concurrent_load_loses_no_acknowledged_command(
