@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedEvent
+from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedColumns, ReceivedEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_meta (
@@ -219,6 +219,27 @@ class LocalEventBus(EventBus):
             )
             for seq, offset, us, key, body in rows
         ]
+
+    def read_columns(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> ReceivedColumns:
+        """One query, transposed: no object per event (a ``ReceivedEvent`` and its datetime cost
+        ~5x the SQLite fetch itself)."""
+        self._check_partition(partition)
+        rows: list[tuple[int, str, int, bytes]] = []
+        if max_count > 0:
+            with self._lock:
+                self._check_open()
+                rows = self._conn.execute(
+                    "SELECT sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body "
+                    "FROM bus_events WHERE partition = ? AND sequence_number > ? "
+                    "ORDER BY sequence_number LIMIT ?",
+                    (partition, after_sequence_number, max_count),
+                ).fetchall()
+        if not rows:
+            return ReceivedColumns(partition, [], [], [], [])
+        seqs, offsets, enqueued, bodies = map(list, zip(*rows, strict=True))
+        return ReceivedColumns(partition, seqs, offsets, enqueued, bodies)
 
     def partition_info(self, partition: int) -> PartitionInfo:
         self._check_partition(partition)

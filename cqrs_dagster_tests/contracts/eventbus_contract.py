@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
-from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, ReceivedEvent
+from cqrs_dagster.eventbus.port import (
+    EventBus,
+    OutgoingEvent,
+    ReceivedColumns,
+    ReceivedEvent,
+    micros,
+)
 
 
 def read_all(bus: EventBus, partition: int, after: int = -1) -> list[ReceivedEvent]:
@@ -174,6 +180,35 @@ class EventBusContract:
             assert t.utcoffset() == timedelta(0)
             assert before <= t <= datetime.now(UTC) + timedelta(minutes=5)
         assert times == sorted(times)
+
+    def test_read_columns_are_read_column_by_column(self, bus: EventBus) -> None:
+        # The bulk read (raw ingest) sees exactly what read() sees: same events, same order,
+        # same positions, bodies byte-exact (binary too), enqueued time in exact microseconds.
+        bus.send([msg(f"k{k}", i) for i in range(4) for k in range(6)])
+        bus.send([OutgoingEvent("bin", b"\x00\xff\xc3\x28"), msg("k0", 9)])
+        for p, events in read_everything(bus).items():
+            cols = bus.read_columns(p, -1, 1_000)
+            assert cols.partition == p
+            assert cols == ReceivedColumns.of(p, events)
+            assert list(cols.sequence_numbers) == [e.sequence_number for e in events]
+            assert list(cols.offsets) == [e.offset for e in events]
+            assert list(cols.enqueued_us) == [micros(e.enqueued_time) for e in events]
+            assert list(cols.bodies) == [e.body for e in events]
+            assert all(isinstance(b, bytes) for b in cols.bodies)
+            assert len(cols) == len(events)
+
+    def test_read_columns_after_and_bounded(self, bus: EventBus) -> None:
+        bus.send([msg("k", i) for i in range(7)])
+        p = where(bus, "k")
+        first = bus.read_columns(p, -1, 3)
+        assert list(first.bodies) == [b"k#0", b"k#1", b"k#2"]
+        second = bus.read_columns(p, first.sequence_numbers[-1], 3)
+        assert list(second.sequence_numbers) == [3, 4, 5]
+        assert list(bus.read_columns(p, 5, 100).bodies) == [b"k#6"]
+        assert len(bus.read_columns(p, 6, 100)) == 0
+        assert len(bus.read_columns(p, -1, 0)) == 0
+        empty = next(q for q in range(bus.partition_count) if q != p)
+        assert len(bus.read_columns(empty, -1, 10)) == 0
 
     def test_publish_keys_domain_events_by_aggregate_id(self, bus: EventBus) -> None:
         envelopes = [
