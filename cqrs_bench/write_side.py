@@ -11,9 +11,11 @@ Every command is one atomic write of state + outbox + command id, at synchronous
 - peer: ``eventsourcing`` creating orders (one event, one commit each), same run.
 - single-command handler: ``CommandHandler.handle`` one at a time (one commit per command), and
   the bare one-row SQLite commit rate on the same disk (the fsync floor it sits on).
-- (b) HTTP: ``cqrs api`` as a real uvicorn process with the outbox relay on (store FULL, open
-  mode: no keys on loopback, so no rate limit; every setting at its default). Max throughput: ``wrk`` (C, one connection per thread, Lua script
-  ``write_side.lua`` giving every request unique ids and a commandId), closed loop. Latency: an
+- (b) HTTP: ``cqrs api`` as a real process (its default server, granian;
+  ``BENCH_HTTP_SERVER=uvicorn`` for uvicorn) on the shipped defaults: outbox relay on, store
+  FULL, no keys on loopback (so no rate limit). Max throughput: ``wrk`` (C, one connection per
+  thread, Lua script ``write_side.lua`` giving every request unique time-ordered ids and a
+  commandId), closed loop. Latency: an
   OPEN-loop generator here (asyncio, keep-alive pool) sends at a fixed 1,000 commands/s on a
   fixed schedule and measures each latency from the request's SCHEDULED send time, so a stalled
   server is not hidden by a generator that waits for it (coordinated omission). After each load,
@@ -66,6 +68,8 @@ LATENCY_RATE = 1_000  # commands/s, open loop
 LATENCY_SECONDS = sized(5, 30)
 LATENCY_POOL = 64  # keep-alive connections of the open-loop generator
 LUA = Path(__file__).with_name("write_side.lua")
+#: ``cqrs api --server``: "default" (granian since issue 14), or BENCH_HTTP_SERVER=uvicorn.
+HTTP_SERVER = os.environ.get("BENCH_HTTP_SERVER", "default")
 
 
 IdStyle = Literal["uuid7", "prefixed"]
@@ -223,6 +227,8 @@ def serve(data_dir: Path, log: Path) -> Iterator[int]:
     port = free_port()
     env = {"CQRS_ENV": "local", "CQRS_API_KEYS": ""}
     args = [str(ROOT / ".venv/bin/cqrs"), "api", "--data-dir", str(data_dir)]
+    if HTTP_SERVER != "default":
+        args += ["--server", HTTP_SERVER]
     proc = start_group([*args, "--port", str(port), "--log-level", "warning"], log, env)
     try:
         wait_for_port(port, timeout=60, proc=proc)
@@ -428,7 +434,7 @@ def run(repetitions: int) -> Report:
             f"peer: eventsourcing 9.5.6 creating {PEER_COMMANDS:,} orders (one event each)",
             f"single: CommandHandler.handle one command at a time, {SINGLE_COMMANDS:,} commands; "
             f"bare: {BARE_COMMITS:,} one-row FULL commits (the disk's fsync floor)",
-            f"(b) cqrs api (uvicorn + uvloop + httptools, relay on, FULL): wrk -t{HTTP_CONNECTIONS} "
+            f"(b) cqrs api ({HTTP_SERVER}, relay on, FULL): wrk -t{HTTP_CONNECTIONS} "
             f"-c{HTTP_CONNECTIONS} for {HTTP_SECONDS} s (closed loop); latency: open loop at "
             f"{LATENCY_RATE}/s for {LATENCY_SECONDS} s, measured from each request's scheduled "
             "send time; load generators on the same 2 cores; every 201 checked in the store",
