@@ -77,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         settings.validate_for_env()
         check_bind(args.host, settings)
         if server == "granian":
-            return _serve_granian(args, lambda: build_app(settings, run_relay=not args.no_relay))
-        app = build_app(settings, run_relay=not args.no_relay)
+            return _serve_granian(
+                args, lambda: _served(build_app(settings, run_relay=not args.no_relay))
+            )
+        app = _served(build_app(settings, run_relay=not args.no_relay))
     except (SecurityConfigError, SettingsError) as exc:
         print(f"cqrs api: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +102,17 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     return 0
+
+
+def _served(app: Any) -> Any:
+    """What the server calls: the command fast path in front of the app's middleware stack.
+
+    Measured in-process (64 concurrent POSTs through the ASGI app and the group commit):
+    129.8 -> 102.9 us CPU per command (issue 14 b). Every other request reaches ``app`` as is.
+    """
+    from cqrs_dagster.web.commands import CommandFastPath
+
+    return CommandFastPath.in_front_of(app)
 
 
 def _freeze_gc() -> None:

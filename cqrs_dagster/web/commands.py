@@ -14,11 +14,13 @@ pool instead, concurrently, as before group commit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -44,6 +46,7 @@ from .execution import (
 from .problems import ProblemError, problem_response, problem_responses
 from .security import AUTH_RESPONSES, ApiSecurity, Principal, presented_key, require_role
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 COMMANDS_PATH = "/api/v1/commands"
 
@@ -174,13 +177,40 @@ class CommandFastPath:
     Unexpected errors propagate to the app's error middleware (500 problem), as for any route.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, front_of: Starlette | None = None) -> None:
         self.app = app
+        self.front_of = front_of
+
+    @classmethod
+    def in_front_of(cls, app: Starlette) -> CommandFastPath:
+        """The fast path as the OUTERMOST ASGI app, in front of ``app``'s whole middleware stack.
+
+        Commands then also skip Starlette's error middleware and FastAPI's telemetry and
+        body-limit middleware (~40% of the event loop's time per command, py-spy under wrk);
+        every other request goes to ``app`` unchanged. An unexpected error answers what the
+        app's error handler would: a logged 500 problem. What servers serve (``cqrs api``).
+        """
+        return cls(app, front_of=app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != COMMANDS_PATH:
             await self.app(scope, receive, send)
             return
+        if self.front_of is None:
+            await self._serve(scope, receive, send)
+            return
+        scope["app"] = self.front_of  # as Starlette sets it for its routes
+        try:
+            await self._serve(scope, receive, send)
+        except Exception as exc:  # the app's error middleware is behind us: do its work
+            log.error("unhandled error on POST %s", COMMANDS_PATH, exc_info=exc)
+            response = problem_response(500, "internal", "an unexpected error occurred")
+            try:
+                await response(scope, receive, send)
+            except Exception:  # the response had started, or the client is gone
+                log.debug("could not send the 500 problem", exc_info=True)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
         headers = Headers(scope=scope)
         client = scope.get("client")

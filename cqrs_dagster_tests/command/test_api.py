@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from cqrs_dagster.command.writestore.sqlite import SqliteWriteStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
-from cqrs_dagster.web.commands import MAX_BODY_BYTES
+from cqrs_dagster.web.commands import MAX_BODY_BYTES, CommandFastPath
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
 URL = "/api/v1/commands"
@@ -40,10 +40,19 @@ ORDER = {
 }
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The app without its relay thread, so that the outbox keeps what commands wrote."""
-    with TestClient(build_app(settings, run_relay=False)) as c:
+@pytest.fixture(params=["route-stack", "in-front"])
+def client(settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The app without its relay thread, so that the outbox keeps what commands wrote.
+
+    Every test runs twice: with the command fast path inside the app's middleware stack (as
+    ``build_app`` installs it) and in front of it (``CommandFastPath.in_front_of``, what
+    ``cqrs api`` serves): both must answer alike.
+    """
+    app = build_app(settings, run_relay=False)
+    served = app if request.param == "route-stack" else CommandFastPath.in_front_of(app)
+    c = TestClient(served)
+    c.app = app  # tests read app.state; requests still go through `served` (the transport)
+    with c:
         yield c
 
 
@@ -390,3 +399,21 @@ def test_command_after_the_committer_closed_is_503_and_writes_nothing(
     assert response.json()["type"].endswith("/unavailable")
     with closing(sqlite3.connect(settings.write_db_path)) as conn:
         assert conn.execute("SELECT count(*) FROM commands").fetchone()[0] == 0
+
+
+def test_in_front_an_unexpected_error_is_a_logged_500_problem(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In front of the app, the fast path does the error middleware's work for commands."""
+    app = build_app(settings, run_relay=False)
+    with TestClient(CommandFastPath.in_front_of(app)) as c:
+
+        async def broken(*args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        app.state.committer.execute = broken
+        response = c.post(URL, json=CUSTOMER)
+        assert_problem(response, 500, "internal")
+        assert "boom" not in response.text
+        assert c.get("/api/v1/healthz").status_code == 200  # other routes: the app itself
+    assert any("unhandled error on POST" in r.getMessage() for r in caplog.records)
