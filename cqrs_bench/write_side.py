@@ -11,8 +11,8 @@ Every command is one atomic write of state + outbox + command id, at synchronous
 - peer: ``eventsourcing`` creating orders (one event, one commit each), same run.
 - single-command handler: ``CommandHandler.handle`` one at a time (one commit per command), and
   the bare one-row SQLite commit rate on the same disk (the fsync floor it sits on).
-- (b) HTTP: ``cqrs api`` as a real process (its default server, granian;
-  ``BENCH_HTTP_SERVER=uvicorn`` for uvicorn) on the shipped defaults: outbox relay on, store
+- (b) HTTP: ``cqrs api`` as a real process (its default server, uvicorn;
+  ``BENCH_HTTP_SERVER=granian`` for granian) on the shipped defaults: outbox relay on, store
   FULL, no keys on loopback (so no rate limit). Max throughput: ``wrk`` (C, one connection per
   thread, Lua script ``write_side.lua`` giving every request unique time-ordered ids and a
   commandId), closed loop. Latency: an
@@ -68,7 +68,7 @@ LATENCY_RATE = 1_000  # commands/s, open loop
 LATENCY_SECONDS = sized(5, 30)
 LATENCY_POOL = 64  # keep-alive connections of the open-loop generator
 LUA = Path(__file__).with_name("write_side.lua")
-#: ``cqrs api --server``: "default" (granian since issue 14), or BENCH_HTTP_SERVER=uvicorn.
+#: ``cqrs api --server``: "default" (uvicorn), or BENCH_HTTP_SERVER=granian.
 HTTP_SERVER = os.environ.get("BENCH_HTTP_SERVER", "default")
 
 

@@ -1,15 +1,20 @@
-"""``cqrs api``: serve the HTTP API (commands, queries, health) under granian or uvicorn.
+"""``cqrs api``: serve the HTTP API (commands, queries, health) under uvicorn or granian.
 
-The default server is granian (HTTP parsing and socket I/O in Rust, outside the GIL), in one
-worker process with a single-threaded runtime: ``POST /api/v1/commands`` under wrk served
-~1.5x the commands/s of uvicorn + httptools on the shared 2-core machine (issue 14, figures in
-BENCHMARKS.md). ``--server uvicorn`` keeps uvicorn (uvloop, httptools, one write per response).
+The default server is uvicorn (uvloop, httptools, one write per response). ``--server granian``
+serves with granian (HTTP parsing and socket I/O in Rust, outside the GIL) in one worker
+process with a single-threaded runtime. Measured for issue 14 (``POST /api/v1/commands`` under
+wrk, load generator on the same 2 cores): granian served 1.5-1.7x the commands/s while other
+work saturated the CPUs, but on a quiet machine the two were even (medians ~2,950/s each over 6
+interleaved pairs) and uvicorn's p99 at 1,000/s was lower (15 vs 35 ms), so uvicorn stays the
+default.
 
 Under granian the app is built in the worker, which granian forks from this process (settings
 are loaded and checked here first, so a bad setting exits 2 before anything is served); the
 worker runs the app's lifespan, hence its group committer and outbox relay, exactly as uvicorn
 does in-process. One worker: the group committer is the only writer of the process and the relay
 runs once.
+
+Either server serves :meth:`CommandFastPath.in_front_of` the app (see :func:`_served`).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def register(sub: Any) -> None:
         "--server",
         choices=SERVERS,
         default=None,
-        help="HTTP server (default granian when installed, else uvicorn)",
+        help="HTTP server (default uvicorn)",
     )
     parser.set_defaults(func=run)
 
@@ -55,12 +60,8 @@ SERVERS = ("granian", "uvicorn")
 
 
 def default_server() -> str:
-    """granian when it is installed (it is a dependency), uvicorn otherwise."""
-    try:
-        import granian  # noqa: F401
-    except ImportError:  # pragma: no cover - granian is a dependency
-        return "uvicorn"
-    return "granian"
+    """uvicorn (see the module doc for why not granian)."""
+    return "uvicorn"
 
 
 def run(args: argparse.Namespace) -> int:
