@@ -71,8 +71,9 @@ def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> Check
     """No eventId appears twice in raw_events.
 
     With a run's ``scope``: no eventId the run appended appears twice among the rows of its
-    event dates (a duplicate always shares its original's event_date), so the cost follows the
-    batch, not the table.
+    event dates (a duplicate always shares its original's event_date) in the files whose
+    event_id range overlaps the run's (any row with one of its ids is in such a file), so the
+    cost follows the batch, not the table nor the day.
     """
     if scope is None:
         con = connect(tables, (schemas.RAW_EVENTS,))
@@ -80,11 +81,10 @@ def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> Check
     else:
         new = raw_rows(tables, scope, ["event_id", "event_date"])
         dates = pc.unique(new.column("event_date")).to_pylist()
-        con = connect(
-            tables,
-            (),
-            {"new_rows": new, "same_dates": raw_rows_on_dates(tables, dates, ["event_id"])},
-        )
+        ids = new.column("event_id")
+        span = (pc.min(ids).as_py(), pc.max(ids).as_py()) if new.num_rows else None
+        same = raw_rows_on_dates(tables, dates, ["event_id"], span)
+        con = connect(tables, (), {"new_rows": new, "same_dates": same})
         source = "same_dates WHERE event_id IN (SELECT event_id FROM new_rows)"
     rows = con.execute(
         f"SELECT event_id, count(*) AS n FROM {source} GROUP BY event_id HAVING n > 1 "
@@ -93,6 +93,7 @@ def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> Check
     checked = con.execute(
         "SELECT count(*) FROM " + ("raw_events" if scope is None else "new_rows")
     ).fetchone()
+    read = {} if scope is None else {"same_day_rows_read": same.num_rows}
     return _offending_rows(
         rows,
         "duplicate_event_ids",
@@ -100,6 +101,7 @@ def unique_event_ids(tables: TableStore, scope: RunScope | None = None) -> Check
         "every eventId is unique",
         events_checked=int(checked[0]) if checked else 0,
         scope="whole table" if scope is None else "this run's rows",
+        **read,
     )
 
 

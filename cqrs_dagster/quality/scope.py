@@ -62,10 +62,22 @@ def raw_rows(tables: TableStore, scope: RunScope, columns: list[str]) -> pa.Tabl
     return read_raw_range(table, scope.after_seq, scope.upto_seq, columns)
 
 
-def raw_rows_on_dates(tables: TableStore, dates: list[object], columns: list[str]) -> pa.Table:
-    """Every raw_events row of the given event_date partitions (partition-pruned)."""
+def raw_rows_on_dates(
+    tables: TableStore,
+    dates: list[object],
+    columns: list[str],
+    id_range: tuple[str, str] | None = None,
+) -> pa.Table:
+    """The raw_events rows of the given event_date partitions (partition-pruned) and, with
+    ``id_range``, only of the files whose event_id range overlaps it: a superset of the rows
+    with an id in that range, so a batch's duplicates are all found (ids are time-ordered, so
+    a live batch reads the recent files of the day, not the whole day; raw ingest prunes the
+    same way)."""
     table = tables.open(schemas.RAW_EVENTS)
     wanted = sorted({*columns, "event_date"})
     if table is None or not dates:
         return schemas.RAW_EVENTS_SCHEMA.empty_table().select(wanted)
-    return scan(table, [("event_date", "in", dates)], None, wanted)
+    prune: list[tuple[str, str, object]] = [("event_date", "in", dates)]
+    if id_range is not None:
+        prune += [("event_id", ">=", id_range[0]), ("event_id", "<=", id_range[1])]
+    return scan(table, prune, None, wanted)

@@ -79,6 +79,29 @@ def test_scoped_unique_ids_finds_a_duplicate_the_run_appended(
     assert rules.unique_event_ids(tables, raw_scope_of_run(tables, "run-2")).passed
 
 
+def test_scoped_unique_ids_reads_the_files_whose_id_range_overlaps_the_run(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    """A live run's ids are newer than the day's earlier files: those are not read, so the
+    check's cost follows the run's batch, not the day's volume (time-ordered ids)."""
+    _, tables = two_runs
+    template = raw_rows(tables)[0]
+    early = [
+        {**template, "event_id": f"00000000-0000-7000-8000-{n:012d}", "ingest_seq": 9 + n}
+        for n in range(5)
+    ]
+    append_as_run(tables, early, "run-early")
+    late = {**template, "event_id": "ffffffff-0000-7000-8000-000000000000", "ingest_seq": 14}
+    append_as_run(tables, [late], "run-late")
+    outcome = rules.unique_event_ids(tables, raw_scope_of_run(tables, "run-late"))
+    assert outcome.passed
+    assert outcome.figures["same_day_rows_read"] == 1  # its own file only, of 6+ rows that day
+    # A later run that republishes an early event still finds it in the early file.
+    append_as_run(tables, [{**early[2], "ingest_seq": 15}], "run-again")
+    again = rules.unique_event_ids(tables, raw_scope_of_run(tables, "run-again"))
+    assert not again.passed and again.offending == [early[2]["event_id"]]
+
+
 def test_scoped_envelope_check_reads_only_the_run_rows(
     two_runs: tuple[Settings, TableStore],
 ) -> None:
