@@ -36,7 +36,10 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "api",
         help="serve the command and query HTTP API",
-        description="Serve the HTTP API under uvicorn; by default it also runs the outbox relay.",
+        description=(
+            "Serve the HTTP API (uvicorn, or granian with --server granian); by default it also "
+            "runs the outbox relay."
+        ),
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="data folder (CQRS_DATA_DIR)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
