@@ -2,8 +2,9 @@
 
 Covers: make_read_models on azure settings reads every table through the storage options
 and each view equals the table it was copied from; a later commit in Blob storage is seen by the
-next query; a string predicate works over the remote, MERGE-written files; the API's lookups
-(rows_where) read the remote tables through the pyarrow path.
+next query; a string predicate works over the remote, MERGE-written files; the views and
+caller SQL read the remote tables through the pyarrow path (key lookups, rows_where, copy the
+files a key admits and read them with DuckDB: test_remote_lookups.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def test_views_over_blob_storage(azurite_server: AzuriteServer, seeded: Platform
             assert count == local.to_pyarrow_table().num_rows
         got = models.query("SELECT status FROM orders WHERE order_id = 'o000'").to_pylist()
         assert got == [{"status": "Delivered"}]
-        # The API's lookups read remote tables through the pyarrow path (no local files).
+        # Views and caller SQL read remote tables through the pyarrow path (no local files).
         assert not any(models.reads_parquet(name) for name in READ_MODELS)
         row = models.rows_where("orders", "order_id", "o000").select(["status"]).to_pylist()
         assert row == [{"status": "Delivered"}]
