@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedColumns, ReceivedEvent
 
@@ -192,20 +193,32 @@ class LocalEventBus(EventBus):
                     conn.execute("ROLLBACK")
                 raise
 
-    def read(
-        self, partition: int, after_sequence_number: int, max_count: int
-    ) -> list[ReceivedEvent]:
+    def _rows(
+        self, columns: str, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[Any]:
+        """``columns`` of a partition's events after a sequence number, in order, at most
+        ``max_count`` (the one query both reads share)."""
         self._check_partition(partition)
         if max_count <= 0:
             return []
         with self._lock:
             self._check_open()
-            rows = self._conn.execute(
-                "SELECT sequence_number, byte_offset, enqueued_us, partition_key, body "
-                "FROM bus_events WHERE partition = ? AND sequence_number > ? "
+            rows: list[Any] = self._conn.execute(
+                f"SELECT {columns} FROM bus_events WHERE partition = ? AND sequence_number > ? "
                 "ORDER BY sequence_number LIMIT ?",
                 (partition, after_sequence_number, max_count),
             ).fetchall()
+        return rows
+
+    def read(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[ReceivedEvent]:
+        rows = self._rows(
+            "sequence_number, byte_offset, enqueued_us, partition_key, body",
+            partition,
+            after_sequence_number,
+            max_count,
+        )
         # One send shares one enqueued time: build each distinct datetime once.
         times = {us: _from_us(us) for us in {row[2] for row in rows}}
         return [
@@ -225,17 +238,12 @@ class LocalEventBus(EventBus):
     ) -> ReceivedColumns:
         """One query, transposed: no object per event (a ``ReceivedEvent`` and its datetime cost
         ~5x the SQLite fetch itself)."""
-        self._check_partition(partition)
-        rows: list[tuple[int, str, int, bytes]] = []
-        if max_count > 0:
-            with self._lock:
-                self._check_open()
-                rows = self._conn.execute(
-                    "SELECT sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body "
-                    "FROM bus_events WHERE partition = ? AND sequence_number > ? "
-                    "ORDER BY sequence_number LIMIT ?",
-                    (partition, after_sequence_number, max_count),
-                ).fetchall()
+        rows = self._rows(
+            "sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body",
+            partition,
+            after_sequence_number,
+            max_count,
+        )
         if not rows:
             return ReceivedColumns(partition, [], [], [], [])
         seqs, offsets, enqueued, bodies = map(list, zip(*rows, strict=True))
