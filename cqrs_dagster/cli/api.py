@@ -53,18 +53,13 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--server",
         choices=SERVERS,
-        default=None,
-        help="HTTP server (default uvicorn)",
+        default="uvicorn",
+        help="HTTP server (default uvicorn: see the module doc for why not granian)",
     )
     parser.set_defaults(func=run)
 
 
 SERVERS = ("granian", "uvicorn")
-
-
-def default_server() -> str:
-    """uvicorn (see the module doc for why not granian)."""
-    return "uvicorn"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
     )
-    server = args.server or default_server()
+    server = args.server
     try:
         settings = load_settings(data_dir=args.data_dir)
         settings.validate_for_env()
