@@ -1,4 +1,9 @@
-"""A DuckDB connection over the read models' Delta tables (Arrow datasets, nothing copied)."""
+"""A DuckDB connection over the read models' Delta tables (Arrow datasets, nothing copied).
+
+A cursor of the process's in-memory DuckDB (the projection engine's): opening a database costs
+~15-20 ms, a cursor ~0.1 ms, and a follow pass runs its five blocking checks every few seconds.
+What a cursor registers is its own (another cursor does not see it) and goes with it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 
+from cqrs_dagster.projections.engines.duckdb.connection import duck
 from cqrs_dagster.projections.schemas import SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
 
@@ -18,7 +24,7 @@ def connect(
 
     ``overrides`` registers already-read Arrow tables (e.g. one run's rows) under a name instead.
     """
-    con = duckdb.connect(":memory:")
+    con = duck()
     for name in names:
         table = tables.open(name)
         source = SCHEMAS[name].empty_table() if table is None else table.to_pyarrow_dataset()
