@@ -6,6 +6,8 @@ offending ids so the check's metadata points at the problem.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
@@ -156,17 +158,40 @@ def envelope_schema(tables: TableStore, scope: RunScope | None = None) -> CheckO
 SILVER_AGGREGATE = {schemas.ORDERS: ORDER, schemas.CUSTOMERS: CUSTOMER}
 
 
+# The last few touched_rows answers: a pass's rules on one table (unique keys, amounts) ask for
+# the same rows. Keyed by the table's URI and version, so an answer is never stale; only small
+# ones (a live pass's), so a catch-up's batch is not held after its checks (peak RSS, issue 7 f).
+_TOUCHED: OrderedDict[tuple[str, int, str, int, int], pa.Table] = OrderedDict()
+_TOUCHED_KEEP = 2
+_TOUCHED_ROWS_AT_MOST = 10_000
+_touched_lock = threading.Lock()
+
+
 def touched_rows(tables: TableStore, table: str, key: str, scope: RunScope) -> pa.Table:
     """The rows of silver ``table`` whose key an event of ``scope`` (raw ingest_seq range) wrote:
     what a projection pass over that range can have changed (files pruned on the keys' range)."""
+    target = tables.open(table)
+    if target is None:
+        return schemas.SCHEMAS[table].empty_table()
+    memo = (target.table_uri, target.version(), key, scope.after_seq, scope.upto_seq)
+    with _touched_lock:
+        held = _TOUCHED.get(memo)
+    if held is not None:
+        return held
     aggregate = SILVER_AGGREGATE[table]
     raw = raw_rows(tables, scope, ["event_type", "aggregate_id"])
     types = [t for t, a in AGGREGATE_OF.items() if a == aggregate]
     keys = pc.unique(raw.filter(isin("event_type", types))["aggregate_id"]).to_pylist()
-    target = tables.open(table)
-    if target is None or not keys:
+    if not keys:
         return schemas.SCHEMAS[table].empty_table()
-    return scan(target, [(key, ">=", min(keys)), (key, "<=", max(keys))], isin(key, keys))
+    rows = scan(target, [(key, ">=", min(keys)), (key, "<=", max(keys))], isin(key, keys))
+    if rows.num_rows > _TOUCHED_ROWS_AT_MOST:
+        return rows
+    with _touched_lock:
+        _TOUCHED[memo] = rows
+        while len(_TOUCHED) > _TOUCHED_KEEP:
+            _TOUCHED.popitem(last=False)
+    return rows
 
 
 def _silver(tables: TableStore, table: str, key: str, scope: RunScope | None) -> Any:

@@ -8,13 +8,14 @@ whole table costs; scheduled audits still read everything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from deltalake import DeltaTable
 
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.delta_io import read_raw_range, scan, seq_app_id, txn
+from cqrs_dagster.projections.recent_raw import RecentRaw
 from cqrs_dagster.projections.tables import TableStore
 
 HISTORY_DEPTH = 500  # commits searched for the run's own
@@ -22,10 +23,12 @@ HISTORY_DEPTH = 500  # commits searched for the run's own
 
 @dataclass(frozen=True)
 class RunScope:
-    """raw_events rows with ``after_seq < ingest_seq <= upto_seq``."""
+    """raw_events rows with ``after_seq < ingest_seq <= upto_seq``; ``recent``: the rows the
+    projection that committed them still holds (a pass's checks read them from memory)."""
 
     after_seq: int
     upto_seq: int
+    recent: RecentRaw | None = field(default=None, compare=False, repr=False)
 
 
 def raw_scope_of_run(tables: TableStore, run_id: str) -> RunScope | None:
@@ -55,11 +58,12 @@ def raw_scope_of_run(tables: TableStore, run_id: str) -> RunScope | None:
 
 
 def raw_rows(tables: TableStore, scope: RunScope, columns: list[str]) -> pa.Table:
-    """The raw_events rows of a scope (files pruned on ingest_seq statistics)."""
+    """The raw_events rows of a scope (from ``scope.recent`` when it holds them, else files
+    pruned on ingest_seq statistics)."""
     table = tables.open(schemas.RAW_EVENTS)
     if table is None:
         return schemas.RAW_EVENTS_SCHEMA.empty_table().select(sorted({*columns, "ingest_seq"}))
-    return read_raw_range(table, scope.after_seq, scope.upto_seq, columns)
+    return read_raw_range(table, scope.after_seq, scope.upto_seq, columns, recent=scope.recent)
 
 
 def raw_rows_on_dates(

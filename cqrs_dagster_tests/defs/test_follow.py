@@ -129,6 +129,18 @@ def test_follow_run_applies_late_events_exactly_once_and_logs_materializations(
     }
     assert {name for _, name, _ in checks} == BLOCKING
     assert all(passed for _, _, passed in checks)
+    # A pass logs its check evaluations after its materializations (off the path to the read
+    # models): each evaluation follows a materialization of its table in the run's event log.
+    logged = instance.all_logs(result.run_id)
+    seen: set[str] = set()
+    for entry in logged:
+        event = entry.get_dagster_event() if entry.is_dagster_event else None
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            seen.add(event.asset_key.path[-1])  # type: ignore[union-attr]
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            assert event.asset_check_evaluation_data.asset_key.path[-1] in seen
 
     again = run_follow(instance, platform, idle=0.1)  # a re-run over caught-up tables
     assert again.success
@@ -199,6 +211,10 @@ def test_failing_blocking_rule_fails_the_run_before_the_next_table(
     evaluations = [e.get_dagster_event().asset_check_evaluation_data for e in logged]
     failed = [(e.check_name, e.asset_key) for e in evaluations if not e.passed]
     assert failed == [(name, dg.AssetKey(written))]
+    # The evaluations that passed before the failing one are logged too (the UI shows them).
+    passed = {e.check_name for e in evaluations if e.passed}
+    if stage == "silver":
+        assert {c.name for c in catalog.blocking_on(schemas.RAW_EVENTS)} <= passed
     # The alert sensor reads the same check execution records as for the asset job's checks.
     key = dg.AssetCheckKey(dg.AssetKey(written), name)
     view = latest_check_evaluations(instance, [key])[key]

@@ -13,7 +13,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.pipeline import catch_up
-from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.projections.tables import PinnedTables, TableStore
 from cqrs_dagster.quality import rules
 from cqrs_dagster.quality.scope import RunScope, raw_scope_of_run
 from cqrs_dagster.settings import Settings
@@ -114,3 +114,58 @@ def test_scoped_envelope_check_reads_only_the_run_rows(
     assert rules.envelope_schema(tables, raw_scope_of_run(tables, "run-2")).passed
     whole = rules.envelope_schema(tables)
     assert not whole.passed and whole.offending == ["bad-type"]
+
+
+def test_a_pass_checks_read_its_raw_rows_from_memory(tmp_path: Path) -> None:
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=2, orders_per_customer=2)
+    tables = make_table_store(settings)
+    bus = make_event_bus(settings)
+    ctx = StepContext(tables, "run-1")
+    catch_up(ctx, bus, max_events=10_000)
+    bus.close()
+    seq = raw_scope_of_run(tables, "run-1")
+    assert seq is not None
+    from_memory = RunScope(seq.after_seq, seq.upto_seq, recent=ctx.recent)
+    hits = ctx.recent.hits
+    held = rules.envelope_schema(PinnedTables.of(tables), from_memory)
+    assert ctx.recent.hits == hits + 1  # the rows came from the pass's memory
+    assert held == rules.envelope_schema(tables, seq)  # and give what Delta gives
+    assert held.passed and rules.unique_event_ids(tables, from_memory).passed
+    assert ctx.recent.hits == hits + 2
+
+
+def test_pinned_tables_keep_the_snapshot_they_first_opened(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    _, tables = two_runs
+    pinned = PinnedTables.of(tables)
+    first = pinned.open(schemas.RAW_EVENTS)
+    assert first is not None
+    append_as_run(tables, [dict(raw_rows(tables)[0], ingest_seq=999)], "run-3")
+    assert pinned.open(schemas.RAW_EVENTS) is first  # one log read per table, one snapshot
+    latest = tables.open(schemas.RAW_EVENTS)
+    assert latest is not None and latest.version() == first.version() + 1
+    with pytest.raises(TypeError, match="read-only"):
+        pinned.ensure(schemas.ORDERS)
+
+
+def test_touched_rows_are_read_once_per_table_version(
+    two_runs: tuple[Settings, TableStore],
+) -> None:
+    settings, tables = two_runs
+    scope = raw_scope_of_run(tables, "run-1")
+    assert scope is not None
+    once = rules.touched_rows(tables, schemas.ORDERS, "order_id", scope)
+    assert once.num_rows == 4
+    assert rules.touched_rows(tables, schemas.ORDERS, "order_id", scope) is once
+    # A new commit on orders is a new version: its rows are read again, never a stale answer.
+    order = str(once["order_id"][0])
+    run_commands(settings, [{"type": "CancelOrder", "orderId": order, "reason": "test"}])
+    bus = make_event_bus(settings)
+    catch_up(StepContext(tables, "run-3"), bus, max_events=10_000)
+    bus.close()
+    again = rules.touched_rows(tables, schemas.ORDERS, "order_id", scope)
+    assert again is not once
+    statuses = dict(zip(again["order_id"].to_pylist(), again["status"].to_pylist(), strict=True))
+    assert statuses[order] == "Cancelled"
