@@ -28,7 +28,7 @@ from deltalake.exceptions import CommitFailedError
 from .context import Fault, hit
 from .delta_io import row_count, seq_app_id, txn
 from .schemas import SCHEMAS
-from .tables import PARTITION_BY
+from .tables import PARTITION_BY, writer_properties
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,12 @@ def append(
     _committed(
         table,
         checkpoints,
-        lambda: write_deltalake(
+        lambda: write_deltalake(  # type: ignore[call-overload]  # None: delta-rs's default
             table,
             rows.cast(SCHEMAS[name]),
             mode="append",
             partition_by=PARTITION_BY.get(name),
+            writer_properties=writer_properties(name),
             commit_properties=commit_props(checkpoints, run_id, operation),
         ),
     )
@@ -184,6 +185,7 @@ def merge_versioned(
                 predicate,
                 source_alias="s",
                 target_alias="t",
+                writer_properties=writer_properties(name),
                 streamed_exec=False,
                 commit_properties=commit_props(checkpoint, run_id, operation),
             )
@@ -221,6 +223,7 @@ def upsert(
                     f"t.{key} = s.{key}",
                     source_alias="s",
                     target_alias="t",
+                    writer_properties=writer_properties(name),
                     streamed_exec=False,
                     commit_properties=commit_props(checkpoint, run_id, operation),
                 )

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from .engines.duckdb.connection import duck
 from .recent_raw import RecentRaw
 
 
@@ -61,6 +62,36 @@ def scan(
     """
     data = table.to_pyarrow_dataset(file_pruning_predicate=prune or None).to_table(columns=columns)
     return data if exact is None else data.filter(exact)
+
+
+def _local(uri: str) -> bool:
+    return uri.startswith("file://") or "://" not in uri
+
+
+def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[str]) -> pa.Table:
+    """The ``columns`` of the rows whose string ``column`` holds one of ``values``.
+
+    On a local table, DuckDB's Parquet reader over the table's live files skips the row groups
+    whose min/max statistics or Parquet bloom filter (:data:`.tables.BLOOM_FILTERED`) rule the
+    values out, so a lookup costs the row groups that may hold them, not a read of the whole
+    column (pyarrow's dataset reads every row group: 2M orders, one customer, ~430 ms against
+    ~30 ms). Elsewhere (az://, abfss://), or for a partition column, a pyarrow scan.
+    """
+    partitioned = set(table.metadata().partition_columns)
+    files = table.file_uris()
+    if not files or not values or not _local(table.table_uri) or partitioned & {column, *columns}:
+        read = list(dict.fromkeys([column, *columns]))  # the exact filter needs the column
+        return scan(table, None, isin(column, values), read).select(columns)
+    listed = ", ".join(f'"{c}"' for c in columns)
+    return (
+        duck()
+        .execute(
+            f"SELECT {listed} FROM read_parquet(?, union_by_name = true) "
+            f'WHERE "{column}" IN (SELECT unnest(?::VARCHAR[]))',
+            [files, sorted(set(values))],
+        )
+        .to_arrow_table()
+    )
 
 
 def read_raw_range(

@@ -26,6 +26,7 @@ from .delta_io import (
     enqueued_app_id,
     from_micros,
     isin,
+    lookup,
     read_raw_range,
     release_memory,
     row_count,
@@ -115,14 +116,13 @@ def _orders_of(orders: DeltaTable, order_ids: list[str], customer_ids: list[str]
     """order_summary's columns of the given orders and of every order of the given customers.
 
     New orders are read by their id range (time-ordered ids: recent files); a customer's orders
-    are found in a narrow read of two columns (``order_id``, ``customer_id``), then read by id,
-    so a rename costs one column pass plus that customer's orders, not a read of every column."""
+    are found by :func:`.delta_io.lookup` (the row groups whose customer_id bloom filter may
+    hold the customer), then read by id, so a rename costs that customer's orders, not a pass
+    over the column of every order."""
     ids = set(order_ids)
     if customer_ids:
-        owned = scan(
-            orders, None, isin("customer_id", customer_ids), columns=["order_id", "customer_id"]
-        )
-        ids.update(owned["order_id"].to_pylist())
+        owned = lookup(orders, "customer_id", customer_ids, ["order_id"])
+        ids.update(str(i) for i in owned["order_id"].to_pylist())
     if not ids:
         return ORDER_SUMMARY_SCHEMA.empty_table().select(ORDER_COLUMNS)
     wanted = sorted(ids)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .delta_io import row_count
 from .schemas import ALL_TABLES
-from .tables import TableStore
+from .tables import TableStore, writer_properties
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def maintain_table(tables: TableStore, name: str, retention_hours: int) -> Maint
     if table is None:
         return None
     before = len(table.file_uris())
-    compacted = table.optimize.compact()
+    # Compaction rewrites files: with the table's writer properties (bloom filters) kept.
+    compacted = table.optimize.compact(writer_properties=writer_properties(name))
     vacuumed = table.vacuum(
         retention_hours=retention_hours,
         dry_run=False,

@@ -76,7 +76,7 @@ from .schemas import (
     SCHEMAS,
 )
 from .silver import SPECS
-from .tables import PARTITION_BY, TableStore
+from .tables import PARTITION_BY, TableStore, writer_properties
 
 Progress = Callable[[int, int], None]
 KEYS: dict[str, str] = {
@@ -348,11 +348,12 @@ def _overwrite(
     """Replace every row of ``live`` (the snapshot it was loaded at) by ``rows`` with ``points``
     in the same commit; raises CommitFailedError when a commit carrying any of those app ids
     (or touching the table) landed after that snapshot. Returns the new commit's version."""
-    write_deltalake(
+    write_deltalake(  # type: ignore[call-overload]  # writer_properties None: delta-rs's default
         live,
         rows.select(SCHEMAS[table].names).cast(SCHEMAS[table]),
         mode="overwrite",
         partition_by=PARTITION_BY.get(table),
+        writer_properties=writer_properties(table),
         commit_properties=commit_props(points, f"{run_id}", op),
     )
     live.update_incremental()

@@ -1,7 +1,8 @@
 """Table layout: order_summary is kept in small files (``delta.targetFileSize``), so a MERGE of a
 few orders (a customer rename, a status change) rewrites the files holding them, not the table;
 every table checkpoints its log every 10 commits (``delta.checkpointInterval``), so opening it
-replays at most 9 JSON commits.
+replays at most 9 JSON commits; orders' files carry a Parquet bloom filter on customer_id, so
+finding a customer's orders (:func:`lookup`) skips the row groups that cannot hold them.
 """
 
 from __future__ import annotations
@@ -10,15 +11,22 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from cqrs_dagster.projections import tables as tables_module
 from cqrs_dagster.projections.commit import upsert
-from cqrs_dagster.projections.delta_io import seq_app_id, txn
-from cqrs_dagster.projections.schemas import CUSTOMERS, ORDER_SUMMARY, SCHEMAS
+from cqrs_dagster.projections.context import StepContext
+from cqrs_dagster.projections.delta_io import lookup, seq_app_id, txn
+from cqrs_dagster.projections.maintenance import maintain_table
+from cqrs_dagster.projections.pipeline import catch_up
+from cqrs_dagster.projections.schemas import CUSTOMERS, ORDER_SUMMARY, ORDERS, SCHEMAS
 from cqrs_dagster.projections.tables import TABLE_PROPERTIES, TableStore
+from cqrs_dagster.settings import Settings
+from cqrs_dagster.wiring import make_event_bus, make_table_store
+from cqrs_dagster_tests.defs.seed import run_commands, seed_commands
 
 AT = datetime(2026, 12, 1, tzinfo=UTC)
 SIZE = "delta.targetFileSize"
@@ -120,3 +128,67 @@ def test_a_merge_of_one_order_rewrites_one_file_not_the_table(
     )
     assert names[ids[-1]] == "Grace" and names[ids[0]] == "Ada"
     assert txn(target, seq_app_id(ORDER_SUMMARY)) == 2
+
+
+def _bloom_offsets(files: list[str], column: str) -> list[object]:
+    rows = duckdb.execute(
+        "SELECT bloom_filter_offset FROM parquet_metadata(?) WHERE path_in_schema = ?",
+        [files, column],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+def projected(tmp_path: Path) -> TableStore:
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=6, orders_per_customer=5)
+    tables = make_table_store(settings)
+    bus = make_event_bus(settings)
+    catch_up(StepContext(tables, "run-1"), bus, max_events=10_000)
+    for n in range(3):  # new orders are appended in files of their own; the rename merges
+        item = {"sku": "SKU-9", "quantity": 1, "unitPrice": "1.00"}
+        create = {"type": "CreateOrder", "customerId": "cust-2", "items": [item]}
+        rename = {"type": "UpdateCustomer", "customerId": "cust-1", "name": f"Z{n}"}
+        run_commands(settings, [create, rename])
+        catch_up(StepContext(tables, f"run-{n + 2}"), bus, max_events=10_000)
+    bus.close()
+    return tables
+
+
+def test_orders_files_carry_a_customer_id_bloom_filter_after_merges_and_compaction(
+    projected: TableStore,
+) -> None:
+    orders = projected.open(ORDERS)
+    assert orders is not None
+    offsets = _bloom_offsets(orders.file_uris(), "customer_id")
+    assert offsets and all(o is not None for o in offsets)
+    assert all(o is None for o in _bloom_offsets(orders.file_uris(), "order_id"))
+    report = maintain_table(projected, ORDERS, retention_hours=0)
+    assert report is not None and report.files_compacted > 0
+    compacted = projected.open(ORDERS)
+    assert compacted is not None
+    offsets = _bloom_offsets(compacted.file_uris(), "customer_id")
+    assert offsets and all(o is not None for o in offsets)
+
+
+def test_lookup_finds_what_a_full_scan_finds(projected: TableStore) -> None:
+    orders = projected.open(ORDERS)
+    assert orders is not None
+    everything = orders.to_pyarrow_table(columns=["order_id", "customer_id", "created_day"])
+    for wanted in (["cust-1"], ["cust-0", "cust-4"], ["nobody"], []):
+        expected = sorted(
+            o
+            for o, c in zip(
+                everything["order_id"].to_pylist(),
+                everything["customer_id"].to_pylist(),
+                strict=True,
+            )
+            if c in wanted
+        )
+        found = lookup(orders, "customer_id", wanted, ["order_id"])
+        assert found.column_names == ["order_id"]
+        assert sorted(found["order_id"].to_pylist()) == expected
+        # A partition column is not in the files: that lookup takes the pyarrow scan.
+        with_day = lookup(orders, "customer_id", wanted, ["order_id", "created_day"])
+        assert sorted(with_day["order_id"].to_pylist()) == expected
+    assert lookup(orders, "customer_id", ["cust-1"], ["order_id"]).num_rows == 5
