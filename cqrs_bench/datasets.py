@@ -10,7 +10,7 @@ from deltalake import write_deltalake
 
 from cqrs_dagster.domain.ids import uuid7
 from cqrs_dagster.projections.schemas import ORDERS_SCHEMA
-from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.projections.tables import TableStore, writer_properties
 
 END = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -19,8 +19,11 @@ def build_orders(
     tables: TableStore, rows: int, days: int = 100, end: datetime = END
 ) -> list[tuple[str, datetime]]:
     """Append ``rows`` orders created evenly over the ``days`` before ``end`` (UUIDv7 ids from
-    their creation time, partitioned by created_day, one commit per day); returns (id, created)."""
+    their creation time, partitioned by created_day, one commit per day); returns (id, created).
+    The table is created as the platform creates it (properties) and written with its writer
+    properties (Parquet bloom filters), so lookups and MERGEs meet the files a user's would."""
     per_day = rows // days
+    tables.ensure("orders")
     ids: list[tuple[str, datetime]] = []
     for d in range(days):
         day0 = end - timedelta(days=days - d)
@@ -43,5 +46,11 @@ def build_orders(
             },
             schema=ORDERS_SCHEMA,
         )
-        write_deltalake(tables.uri("orders"), table, mode="append", partition_by=["created_day"])
+        write_deltalake(  # type: ignore[call-overload]  # writer_properties: see writer_properties
+            tables.uri("orders"),
+            table,
+            mode="append",
+            partition_by=["created_day"],
+            writer_properties=writer_properties("orders"),
+        )
     return ids
