@@ -85,10 +85,10 @@ def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[
     listed = ", ".join(f'"{c}"' for c in columns)
     return (
         duck()
-        .execute(
-            f"SELECT {listed} FROM read_parquet(?, union_by_name = true) "
-            f'WHERE "{column}" IN (SELECT unnest(?::VARCHAR[]))',
-            [files, sorted(set(values))],
+        .sql(
+            f"SELECT {listed} FROM read_parquet($files, union_by_name = true) "
+            f'WHERE "{column}" IN (SELECT unnest($values::VARCHAR[]))',
+            params={"files": files, "values": sorted(set(values))},
         )
         .to_arrow_table()
     )
