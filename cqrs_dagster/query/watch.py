@@ -15,7 +15,13 @@ runs back to back with the next):
    when that token is new to the watcher or its silver / raw table has a new commit since the
    token's last lookup (one batched query per table when many tokens need it). A token's raw
    position never changes once found, so it is looked up once;
-4. every waiter whose tokens are all included is woken on its own event loop.
+4. every waiter whose tokens are all included is woken on its own event loop: one call per loop
+   per pass, which resolves the woken waiters' futures ``WAKE_CHUNK`` at a time and yields to the
+   loop between chunks (a pass can wake hundreds of waiters: their answers then interleave with
+   the loop's other requests instead of running as one burst ahead of them).
+
+:meth:`ConsistencyWatcher.snapshot` gives the gold tables' snapshots as of the last pass (set before
+that pass wakes anyone), so a woken waiter can answer from rows already read at that snapshot.
 
 A waiter whose time runs out gets the states of the last full pass (the 412 answer's body). A pass
 that fails is logged (the first failure of a run of them with its traceback, then every 100th),
@@ -64,6 +70,9 @@ JOIN_TIMEOUT_SECONDS = 5.0
 # a token once included stays included (the tables only move forward).
 REMEMBER_INCLUDED = 100_000
 LOG_EVERY_FAILURES = 100
+# Woken waiters resolved per event-loop callback; the rest in the loop's next iterations, after
+# the I/O that arrived meanwhile.
+WAKE_CHUNK = 32
 
 States = list[TokenState]
 Snapshot = tuple[str, int | None]  # a table's URI and Delta version (None: absent)
@@ -79,6 +88,29 @@ class _Waiter:
     def wake(self, states: States | None) -> None:
         with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
             self.loop.call_soon_threadsafe(_resolve, self.future, states)
+
+
+Wake = tuple[asyncio.Future[States | None], States | None]
+
+
+def _wake_all(woken: Sequence[tuple[_Waiter, States]]) -> None:
+    """Wake ``woken`` with one thread-safe call per event loop, resolved in chunks there."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Wake]] = {}
+    for w, states in woken:
+        by_loop.setdefault(w.loop, []).append((w.future, states))
+    for loop, wakes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(_resolve_chunks, loop, wakes, 0)
+
+
+def _resolve_chunks(loop: asyncio.AbstractEventLoop, wakes: list[Wake], start: int) -> None:
+    """Resolve ``WAKE_CHUNK`` futures from ``start``; the next chunk in a later loop iteration
+    (``call_soon`` runs after the woken tasks' first steps and the I/O polled in between)."""
+    end = start + WAKE_CHUNK
+    for future, states in wakes[start:end]:
+        _resolve(future, states)
+    if end < len(wakes):
+        loop.call_soon(_resolve_chunks, loop, wakes, end)
 
 
 def _resolve(future: asyncio.Future[States | None], states: States | None) -> None:
@@ -121,6 +153,7 @@ class ConsistencyWatcher:
         self._idle = False  # the thread is asleep until a waiter arrives
         self._failing = 0  # consecutive failed passes
         self._included: OrderedDict[Token, None] = OrderedDict()  # guarded by _cond
+        self._snapshots: dict[str, Snapshot] = {}  # the gold tables' as of the last pass
         # Counters (read them from any thread; only the watcher's thread writes them).
         self.passes = 0  # passes run (each refreshes the gold tables once)
         self.full_passes = 0  # of which full: silver and raw_events refreshed too, lookups
@@ -148,6 +181,14 @@ class ConsistencyWatcher:
         """Whether a pass has seen every one of ``tokens`` included (no I/O: remembered)."""
         with self._cond:
             return all(t in self._included for t in tokens)
+
+    def snapshot(self, name: str) -> Snapshot | None:
+        """Gold table ``name``'s snapshot as refreshed by the last pass (None: no pass read it).
+
+        Set before that pass wakes anyone, and only moves forward: a waiter woken by a pass
+        reads a snapshot at least as new as the one that included its tokens.
+        """
+        return self._snapshots.get(name)
 
     def _remember(self, tokens: Sequence[Token]) -> None:
         with self._cond:
@@ -251,6 +292,7 @@ class ConsistencyWatcher:
         versions = models.refresh(gold_names)
         self.refreshes += 1
         gold_at = {g: (models.tables.uri(g), versions.get(g)) for g in gold_names}
+        self._snapshots = {**self._snapshots, **gold_at}  # one reference swap: no lock
         moved = any(memory.gold_at.get(g) != at for g, at in gold_at.items())
         new = any(t not in known for t in tokens)
         since = time.monotonic() - memory.full_at
@@ -277,12 +319,14 @@ class ConsistencyWatcher:
         done = [t for t in tokens if _state(t, known[t], memory.gold).satisfied]
         self._remember(done)
         self.generation += 1  # before any wake: see the attribute
+        woken: list[tuple[_Waiter, States]] = []
         for w in waiters:
             states = [_state(t, known[t], memory.gold) for t in w.tokens]
             w.last = states
             if all(s.satisfied for s in states):
                 self.woken += 1
-                w.wake(states)
+                woken.append((w, states))
+        _wake_all(woken)
 
     def _succeeded(self) -> None:
         if self._failing:

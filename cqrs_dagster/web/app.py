@@ -25,7 +25,8 @@ from cqrs_dagster.wiring import CommandSide
 
 from . import commands, problems
 from .problems import problem_response, problem_responses
-from .queries import build_query_router
+from .queries import build_query_api
+from .query_fast_path import OrderLookupFastPath
 from .security import ApiSecurity
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     )
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
+    queries = build_query_api(settings)
+    app.add_middleware(OrderLookupFastPath, get_order=queries.get_order)
     app.add_middleware(commands.CommandFastPath)
     app.include_router(commands.router)
-    app.include_router(build_query_router(settings))
+    app.include_router(queries.router)
     app.add_api_route(
         "/api/v1/healthz",
         healthz,

@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from weakref import WeakKeyDictionary
@@ -45,6 +46,7 @@ from cqrs_dagster.projections.schemas import (
 from cqrs_dagster.projections.status import projection_lag, read_checkpoints
 from cqrs_dagster.query import consistency
 from cqrs_dagster.query.rows import json_rows, json_value
+from cqrs_dagster.query.snapshot_rows import Rows, Snapshot, SnapshotRows
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster.query.watch import ConsistencyWatcher
 from cqrs_dagster.settings import Settings
@@ -146,6 +148,7 @@ class _Models:
         self._models = models
         self._lock = threading.Lock()
         self.shared_answers = _Shared()  # woken waiters' answers over these models
+        self.rows = SnapshotRows()  # key lookups' rows per table snapshot
 
     def get(self) -> ReadModels:
         with self._lock:
@@ -155,6 +158,8 @@ class _Models:
 
 
 Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
+# peek(snapshot): the endpoint's answer at that snapshot of its table if known without I/O, else None
+Peek = Callable[[Snapshot | None], Response | None]
 
 # Threads that answer woken waiters at once. A watcher pass can wake hundreds of waiters together;
 # their answers share this small pool (and queue there), so requests without a wait never queue
@@ -238,6 +243,7 @@ async def _consistent(
     answer: Answer,
     reads: str,
     request: Hashable,
+    peek: Peek | None = None,
 ) -> Response:
     """``answer`` once the tokens are included, else a 412 with the tokens' and answer's state.
 
@@ -249,6 +255,8 @@ async def _consistent(
       for all waiters and wakes each when its tokens are included. The answer then reads the
       snapshot that pass refreshed when ``reads`` (the endpoint's table) is one the tokens need,
       else it refreshes ``reads``. At the deadline: the 412 with the watcher's last states.
+      A woken waiter whose answer ``peek`` knows at the watcher's snapshot of ``reads`` (rows
+      already read at that snapshot) is answered on the event loop, without a thread.
     """
     if consistent_with is None:
         return await run_in_threadpool(answer, True)
@@ -269,6 +277,10 @@ async def _consistent(
             )
         refresh = reads not in consistency.tables_for(tokens)
         if all(s.satisfied for s in waited):
+            if peek is not None and not refresh:
+                known = peek(watcher.snapshot(reads))
+                if known is not None:
+                    return known
             return await holder.shared_answers.answer(
                 (request, watcher.generation, refresh),
                 lambda: anyio.to_thread.run_sync(answer, refresh, limiter=_WOKEN.get()),
@@ -298,6 +310,19 @@ def _not_yet_consistent(
     return Response(orjson.dumps(body), status_code=412, media_type="application/problem+json")
 
 
+OrderLookup = Callable[[str, str | None, int], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class QueryApi:
+    """The query routes, and what ``GET /api/v1/orders/{order_id}`` answers (for a caller already
+    admitted as a reader, with valid parameters): the route's own body, which the raw-ASGI fast
+    path (:mod:`.query_fast_path`) serves too."""
+
+    router: APIRouter
+    get_order: OrderLookup  # (order_id, consistent_with, wait_ms) -> the route's answer
+
+
 def build_query_router(
     settings: Settings,
     *,
@@ -310,6 +335,16 @@ def build_query_router(
     The router's lifespan (merged into the app's by ``include_router``) publishes the watcher as
     ``app.state.consistency_watcher`` and, at shutdown, stops its thread (waking any waiter).
     """
+    return build_query_api(settings, models=models, watcher=watcher).router
+
+
+def build_query_api(
+    settings: Settings,
+    *,
+    models: ReadModels | None = None,
+    watcher: ConsistencyWatcher | None = None,
+) -> QueryApi:
+    """:func:`build_query_router`'s router with its order lookup (see :class:`QueryApi`)."""
     holder = _Models(settings, models)
     waits = watcher if watcher is not None else ConsistencyWatcher(holder.get)
 
@@ -337,13 +372,35 @@ def build_query_router(
             m.refresh(tables)
         return json_rows(m.execute(sql, params))
 
-    def one(name: str, column: str, value: str, refresh: bool) -> list[dict[str, Any]]:
-        """The rows of ``name`` with ``column = value`` (files pruned on the log's stats);
-        ``refresh``: load the table's new commits first (else: the snapshot a check just read)."""
-        m = holder.get()
-        if refresh:
-            m.refresh([name])
-        return json_rows(m.rows_where(name, column, value))
+    def one(name: str, column: str, value: str, refresh: bool) -> Rows:
+        """The rows of ``name`` with ``column = value`` (files pruned on the log's stats; once per
+        snapshot: see SnapshotRows); ``refresh``: load the table's new commits first (else: the
+        snapshot a check just read)."""
+        return holder.rows.lookup(holder.get(), name, column, value, refresh=refresh)
+
+    async def order(order_id: str, consistent_with: str | None, wait_ms: int) -> Response:
+        def render(rows: Rows) -> Response:
+            if not rows:
+                raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
+            return _json(rows[0])
+
+        def answer(refresh: bool) -> Response:
+            return render(one(ORDER_SUMMARY, "order_id", order_id, refresh))
+
+        def peek(at: Snapshot | None) -> Response | None:
+            rows = holder.rows.peek(ORDER_SUMMARY, at, "order_id", order_id)
+            return None if rows is None else render(rows)
+
+        return await _consistent(
+            holder,
+            waits,
+            consistent_with,
+            wait_ms,
+            answer,
+            ORDER_SUMMARY,
+            ("order", order_id),
+            peek,
+        )
 
     @router.get(
         "/orders/{order_id}",
@@ -353,15 +410,7 @@ def build_query_router(
     async def get_order(
         order_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
-        def answer(refresh: bool) -> Response:
-            rows = one(ORDER_SUMMARY, "order_id", order_id, refresh)
-            if not rows:
-                raise ProblemError(404, "not-found", f"order {order_id} is not in the read model")
-            return _json(rows[0])
-
-        return await _consistent(
-            holder, waits, consistent_with, wait_ms, answer, ORDER_SUMMARY, ("order", order_id)
-        )
+        return await order(order_id, consistent_with, wait_ms)
 
     @router.get("/orders", summary="Orders (order_summary rows), oldest first, keyset-paginated")
     async def list_orders(
@@ -489,4 +538,4 @@ def build_query_router(
                 bus.close()
         return _json({"items": items})
 
-    return router
+    return QueryApi(router, order)
