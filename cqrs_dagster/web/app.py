@@ -98,6 +98,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
     app.state.security = ApiSecurity.from_settings(settings)
     problems.install_problem_handlers(app)
     queries = build_query_api(settings)
+    app.state.query_api = queries  # its order lookup and lookup counters (tests, figures)
     app.add_middleware(OrderLookupFastPath, get_order=queries.get_order)
     app.add_middleware(commands.CommandFastPath)
     app.include_router(commands.router)

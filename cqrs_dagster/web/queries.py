@@ -321,6 +321,7 @@ class QueryApi:
 
     router: APIRouter
     get_order: OrderLookup  # (order_id, consistent_with, wait_ms) -> the route's answer
+    rows: SnapshotRows  # the key lookups' rows per snapshot (hits and misses counted)
 
 
 def build_query_router(
@@ -538,4 +539,4 @@ def build_query_api(
                 bus.close()
         return _json({"items": items})
 
-    return QueryApi(router, order)
+    return QueryApi(router, order, holder.rows)
