@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -68,12 +69,16 @@ class Pair:
     passed: list[str]  # paths of the requests the fast path left to the app
 
 
+def _is_fast_path(cls: object) -> bool:
+    return cls is OrderLookupFastPath
+
+
 def _pair(settings: Settings) -> Iterator[Pair]:
     fast = build_app(settings, run_relay=False)
     served: list[str] = []
-    found = [m for m in fast.user_middleware if m.cls is OrderLookupFastPath]
+    found: list[Any] = [m for m in fast.user_middleware if _is_fast_path(m.cls)]
     assert len(found) == 1, "build_app installs the fast path once"
-    inner = found[0].kwargs["get_order"]
+    inner: OrderLookup = found[0].kwargs["get_order"]
 
     async def counting(order_id: str, consistent_with: str | None, wait_ms: int) -> Response:
         served.append(order_id)
@@ -94,7 +99,7 @@ def _pair(settings: Settings) -> Iterator[Pair]:
 
     found[0].cls = Counting
     route = build_app(settings, run_relay=False)
-    route.user_middleware = [m for m in route.user_middleware if m.cls is not OrderLookupFastPath]
+    route.user_middleware = [m for m in route.user_middleware if not _is_fast_path(m.cls)]
     with TestClient(fast) as f, TestClient(route) as r:
         yield Pair(f, r, served, passed)
 
