@@ -18,7 +18,9 @@ runs back to back with the next):
 4. every waiter whose tokens are all included is woken on its own event loop: one call per loop
    per pass, which resolves the woken waiters' futures ``WAKE_CHUNK`` at a time and yields to the
    loop between chunks (a pass can wake hundreds of waiters: their answers then interleave with
-   the loop's other requests instead of running as one burst ahead of them).
+   the loop's other requests instead of running as one burst ahead of them). Before that, the
+   watcher's optional ``prefetch`` reads ahead, in one batched query, what the woken waiters will
+   answer (the query API: their orders' order_summary rows at this pass's snapshot).
 
 :meth:`ConsistencyWatcher.snapshot` gives the gold tables' snapshots as of the last pass (set before
 that pass wakes anyone), so a woken waiter can answer from rows already read at that snapshot.
@@ -39,7 +41,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
@@ -76,6 +78,8 @@ WAKE_CHUNK = 32
 
 States = list[TokenState]
 Snapshot = tuple[str, int | None]  # a table's URI and Delta version (None: absent)
+# prefetch(models, gold snapshots, woken tokens): read ahead what the woken waiters will answer
+Prefetch = Callable[[ReadModels, Mapping[str, Snapshot], Sequence[Token]], None]
 
 
 @dataclass(eq=False)
@@ -142,9 +146,14 @@ class ConsistencyWatcher:
     """Wakes waiting requests when the read models include their tokens (one thread, lazily)."""
 
     def __init__(
-        self, models: Callable[[], ReadModels], *, interval: float = DEFAULT_INTERVAL_SECONDS
+        self,
+        models: Callable[[], ReadModels],
+        *,
+        interval: float = DEFAULT_INTERVAL_SECONDS,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._models = models
+        self._prefetch = prefetch
         self._interval = interval
         self._cond = threading.Condition()
         self._waiters: set[_Waiter] = set()
@@ -326,6 +335,11 @@ class ConsistencyWatcher:
             if all(s.satisfied for s in states):
                 self.woken += 1
                 woken.append((w, states))
+        if woken and self._prefetch is not None:
+            try:
+                self._prefetch(models, gold_at, list({t for w, _ in woken for t in w.tokens}))
+            except Exception:  # an optimisation: the waiters then read their rows themselves
+                log.warning("consistency watcher prefetch failed", exc_info=True)
         _wake_all(woken)
 
     def _succeeded(self) -> None:

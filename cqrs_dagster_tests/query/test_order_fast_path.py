@@ -5,8 +5,9 @@ and rate-limit headers) for 200, 404, 412, 422, 401 and 429, open and keyed: eac
 to the real app and to the same app without the fast path. It serves only requests whose
 parameters the route would accept (counted), and leaves every other one, 422 included, to the
 route. Woken waiters are resolved in chunks with the event loop running other work in between;
-hundreds of concurrent waits over real HTTP are all answered with their row, each row looked up
-once per snapshot (SnapshotRows), and plain lookups answer during the burst.
+hundreds of concurrent waits over real HTTP are all answered with their row, the rows read ahead
+by the waking pass (one batched query) and otherwise looked up once per snapshot (SnapshotRows),
+and plain lookups answer during the burst.
 """
 
 from __future__ import annotations
@@ -301,7 +302,7 @@ def test_hundreds_of_waits_answered_once_per_row_and_snapshot(
         )
         made.append((f"b{n}", str(body["consistencyToken"])))
     api: QueryApi = server.app.state.query_api
-    misses_before = api.rows.misses
+    misses_before, filled_before = api.rows.misses, api.rows.filled
 
     async def burst() -> tuple[list[httpx.Response], list[int]]:
         limits = httpx.Limits(max_connections=WAITS + 10)
@@ -335,3 +336,4 @@ def test_hundreds_of_waits_answered_once_per_row_and_snapshot(
     # Each woken row was read once for the snapshot that included it (a few more if a plain
     # refresh raced a pass), not once per waiter.
     assert api.rows.misses - misses_before <= 2 * ORDERS + 2, api.rows.misses - misses_before
+    assert api.rows.filled - filled_before >= ORDERS  # the waking pass read them ahead
