@@ -299,7 +299,7 @@ def test_waiters_woken_together_for_one_row_share_its_answer(
     # One pass woke them all: one read answers them (the pass's read-ahead of their row, else
     # a lookup; a few if they resumed across passes).
     filled = server.app.state.query_api.rows.filled
-    assert watcher.woken == many and 1 <= len(lookups) + filled and len(lookups) <= 5, lookups
+    assert watcher.woken == many and len(lookups) + filled >= 1 and len(lookups) <= 5, lookups
 
 
 def _snapshot_models(platform: Platform) -> ReadModels:
