@@ -12,8 +12,9 @@ the sensor starts the next one when events arrive.
 What it keeps from the asset job: the Delta writer pool (maintenance, rebuild and recompute wait
 for it), the writer tag, one materialization per table written per pass (asset keys and metadata
 of the assets, so the UI's history and the freshness policies see them), and the blocking checks:
-the same rules under the same check names, evaluated per pass before a table feeds the next; a
-failing one ends the run with a failure before the next table is written.
+the same rules under the same check names, evaluated per pass before a table feeds the next (and
+logged once the pass has committed, after its materializations); a failing one ends the run with
+a failure before the next table is written.
 
 A maintenance, rebuild, recompute or redrive run (another writer tag) that is in flight makes the
 run end after its current pass, so it waits for one pass, not for the cap; the sensor starts the
