@@ -209,8 +209,19 @@ class ReadModels:
         with self._lock:
             local = self._sources.get(name)
             if local is not None:
+                # Chosen under the lock (one snapshot), read outside it on a cursor of its own:
+                # the SQL names the snapshot's files, so a refresh or a long query of another
+                # thread (the consistency watcher's pass) does not hold a key lookup up.
                 chosen = local.indexes_with(column, value) or [0]
-                return self._select_where(name, local, chosen, where, value)
+                sql = self._select_where_sql(name, local, chosen, where)
+                cursor = self._own.cursor()
+        if local is not None:
+            try:
+                cursor.execute("SET TimeZone = 'UTC'")
+                return self._run(cursor, sql, [value])
+            finally:
+                cursor.close()
+        with self._lock:
             remote = self._remote.get(name)
             if remote is None:
                 return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
@@ -232,11 +243,19 @@ class ReadModels:
         self, name: str, source: ParquetSource, chosen: Sequence[int], where: str, value: str
     ) -> pa.Table:
         """The view's rows in the ``chosen`` files of ``source`` that satisfy ``where``."""
+        return self.execute(self._select_where_sql(name, source, chosen, where), [value])
+
+    @staticmethod
+    def _select_where_sql(
+        name: str, source: ParquetSource, chosen: Sequence[int], where: str
+    ) -> str:
+        """SQL of the view's rows in the ``chosen`` files of ``source`` that satisfy ``where``
+        (it reads those files and nothing else of the catalog)."""
         files = [source.files[n] for n in chosen]
         body = view_body(name).replace(
             REGISTERED_PREFIX + name, f"({source.select(files)}) AS {REGISTERED_PREFIX}{name}"
         )
-        return self.execute(f"SELECT * FROM ({body}) WHERE {where}", [value])
+        return f"SELECT * FROM ({body}) WHERE {where}"
 
     def _load(self, name: str) -> DeltaTable | None:
         """The table's latest version (a rebuild swaps rows in by a commit like any other)."""
@@ -259,13 +278,39 @@ class ReadModels:
     def execute(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> pa.Table:
-        """Run trusted SQL (this package's own, with bound ``params``) on the current snapshot."""
+        """Run trusted SQL (this package's own, with bound ``params``) on the current snapshot.
+
+        When every table is read by DuckDB's Parquet reader (views over the snapshot's files, in
+        the database's catalog) the query runs on a cursor of its own, outside the lock, so one
+        thread's query (the consistency watcher's batched lookups) does not hold up another's (a
+        key lookup); a table on the pyarrow path (registered on this connection only) keeps the
+        query under the lock."""
         with self._lock:
-            relation = self._own.sql(sql, params=params)
-            if relation is None:
-                return pa.table({})
-            result: pa.Table = relation.to_arrow_table()
-            return result
+            if not self._catalog_only():
+                return self._run(self._own, sql, params)
+            cursor = self._own.cursor()
+        try:
+            cursor.execute("SET TimeZone = 'UTC'")
+            return self._run(cursor, sql, params)
+        except duckdb.CatalogException:  # a table went to the pyarrow path meanwhile
+            with self._lock:
+                return self._run(self._own, sql, params)
+        finally:
+            cursor.close()
+
+    def _catalog_only(self) -> bool:
+        """Whether every view reads Parquet files through the catalog (called with the lock)."""
+        return all(self._sources.get(n) is not None for n in self.names)
+
+    @staticmethod
+    def _run(
+        con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None
+    ) -> pa.Table:
+        relation = con.sql(sql, params=params)
+        if relation is None:
+            return pa.table({})
+        result: pa.Table = relation.to_arrow_table()
+        return result
 
     def query(self, sql: str) -> pa.Table:
         """Run caller SQL: one read-only SELECT over the views, on freshly refreshed tables."""

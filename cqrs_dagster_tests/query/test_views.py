@@ -393,3 +393,30 @@ def test_the_locked_connection_loads_a_new_snapshot_only_for_caller_sql(
         rows = models.query("SELECT customer_id FROM customers ORDER BY 1").to_pylist()
         assert rows == [{"customer_id": "k0"}, {"customer_id": "k1"}]
         assert built  # the locked connection caught up for the caller's SQL
+
+
+def test_a_long_query_does_not_hold_up_a_key_lookup(seeded: Platform) -> None:
+    """Queries over Parquet views run on cursors of their own, outside the models' lock: a key
+    lookup answers while another thread's query (a watcher's batched lookup) still runs."""
+    import threading
+    import time
+
+    with ReadModels(seeded.tables) as models:
+        order = str(models.query("SELECT order_id FROM order_summary LIMIT 1")[0][0])
+        slow = "SELECT sum(hash(i) % 7) AS s FROM range(400000000) t(i), (SELECT 1 FROM order_summary LIMIT 1)"
+        done: dict[str, float] = {}
+
+        def long_query() -> None:
+            models.execute(slow)
+            done["long"] = time.monotonic()
+
+        thread = threading.Thread(target=long_query)
+        thread.start()
+        time.sleep(0.2)  # the long query is running
+        started = time.monotonic()
+        found = models.rows_where("order_summary", "order_id", order)
+        done["lookup"] = time.monotonic()
+        thread.join(120)
+        assert found.num_rows == 1
+        assert "long" in done and done["lookup"] < done["long"]
+        assert done["lookup"] - started < (done["long"] - started) / 2
