@@ -43,7 +43,7 @@ from .execution import (
     unavailable_problem,
     validate_command,
 )
-from .problems import ProblemError, problem_response, problem_responses
+from .problems import ProblemError, answer_unhandled, problem_response, problem_responses
 from .security import AUTH_RESPONSES, ApiSecurity, Principal, presented_key, require_role
 
 log = logging.getLogger(__name__)
@@ -203,12 +203,7 @@ class CommandFastPath:
         try:
             await self._serve(scope, receive, send)
         except Exception as exc:  # the app's error middleware is behind us: do its work
-            log.error("unhandled error on POST %s", COMMANDS_PATH, exc_info=exc)
-            response = problem_response(500, "internal", "an unexpected error occurred")
-            try:
-                await response(scope, receive, send)
-            except Exception:  # the response had started, or the client is gone
-                log.debug("could not send the 500 problem", exc_info=True)
+            await answer_unhandled(scope, receive, send, f"POST {COMMANDS_PATH}", exc)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state

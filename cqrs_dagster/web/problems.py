@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://cqrs-dagster.dev/problems/"
@@ -231,3 +232,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+async def answer_unhandled(
+    scope: Scope, receive: Receive, send: Send, what: str, exc: BaseException
+) -> None:
+    """What the app's error middleware does for an unexpected error, for an ASGI fast path that
+    serves requests in front of it: log it and answer a 500 problem (unless the answer had
+    started or the client is gone)."""
+    log.error("unhandled error on %s", what, exc_info=exc)
+    response = problem_response(500, "internal", "an unexpected error occurred")
+    try:
+        await response(scope, receive, send)
+    except Exception:
+        log.debug("could not send the 500 problem", exc_info=True)

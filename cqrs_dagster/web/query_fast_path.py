@@ -22,12 +22,13 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cqrs_dagster.query import consistency
 
-from .problems import ProblemError, problem_response
+from .problems import ProblemError, answer_unhandled, problem_response
 from .queries import OrderLookup
 from .security import ApiSecurity, presented_key
 
@@ -78,9 +79,21 @@ def order_id_of(path: str) -> str | None:
 class OrderLookupFastPath:
     """ASGI middleware: ``GET /api/v1/orders/{order_id}`` served by ``get_order`` directly."""
 
-    def __init__(self, app: ASGIApp, *, get_order: OrderLookup) -> None:
+    def __init__(
+        self, app: ASGIApp, *, get_order: OrderLookup, front_of: Starlette | None = None
+    ) -> None:
         self.app = app
         self.get_order = get_order
+        self.front_of = front_of
+
+    @classmethod
+    def in_front_of(cls, app: Starlette) -> OrderLookupFastPath:
+        """The fast path as an outer ASGI app, in front of ``app``'s whole middleware stack (as
+        :meth:`.commands.CommandFastPath.in_front_of`): lookups then also skip Starlette's error
+        middleware and the telemetry and body-limit layers; an unexpected error answers what the
+        app's error handler would (a logged 500 problem). ``app`` is a ``build_app`` app (its
+        ``state.query_api`` answers). What servers serve (``cqrs api``)."""
+        return cls(app, get_order=app.state.query_api.get_order, front_of=app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
@@ -91,6 +104,18 @@ class OrderLookupFastPath:
         if order_id is None or params is None:
             await self.app(scope, receive, send)
             return
+        if self.front_of is None:
+            await self._serve(scope, receive, send, order_id, params)
+            return
+        scope["app"] = self.front_of  # as Starlette sets it for its routes
+        try:
+            await self._serve(scope, receive, send, order_id, params)
+        except Exception as exc:  # the app's error middleware is behind us: do its work
+            await answer_unhandled(scope, receive, send, f"GET {scope['path']}", exc)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, order_id: str, params: Params
+    ) -> None:
         consistent_with, wait_ms = params
         client = scope.get("client")
         try:

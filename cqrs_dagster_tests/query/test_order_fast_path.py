@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cqrs_dagster.cli.api import _served
 from cqrs_dagster.query import watch
 from cqrs_dagster.query.consistency import TokenState
 from cqrs_dagster.settings import Settings
@@ -337,3 +338,39 @@ def test_hundreds_of_waits_answered_once_per_row_and_snapshot(
     # refresh raced a pass), not once per waiter.
     assert api.rows.misses - misses_before <= 2 * ORDERS + 2, api.rows.misses - misses_before
     assert api.rows.filled - filled_before >= ORDERS  # the waking pass read them ahead
+
+
+def test_as_served_in_front_of_the_stack_lookups_answer_what_the_route_answers(
+    seeded: Platform,
+) -> None:
+    """``cqrs api`` serves both fast paths in front of the whole middleware stack."""
+    app = build_app(seeded.settings, run_relay=False)
+    served = _served(app)
+    assert isinstance(served.app, OrderLookupFastPath) and served.app.front_of is app
+    route = build_app(seeded.settings, run_relay=False)
+    route.user_middleware = [m for m in route.user_middleware if not _is_fast_path(m.cls)]
+    with TestClient(served) as f, TestClient(route) as r:
+        for order_id, params in SERVED:
+            _same(
+                f.get(f"/api/v1/orders/{order_id}", params=params),
+                r.get(f"/api/v1/orders/{order_id}", params=params),
+            )
+        assert f.get("/api/v1/healthz").status_code == 200  # other routes: the app itself
+
+
+def test_in_front_an_unexpected_lookup_error_is_a_logged_500_problem(
+    seeded: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_app(seeded.settings, run_relay=False)
+    served = _served(app)
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    served.app.get_order = broken
+    with TestClient(served) as c:
+        response = c.get("/api/v1/orders/anything")
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "boom" not in response.text
+    assert any("unhandled error on GET /api/v1/orders/" in r.getMessage() for r in caplog.records)
