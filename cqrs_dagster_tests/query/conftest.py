@@ -3,6 +3,10 @@ projection steps (raw, silver, gold) -> Delta tables in a temporary folder."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
 from cqrs_dagster.command.handler import CommandHandler
 from cqrs_dagster.command.relay import OutboxRelay
 from cqrs_dagster.domain.commands import parse_command
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.pipeline import catch_up
+from cqrs_dagster.query.watch import ConsistencyWatcher
 from cqrs_dagster.settings import Settings
+from cqrs_dagster.web.app import build_app
 from cqrs_dagster.wiring import make_event_bus, make_table_store, make_write_store
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -107,3 +115,43 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     seed(p)
     yield p
     p.close()
+
+
+@dataclass
+class Server:
+    app: FastAPI
+    url: str
+    instance: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def watcher(self) -> ConsistencyWatcher:
+        found: ConsistencyWatcher = self.app.state.consistency_watcher
+        return found
+
+    def stop(self) -> None:
+        self.instance.should_exit = True
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def server(platform: Platform) -> Iterator[Server]:
+    """``build_app`` (relay off: the test publishes and projects) under uvicorn on 127.0.0.1."""
+    app = build_app(platform.settings, run_relay=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(instance.serve()), name="test-uvicorn")
+    thread.start()
+    running = Server(app, f"http://127.0.0.1:{port}", instance, thread)
+    try:
+        deadline = time.monotonic() + 20
+        while not instance.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield running
+    finally:
+        running.stop()

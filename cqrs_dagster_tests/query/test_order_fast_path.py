@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,7 +33,7 @@ from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
 from cqrs_dagster.web.queries import OrderLookup, QueryApi
 from cqrs_dagster.web.query_fast_path import OrderLookupFastPath, order_id_of, served_params
-from cqrs_dagster_tests.query.conftest import Platform
+from cqrs_dagster_tests.query.conftest import Platform, Server
 
 SERVED: list[tuple[str, dict[str, str]]] = [
     ("o000", {}),
@@ -240,36 +237,6 @@ def test_woken_waiters_are_resolved_in_chunks_with_the_loop_running_between() ->
     steps = [b - a for a, b in itertools.pairwise(seen)]
     assert max(steps) <= watch.WAKE_CHUNK
     assert len({n for n in seen if 0 < n < count}) >= 4, seen
-
-
-@dataclass
-class Server:
-    app: FastAPI
-    url: str
-    instance: uvicorn.Server
-    thread: threading.Thread
-
-
-@pytest.fixture
-def server(platform: Platform) -> Iterator[Server]:
-    app = build_app(platform.settings, run_relay=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(instance.serve()), name="test-uvicorn")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not instance.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield Server(app, f"http://127.0.0.1:{port}", instance, thread)
-    finally:
-        instance.should_exit = True
-        thread.join(20)
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 WAITS = 300

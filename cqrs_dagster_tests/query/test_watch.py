@@ -14,71 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from cqrs_dagster.projections.schemas import ORDER_SUMMARY, RAW_EVENTS
 from cqrs_dagster.query import consistency, watch
 from cqrs_dagster.query.consistency import Token, TokenState
 from cqrs_dagster.query.views import ReadModels
 from cqrs_dagster.query.watch import ConsistencyWatcher
-from cqrs_dagster.web.app import build_app
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from cqrs_dagster.web.queries import WOKEN_ANSWER_THREADS
 from cqrs_dagster.wiring import make_read_models
-from cqrs_dagster_tests.query.conftest import Platform
+from cqrs_dagster_tests.query.conftest import Platform, Server
 
 WAITERS = 200
 WATCHER_THREAD = "consistency-watcher"
-
-
-@dataclass
-class Server:
-    app: FastAPI
-    url: str
-    instance: uvicorn.Server
-    thread: threading.Thread
-
-    @property
-    def watcher(self) -> ConsistencyWatcher:
-        found: ConsistencyWatcher = self.app.state.consistency_watcher
-        return found
-
-    def stop(self) -> None:
-        self.instance.should_exit = True
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
-
-
-@pytest.fixture
-def server(platform: Platform) -> Iterator[Server]:
-    """``build_app`` (relay off: the test publishes and projects) under uvicorn on 127.0.0.1."""
-    app = build_app(platform.settings, run_relay=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(instance.serve()), name="test-uvicorn")
-    thread.start()
-    running = Server(app, f"http://127.0.0.1:{port}", instance, thread)
-    try:
-        deadline = time.monotonic() + 20
-        while not instance.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield running
-    finally:
-        running.stop()
 
 
 @dataclass
