@@ -28,13 +28,8 @@ PARTITION_BY: dict[str, list[str]] = {RAW_EVENTS: ["event_date"], ORDERS: ["crea
 # holding the touched orders (3 recent orders at 1M rows: ~0.1 s), and a key lookup's pruned read
 # is one such file. Writers and MERGEs both honour the property.
 CHECKPOINT_INTERVAL = {"delta.checkpointInterval": "10"}
-TABLE_PROPERTIES: dict[str, dict[str, str]] = {
-    name: {**CHECKPOINT_INTERVAL, **extra}
-    for name, extra in {
-        **{name: {} for name in SCHEMAS},
-        ORDER_SUMMARY: {"delta.targetFileSize": str(4 * 1024 * 1024)},
-    }.items()
-}
+TABLE_PROPERTIES: dict[str, dict[str, str]] = {name: dict(CHECKPOINT_INTERVAL) for name in SCHEMAS}
+TABLE_PROPERTIES[ORDER_SUMMARY]["delta.targetFileSize"] = str(4 * 1024 * 1024)
 
 # Parquet bloom filters, per table and column, written into every file of the table (appends,
 # MERGEs, swaps, compaction): a lookup of a few values of the column reads only the row groups
