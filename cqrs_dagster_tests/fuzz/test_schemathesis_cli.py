@@ -100,7 +100,32 @@ def test_schemathesis_cli_all_checks_zero_failures(tmp_path: Path, keyed: bool) 
         )
     out = result.stdout + result.stderr
     summary = out[out.find("SUMMARY") :] if "SUMMARY" in out else out[-4000:]
-    print(f"\nSCHEMATHESIS ({'keys' if keyed else 'no keys'}):\n{summary[:3000]}")
-    assert result.returncode == 0, summary[:3000]
+    # Each failure's operation, check and reproducing curl command, printed above the summary.
+    failures = out[out.find("FAILURES") : out.find("SUMMARY")] if "FAILURES" in out else ""
+    print(f"\nSCHEMATHESIS ({'keys' if keyed else 'no keys'}):\n{failures[:6000]}{summary[:3000]}")
+    assert result.returncode == 0, failures[:6000] + summary[:3000]
     assert "Failures:" not in summary and "Errors:" not in summary
     assert "Tested: 7" in summary
+
+
+@pytest.mark.parametrize(
+    ("generated", "sent"),
+    [
+        ("30000", 50),
+        (30000, 50),
+        ("51", 50),
+        ("3000.0", 50),
+        ("50", "50"),
+        ("0", "0"),
+        ("30001", "30001"),  # above the documented maximum: a negative case, left to be refused
+        (99999, 99999),
+        ("-1", "-1"),
+        ("12.5", "12.5"),
+        ("soon", "soon"),
+        (True, True),
+    ],
+)
+def test_hook_caps_only_schema_valid_waits(generated: object, sent: object) -> None:
+    from cqrs_dagster_tests.fuzz.schemathesis_hooks import capped_wait_ms
+
+    assert capped_wait_ms(generated) == sent
