@@ -64,6 +64,12 @@ def _local_root(table: DeltaTable) -> str | None:
     return None if "://" in uri else uri
 
 
+def local_log(table: DeltaTable) -> str | None:
+    """The table's ``_delta_log`` folder when the table is a folder on this machine, else None."""
+    root = _local_root(table)
+    return None if root is None else os.path.join(root, "_delta_log")
+
+
 def _partition_text(value: Any) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
@@ -94,6 +100,13 @@ class ParquetSource:
             for n, (low, high) in enumerate(zip(mins, maxs, strict=True))
             if (low is None or low <= value) and (high is None or value[: len(high)] <= high)
         ]
+
+    def read_set(self, column: str, value: str) -> tuple[str, ...]:
+        """The files a key lookup of ``value`` reads (:meth:`files_with`'s, or the first file
+        when none admits it: the lookup's SQL needs one to know the columns). Delta data files
+        are never rewritten in place, so two snapshots with the same read set answer the lookup
+        with the same rows."""
+        return tuple(self.files[n] for n in (self.indexes_with(column, value) or [0]))
 
     def files_with(self, column: str, value: str) -> list[str]:
         """The files whose logged min/max of ``column`` admit ``value`` (all without stats).

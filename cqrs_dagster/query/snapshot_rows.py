@@ -11,6 +11,19 @@ up once, and a woken waiter whose row is already known is answered on the event 
 The key is the snapshot read *before* the query: the query reads that snapshot or a newer one (a
 refresh by another thread in between only moves the table forward), so an entry is never older than
 its key says, and whoever asks for "at least snapshot v" gets rows at least that new.
+
+Rows outlive their snapshot when the next one did not touch them. A lookup on the local Parquet
+path reads only the files whose Delta-log stats admit the key (its *read set*), and Delta data
+files are never rewritten in place, so a newer snapshot with the same read set has the same rows:
+each lookup's rows are also remembered with the read set they were read from, and a lookup at a
+new snapshot whose read set is unchanged takes them without a query (a projection commit that
+adds new orders' files leaves every older order's read set as it was).
+
+A lookup without a consistency token (a plain ``GET /orders/{id}``) reads the newest commit. On a
+local table :meth:`SnapshotRows.peek_latest` answers it on the event loop when the read models'
+snapshot is still the newest (two ``stat`` calls on the log: :meth:`.views.Current.is_latest`)
+and its rows are known there, or carried to it; otherwise the lookup takes a thread and
+refreshes the table, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from typing import Any
 from cqrs_dagster.projections.schemas import SCHEMAS
 
 from .rows import json_rows
-from .views import ReadModels
+from .views import Current, ReadModels, ReadSet
 
 Snapshot = tuple[str, int | None]  # a table's URI and Delta version (None: absent)
 Rows = Sequence[dict[str, Any]]  # read-only: shared by every caller that gets them
@@ -38,6 +51,9 @@ class SnapshotRows:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._rows: OrderedDict[tuple[str, Snapshot, str, str], Rows] = OrderedDict()
+        # (name, table URI, column, value) -> the read set and rows of its newest lookup
+        self._read: OrderedDict[tuple[str, str, str, str], tuple[ReadSet, Rows]] = OrderedDict()
+        self.carried = 0  # lookups answered with rows of an older snapshot, same read set
         self.hits = 0  # lookups answered from memory (counters for tests and figures)
         self.misses = 0  # lookups that queried the table
         self.filled = 0  # keys read ahead by fill (batched)
@@ -65,13 +81,57 @@ class SnapshotRows:
             version = None if table is None else int(table.version())
         at: Snapshot = (models.tables.uri(name), version)
         found = self.peek(name, at, column, value)
+        if found is None:
+            found = self._carry(models.current(name), name, at, column, value)
         if found is not None:
             return found
-        rows = json_rows(models.rows_where(name, column, value))
+        table, read = models.lookup_rows(name, column, value)
+        rows = json_rows(table)
         with self._lock:
             self.misses += 1
             self._store(name, at, column, {value: rows})
+            if read is not None:
+                self._remember_read(name, at[0], column, value, read, rows)
         return rows
+
+    def peek_latest(self, models: ReadModels, name: str, column: str, value: str) -> Rows | None:
+        """What :meth:`lookup` with ``refresh`` would answer, when that is known without a query
+        or a refresh: the read models' snapshot of ``name`` is still the newest commit (a local
+        table; two ``stat`` calls) and the rows are remembered there, or carried to it from an
+        older snapshot with the same read set. None: the caller looks up (in a thread)."""
+        current = models.current(name)
+        if current is None or not current.is_latest():
+            return None
+        at: Snapshot = current.snapshot
+        found = self.peek(name, at, column, value)
+        return found if found is not None else self._carry(current, name, at, column, value)
+
+    def _carry(
+        self, current: Current | None, name: str, at: Snapshot, column: str, value: str
+    ) -> Rows | None:
+        """The rows of an older lookup of ``value`` when snapshot ``at`` (the read models'
+        current one) reads the same files for it, remembered at ``at`` as well; else None."""
+        if current is None or current.source is None or current.snapshot != at:
+            return None
+        key = (name, at[0], column, value)
+        with self._lock:
+            known = self._read.get(key)
+        if known is None or current.source.read_set(column, value) != known[0]:
+            return None
+        with self._lock:
+            self.carried += 1
+            self._store(name, at, column, {value: known[1]})
+        return known[1]
+
+    def _remember_read(
+        self, name: str, uri: str, column: str, value: str, read: ReadSet, rows: Rows
+    ) -> None:
+        """Keep ``rows`` with the files they came from (called with the lock held)."""
+        key = (name, uri, column, value)
+        self._read[key] = (read, rows)
+        self._read.move_to_end(key)
+        while len(self._read) > self._capacity:
+            self._read.popitem(last=False)
 
     def fill(
         self, models: ReadModels, name: str, at: Snapshot, column: str, values: Sequence[str]

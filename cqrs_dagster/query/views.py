@@ -23,8 +23,10 @@ and SQL as a local table.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -35,7 +37,7 @@ from deltalake import DeltaTable
 from cqrs_dagster.projections.schemas import READ_MODELS, SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
 
-from .parquet import ParquetSource, is_remote, parquet_source
+from .parquet import ParquetSource, is_remote, local_log, parquet_source
 from .remote import FileMirror
 
 VIEW_NAMES: tuple[str, ...] = READ_MODELS
@@ -107,6 +109,29 @@ def _data(name: str, table: DeltaTable | None) -> Any:
     return SCHEMAS[name].empty_table() if table is None else _dataset(table)
 
 
+ReadSet = tuple[str, ...]  # the data files a key lookup read (ParquetSource.read_set)
+
+
+@dataclass(frozen=True)
+class Current:
+    """A table as of the last refresh: its snapshot, how the trusted connection reads it, and
+    its log folder (local tables)."""
+
+    snapshot: tuple[str, int]  # (table URI, Delta version)
+    source: ParquetSource | None  # the Parquet path's files (None: the pyarrow path)
+    log: str | None  # the table's local _delta_log folder (None: remote)
+
+    def is_latest(self) -> bool:
+        """Whether no commit has followed this snapshot (local tables: two ``stat`` calls, no
+        log read; False for a remote table, whose log only a refresh can read)."""
+        if self.log is None:
+            return False
+        version = self.snapshot[1]
+        return os.path.exists(os.path.join(self.log, f"{version:020d}.json")) and not (
+            os.path.exists(os.path.join(self.log, f"{version + 1:020d}.json"))
+        )
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -129,6 +154,8 @@ class ReadModels:
         self._remote: dict[str, ParquetSource | None] = {}
         self.mirror = FileMirror()
         self._locked_behind: dict[str, DeltaTable | None] = {}  # newer than the locked con has
+        # Each table as of the last refresh, replaced whole (read without the lock: current()).
+        self._current: dict[str, Current] = {}
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
@@ -158,6 +185,12 @@ class ReadModels:
                     self._register_own(name, table)
                     self._locked_behind[name] = table
                     self._registered[name] = snapshot
+                    if table is None or snapshot is None:
+                        self._current.pop(name, None)
+                    else:
+                        self._current[name] = Current(
+                            snapshot, self._sources.get(name), local_log(table)
+                        )
                 versions[name] = version
             return versions
 
@@ -195,8 +228,18 @@ class ReadModels:
         with self._lock:
             return self._sources.get(name) is not None
 
+    def current(self, name: str) -> Current | None:
+        """``name`` as of the last refresh (None: absent then). Takes no lock and does no I/O:
+        what an event loop may ask before it decides that a request needs a thread."""
+        return self._current.get(name)
+
     def rows_where(self, name: str, column: str, value: str) -> pa.Table:
-        """The view's rows whose string ``column`` equals ``value``, on the current snapshot.
+        """:meth:`lookup_rows`' rows."""
+        return self.lookup_rows(name, column, value)[0]
+
+    def lookup_rows(self, name: str, column: str, value: str) -> tuple[pa.Table, ReadSet | None]:
+        """The view's rows whose string ``column`` equals ``value``, on the current snapshot, and
+        the data files they were read from (None off the local Parquet path).
 
         On the Parquet path only the files whose logged min/max admit ``value`` are read (the
         view's SQL over them): a lookup opens one file, not one per partition. A remote table's
@@ -218,26 +261,26 @@ class ReadModels:
         if local is not None:
             try:
                 cursor.execute("SET TimeZone = 'UTC'")
-                return self._run(cursor, sql, [value])
+                return self._run(cursor, sql, [value]), tuple(local.files[n] for n in chosen)
             finally:
                 cursor.close()
         with self._lock:
             remote = self._remote.get(name)
             if remote is None:
-                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
+                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value]), None
             chosen = remote.indexes_with(column, value)
             if not chosen:  # no file can hold it: the view's columns, no rows, nothing read
-                return self.execute(f"SELECT * FROM {name} WHERE false")
+                return self.execute(f"SELECT * FROM {name} WHERE false"), None
             self.mirror.ensure(
                 self._open[name].table_uri,
                 self.tables.storage_options,
                 [(remote.paths[n], remote.sizes[n]) for n in chosen],
             )
             try:
-                return self._select_where(name, remote, chosen, where, value)
+                return self._select_where(name, remote, chosen, where, value), None
             except duckdb.Error:  # e.g. a column no file has yet: the pyarrow path reads it
                 self._remote[name] = None
-                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value])
+                return self.execute(f"SELECT * FROM {name} WHERE {where}", [value]), None
 
     def _select_where(
         self, name: str, source: ParquetSource, chosen: Sequence[int], where: str, value: str

@@ -157,10 +157,18 @@ class _Models:
                 self._models = make_read_models(self._settings)
             return self._models
 
+    def latest(self, name: str, column: str, value: str) -> Rows | None:
+        """The rows a plain key lookup would answer, when known without I/O beyond two
+        ``stat`` calls (SnapshotRows.peek_latest), else None; never opens the read models."""
+        models = self._models
+        return None if models is None else self.rows.peek_latest(models, name, column, value)
+
 
 Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
 # peek(snapshot): the endpoint's answer at that snapshot of its table if known without I/O, else None
 Peek = Callable[[Snapshot | None], Response | None]
+# latest(): the endpoint's answer on its table's newest commit if known without a refresh, else None
+Latest = Callable[[], Response | None]
 
 # Threads that answer woken waiters at once. A watcher pass can wake hundreds of waiters together;
 # their answers share this small pool (and queue there), so requests without a wait never queue
@@ -245,11 +253,15 @@ async def _consistent(
     reads: str,
     request: Hashable,
     peek: Peek | None = None,
+    latest: Latest | None = None,
 ) -> Response:
     """``answer`` once the tokens are included, else a 412 with the tokens' and answer's state.
 
     The route is async and a waiting request holds no thread and refreshes nothing itself:
 
+    - no token: the answer on freshly refreshed tables (in the thread pool), or on the event loop
+      when ``latest`` knows it (the table has no commit after the read models' snapshot and the
+      rows are known there);
     - ``wait_ms`` 0: one check on freshly refreshed tables (in the thread pool);
     - tokens a watcher pass has already seen included: answered at once (no check);
     - else the request awaits the router's one watcher, which refreshes the tables once per pass
@@ -260,7 +272,8 @@ async def _consistent(
       already read at that snapshot) is answered on the event loop, without a thread.
     """
     if consistent_with is None:
-        return await run_in_threadpool(answer, True)
+        known = None if latest is None else latest()
+        return known if known is not None else await run_in_threadpool(answer, True)
     try:
         tokens = consistency.parse_tokens(consistent_with)
     except consistency.TokenError as exc:
@@ -412,6 +425,10 @@ def build_query_api(
             rows = holder.rows.peek(ORDER_SUMMARY, at, "order_id", order_id)
             return None if rows is None else render(rows)
 
+        def latest() -> Response | None:
+            rows = holder.latest(ORDER_SUMMARY, "order_id", order_id)
+            return None if rows is None else render(rows)
+
         return await _consistent(
             holder,
             waits,
@@ -421,6 +438,7 @@ def build_query_api(
             ORDER_SUMMARY,
             ("order", order_id),
             peek,
+            latest,
         )
 
     @router.get(
@@ -490,16 +508,29 @@ def build_query_api(
     async def get_customer(
         customer_id: str, consistent_with: ConsistentWith = None, wait_ms: WaitMs = 0
     ) -> Response:
-        def answer(refresh: bool) -> Response:
-            rows = one(CUSTOMERS, "customer_id", customer_id, refresh)
+        def render(rows: Rows) -> Response:
             if not rows:
                 raise ProblemError(
                     404, "not-found", f"customer {customer_id} is not in the read model"
                 )
             return _json(rows[0])
 
+        def answer(refresh: bool) -> Response:
+            return render(one(CUSTOMERS, "customer_id", customer_id, refresh))
+
+        def latest() -> Response | None:
+            rows = holder.latest(CUSTOMERS, "customer_id", customer_id)
+            return None if rows is None else render(rows)
+
         return await _consistent(
-            holder, waits, consistent_with, wait_ms, answer, CUSTOMERS, ("customer", customer_id)
+            holder,
+            waits,
+            consistent_with,
+            wait_ms,
+            answer,
+            CUSTOMERS,
+            ("customer", customer_id),
+            latest=latest,
         )
 
     @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
