@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # API on a small machine, since a pass costs much more than the events it applies (2 cores,
     # 200 commands/s offered: back to back 106/s achieved, p95 4.9 s; 3 s: 176/s, p95 3.9 s).
     projection_follow_min_pass_seconds: float = Field(default=3.0, ge=0)
+    # `cqrs up` starts `dagster dev` (webserver, daemon, code servers and the projection runs,
+    # which inherit it) this much nicer than the API: when both want a core, the request a user
+    # waits for goes first and the batch work takes the rest (2 cores, 200 commands/s: plain
+    # lookup p99 52 -> 26 ms; accepted -> visible unchanged). 0: the same priority.
+    dagster_nice: int = Field(default=10, ge=0, le=19)
     lag_warn_seconds: float = Field(default=30.0, gt=0)
     lag_error_seconds: float = Field(default=60.0, gt=0)
     delta_root: str | None = None  # default: <data_dir>/delta; abfss://... or az://... on Azure

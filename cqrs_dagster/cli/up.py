@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,6 +133,21 @@ def start_sail(remote: str, env: dict[str, str]) -> subprocess.Popen[bytes] | No
     return proc
 
 
+def _niced(increment: int) -> Callable[[], None] | None:
+    """What the child runs before ``exec``: lower its CPU priority by ``increment`` (None: 0).
+
+    ``dagster dev`` and every process it starts (daemon, webserver, code servers, projection
+    runs) inherit it, so the API is scheduled first when both want a core (CQRS_DAGSTER_NICE).
+    """
+    if increment <= 0:
+        return None
+
+    def lower() -> None:
+        os.nice(increment)
+
+    return lower
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(
@@ -192,7 +208,13 @@ def run(args: argparse.Namespace) -> int:
             str(home / "workspace.yaml"),
         ]
         procs.append(
-            subprocess.Popen(dagster_cmd, env=dagster_env, start_new_session=True, cwd=home)
+            subprocess.Popen(
+                dagster_cmd,
+                env=dagster_env,
+                start_new_session=True,
+                cwd=home,
+                preexec_fn=_niced(settings.dagster_nice),
+            )
         )
     if args.demo:
         demo_cmd = [*cqrs, "demo", "--api", f"http://127.0.0.1:{args.api_port}"]

@@ -173,6 +173,34 @@ def test_ui_shows_graph_checks_automation_and_lag_plots(platform_up: RunningPlat
     assert all((ARTIFACTS / s).stat().st_size > 10_000 for s in shots)
 
 
+def test_dagster_runs_nicer_than_the_api(platform_up: RunningPlatform) -> None:
+    """CQRS_DAGSTER_NICE (default 10): dagster dev and everything it starts yield the CPU to
+    the API; the API and `cqrs up` itself keep the priority they were started with."""
+    from cqrs_dagster.cli.procs import descendants
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    argv: dict[int, list[str]] = {}
+    for pid in descendants(platform_up.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv[pid] = [a.decode(errors="replace") for a in fh.read().split(b"\0")]
+        except OSError:  # gone meanwhile (a run that ended)
+            continue
+    api = [p for p, a in argv.items() if "cqrs_dagster.cli" in a and "api" in a]
+    dev = [p for p, a in argv.items() if len(a) > 2 and a[1].endswith("/dagster") and a[2] == "dev"]
+    assert len(api) == 1 and len(dev) == 1, argv
+    dagster = {dev[0], *descendants(dev[0])}
+    assert len(dagster) >= 3, argv  # dagster dev, its webserver, daemon, code server, ...
+    assert os.getpriority(os.PRIO_PROCESS, api[0]) == own
+    seen = set()
+    for pid in dagster:
+        try:
+            seen.add(os.getpriority(os.PRIO_PROCESS, pid))
+        except OSError:
+            continue
+    assert seen == {min(own + 10, 19)}, seen
+
+
 def test_ctrl_c_stops_every_process(platform_up: RunningPlatform) -> None:
     platform_up.remember_children()
     assert len(platform_up.pids_seen) >= 4, "expected cqrs up, the API and dagster dev children"
