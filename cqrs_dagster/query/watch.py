@@ -73,8 +73,10 @@ JOIN_TIMEOUT_SECONDS = 5.0
 REMEMBER_INCLUDED = 100_000
 LOG_EVERY_FAILURES = 100
 # Woken waiters resolved per event-loop callback; the rest in the loop's next iterations, after
-# the I/O that arrived meanwhile.
-WAKE_CHUNK = 32
+# the I/O that arrived meanwhile. Smaller chunks let a request without a wait in sooner during a
+# burst (`cqrs up`, 200 commands/s, 500 waiters, 60 s runs, plain lookup p99 over 3 interleaved
+# runs each: 32 -> 68.4 / 62.0 / 87.7 ms, 8 -> 44.6 / 41.7 / 71.7 ms; waits answered alike).
+WAKE_CHUNK = 8
 
 States = list[TokenState]
 Snapshot = tuple[str, int | None]  # a table's URI and Delta version (None: absent)
