@@ -222,3 +222,77 @@ def test_canonical_body_is_decoded_vectorized_and_poison_is_not() -> None:
         except EnvelopeError:
             continue
         raise AssertionError(f"{body!r} should be rejected")
+
+
+# JSON values as orjson reads them back (strings of any code point but lone surrogates, 64-bit
+# integers, finite floats): items of any shape, for the items text the vectorized orders fold
+# writes with DuckDB (where it may) and the Python fold with orjson.
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+ITEMS = st.fixed_dictionaries(
+    {"sku": JSON_LEAVES, "quantity": JSON_LEAVES, "unitPrice": JSON_LEAVES},
+    optional={"note": JSON_VALUES},
+)
+
+
+def created(oid: str, items: Any) -> EventEnvelope:
+    data = {"customerId": "c1", "items": items, "totalAmount": "1.00", "itemCount": 1,
+            "status": "Created"}  # fmt: skip
+    return EventEnvelope(f"e-{oid}", "OrderCreated", oid, "Order", 1, T0, "c", "c", data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(ITEMS | JSON_VALUES, max_size=3), paid=st.booleans())
+def test_items_text_is_orjsons_on_both_fold_paths(items: list[Any], paid: bool) -> None:
+    events = [created("o1", items)]
+    if paid:
+        events.append(EventEnvelope("e2", "OrderUpdated", "o1", "Order", 2, T0, "c", "c",
+                                    {"status": "Paid"}))  # fmt: skip
+    check_same(SPECS[ORDERS], SCHEMAS[ORDERS].empty_table(), events)
+
+
+def test_domain_items_are_folded_vectorized_and_odd_ones_by_python() -> None:
+    plain = [
+        {"sku": 'é😀 "q" \\ / \t\n\u0000 [x]', "quantity": 2, "unitPrice": "1.25"},
+        {"sku": "B", "quantity": 18446744073709551615, "unitPrice": "0.10", "extra": None},
+    ]
+    odd = [
+        [{"sku": "A", "quantity": 1, "unitPrice": 1.25}],  # a float
+        [{"sku": "a\u001fb", "quantity": 1, "unitPrice": "1"}],  # a letter escape
+        [{"sku": "A", "quantity": 1}],  # no unitPrice
+        [{"sku": {"id": "A"}, "quantity": 1, "unitPrice": "1"}],  # an object in a value
+        [{"sku": "{", "quantity": 1, "unitPrice": "1"}],  # a '{' in a string (conservative)
+    ]
+    events = [created(f"o{i}", items) for i, items in enumerate([plain, *odd])]
+    rows, applied, others = DuckDBEngine().fold(
+        ORDERS, raw_table(events), SCHEMAS[ORDERS].empty_table()
+    )
+    assert rows["order_id"].to_pylist() == ["o0"] and applied == 1
+    assert rows["items"].to_pylist() == [orjson.dumps(plain).decode()]
+    assert sorted(others.to_pylist()) == [f"o{i}" for i in range(1, len(odd) + 1)]
+    check_same(SPECS[ORDERS], SCHEMAS[ORDERS].empty_table(), events)
+
+
+def test_a_repeated_key_in_raw_items_text_is_left_to_the_python_fold() -> None:
+    """raw_events rows written before repeated keys were sent to the Python path may hold one in
+    ``data``: DuckDB would write both back, orjson the last; the Python fold writes that row."""
+    event = created("o1", [{"sku": "A", "quantity": 3, "unitPrice": "1.00"}])
+    raw = raw_table([event])
+    text = raw["data"][0].as_py().replace('"quantity":3', '"quantity":1,"quantity":3')
+    raw = raw.set_column(raw.schema.get_field_index("data"), "data", pa.array([text]))
+    rows, _, others = DuckDBEngine().fold(ORDERS, raw, SCHEMAS[ORDERS].empty_table())
+    assert rows.num_rows == 0 and others.to_pylist() == ["o1"]
+    _, result, _ = fold_batch(SPECS[ORDERS], DuckDBEngine(), raw, SCHEMAS[ORDERS].empty_table())
+    assert result.rows["o1"]["items"] == '[{"sku":"A","quantity":3,"unitPrice":"1.00"}]'
