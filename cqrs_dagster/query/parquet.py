@@ -101,12 +101,15 @@ class ParquetSource:
             if (low is None or low <= value) and (high is None or value[: len(high)] <= high)
         ]
 
+    def read_indexes(self, column: str, value: str) -> list[int]:
+        """The positions of the files a key lookup of ``value`` reads: :meth:`indexes_with`'s,
+        or the first file when none admits it (the lookup's SQL needs one to know the columns)."""
+        return self.indexes_with(column, value) or [0]
+
     def read_set(self, column: str, value: str) -> tuple[str, ...]:
-        """The files a key lookup of ``value`` reads (:meth:`files_with`'s, or the first file
-        when none admits it: the lookup's SQL needs one to know the columns). Delta data files
-        are never rewritten in place, so two snapshots with the same read set answer the lookup
-        with the same rows."""
-        return tuple(self.files[n] for n in (self.indexes_with(column, value) or [0]))
+        """The files a key lookup of ``value`` reads. Delta data files are never rewritten in
+        place, so two snapshots with the same read set answer the lookup with the same rows."""
+        return tuple(self.files[n] for n in self.read_indexes(column, value))
 
     def files_with(self, column: str, value: str) -> list[str]:
         """The files whose logged min/max of ``column`` admit ``value`` (all without stats).

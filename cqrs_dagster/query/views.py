@@ -146,7 +146,9 @@ class ReadModels:
         self._lock = threading.RLock()
         self._open: dict[str, DeltaTable] = {}
         self._open_uri: dict[str, str] = {}  # the URI each open DeltaTable reads
-        self._registered: dict[str, tuple[str, int] | None] = {}
+        # Each table as of the last refresh (None: absent then), replaced whole: read without
+        # the lock by current().
+        self._registered: dict[str, Current | None] = {}
         self._con = duckdb.connect(":memory:")  # caller SQL: locked below
         self._own = duckdb.connect(":memory:")  # this package's SQL: may read the tables' files
         self._sources: dict[str, ParquetSource | None] = {}  # the Parquet path's, per table
@@ -154,8 +156,6 @@ class ReadModels:
         self._remote: dict[str, ParquetSource | None] = {}
         self.mirror = FileMirror()
         self._locked_behind: dict[str, DeltaTable | None] = {}  # newer than the locked con has
-        # Each table as of the last refresh, replaced whole (read without the lock: current()).
-        self._current: dict[str, Current] = {}
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
@@ -181,16 +181,15 @@ class ReadModels:
                 table = self._load(name)
                 version = None if table is None else table.version()
                 snapshot = None if table is None else (self._open_uri[name], int(table.version()))
-                if name not in self._registered or self._registered[name] != snapshot:
+                known = self._registered.get(name)
+                if name not in self._registered or (known.snapshot if known else None) != snapshot:
                     self._register_own(name, table)
                     self._locked_behind[name] = table
-                    self._registered[name] = snapshot
-                    if table is None or snapshot is None:
-                        self._current.pop(name, None)
-                    else:
-                        self._current[name] = Current(
-                            snapshot, self._sources.get(name), local_log(table)
-                        )
+                    self._registered[name] = (
+                        None
+                        if table is None or snapshot is None
+                        else Current(snapshot, self._sources.get(name), local_log(table))
+                    )
                 versions[name] = version
             return versions
 
@@ -231,7 +230,7 @@ class ReadModels:
     def current(self, name: str) -> Current | None:
         """``name`` as of the last refresh (None: absent then). Takes no lock and does no I/O:
         what an event loop may ask before it decides that a request needs a thread."""
-        return self._current.get(name)
+        return self._registered.get(name)
 
     def rows_where(self, name: str, column: str, value: str) -> pa.Table:
         """:meth:`lookup_rows`' rows."""
@@ -255,7 +254,7 @@ class ReadModels:
                 # Chosen under the lock (one snapshot), read outside it on a cursor of its own:
                 # the SQL names the snapshot's files, so a refresh or a long query of another
                 # thread (the consistency watcher's pass) does not hold a key lookup up.
-                chosen = local.indexes_with(column, value) or [0]
+                chosen = local.read_indexes(column, value)
                 sql = self._select_where_sql(name, local, chosen, where)
                 cursor = self._own.cursor()
         if local is not None:

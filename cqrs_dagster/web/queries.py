@@ -157,11 +157,19 @@ class _Models:
                 self._models = make_read_models(self._settings)
             return self._models
 
-    def latest(self, name: str, column: str, value: str) -> Rows | None:
-        """The rows a plain key lookup would answer, when known without I/O beyond two
-        ``stat`` calls (SnapshotRows.peek_latest), else None; never opens the read models."""
-        models = self._models
-        return None if models is None else self.rows.peek_latest(models, name, column, value)
+    def latest(
+        self, name: str, column: str, value: str, render: Callable[[Rows], Response]
+    ) -> Latest:
+        """The endpoint's answer to a plain key lookup, when its rows are known without I/O
+        beyond two ``stat`` calls (SnapshotRows.peek_latest), else None; never opens the read
+        models."""
+
+        def known() -> Response | None:
+            models = self._models
+            found = None if models is None else self.rows.peek_latest(models, name, column, value)
+            return None if found is None else render(found)
+
+        return known
 
 
 Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
@@ -425,10 +433,6 @@ def build_query_api(
             rows = holder.rows.peek(ORDER_SUMMARY, at, "order_id", order_id)
             return None if rows is None else render(rows)
 
-        def latest() -> Response | None:
-            rows = holder.latest(ORDER_SUMMARY, "order_id", order_id)
-            return None if rows is None else render(rows)
-
         return await _consistent(
             holder,
             waits,
@@ -438,7 +442,7 @@ def build_query_api(
             ORDER_SUMMARY,
             ("order", order_id),
             peek,
-            latest,
+            holder.latest(ORDER_SUMMARY, "order_id", order_id, render),
         )
 
     @router.get(
@@ -518,10 +522,6 @@ def build_query_api(
         def answer(refresh: bool) -> Response:
             return render(one(CUSTOMERS, "customer_id", customer_id, refresh))
 
-        def latest() -> Response | None:
-            rows = holder.latest(CUSTOMERS, "customer_id", customer_id)
-            return None if rows is None else render(rows)
-
         return await _consistent(
             holder,
             waits,
@@ -530,7 +530,7 @@ def build_query_api(
             answer,
             CUSTOMERS,
             ("customer", customer_id),
-            latest=latest,
+            latest=holder.latest(CUSTOMERS, "customer_id", customer_id, render),
         )
 
     @router.get("/metrics/daily", summary="Daily order metrics (UTC days, both ends inclusive)")
