@@ -291,8 +291,12 @@ def test_hundreds_of_waits_answered_once_per_row_and_snapshot(
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(platform.project)
             plain: list[int] = []
-            while not all(t.done() for t in tasks):  # plain lookups during the answers
-                plain.append((await http.get("/api/v1/orders/plain")).status_code)
+            # Plain lookups during the answers, on a connection of their own opened now: a pooled
+            # connection idle since before the projection may be the one uvicorn is closing at
+            # its 5 s keep-alive timeout just as the client reuses it.
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as own:
+                while not all(t.done() for t in tasks):
+                    plain.append((await own.get("/api/v1/orders/plain")).status_code)
             return list(await asyncio.gather(*tasks)), plain
 
     answers, plain = asyncio.run(burst())
