@@ -137,8 +137,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return _EPOCH + timedelta(microseconds=int(micros)), raw.decode("utf-8", errors="replace")
 
 
+_UTC_MIN = datetime.min.replace(tzinfo=UTC)
+_UTC_MAX = datetime.max.replace(tzinfo=UTC)
+
+
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    """``ts`` in UTC; a bound whose UTC time falls outside years 1-9999 is clamped to the edge.
+
+    ``0001-01-01T00:03:46+07:06`` is a valid RFC 3339 date-time whose UTC time is in year 0,
+    which Python cannot represent. Every order is on the same side of the clamped bound as of
+    the real one, so a filter by it answers the same rows (there: none before it).
+    """
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        return _UTC_MIN if ts.year == 1 else _UTC_MAX
 
 
 class _Models:

@@ -207,6 +207,30 @@ def test_a_reversed_range_is_empty_not_an_error(client: TestClient) -> None:
     assert days.status_code == 200 and days.json() == {"items": []}
 
 
+@pytest.mark.parametrize(
+    ("created_from", "created_to", "expected"),
+    [
+        # UTC time in year 0: before every order (found by schemathesis as a 500).
+        (None, "0001-01-01T00:03:46+07:06", 0),
+        ("0001-01-01T00:03:46+07:06", None, 60),
+        # UTC time in year 10000: after every order.
+        ("9999-12-31T23:59:59-05:00", None, 0),
+        (None, "9999-12-31T23:59:59-05:00", 60),
+    ],
+)
+def test_bounds_outside_pythons_datetime_range_in_utc_are_clamped(
+    client: TestClient, created_from: str | None, created_to: str | None, expected: int
+) -> None:
+    params: dict[str, Any] = {"limit": 500}
+    if created_from is not None:
+        params["created_from"] = created_from
+    if created_to is not None:
+        params["created_to"] = created_to
+    page = client.get("/api/v1/orders", params=params)
+    assert page.status_code == 200, page.text
+    assert len(page.json()["items"]) == expected
+
+
 def test_every_cursor_the_schema_allows_is_a_position(client: TestClient) -> None:
     # Any "<micros>.<base64url>" is accepted (an odd length or a non-UTF-8 id included).
     for cursor in ("0.", "1.A", "99999999999999999.____", "1772600000000000.b2Q"):
