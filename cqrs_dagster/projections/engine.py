@@ -36,6 +36,9 @@ class ProjectionEngine(ABC):
     """Computes the changes of the projection steps over Arrow batches."""
 
     name: str = "abstract"
+    #: its methods may run on several threads at once (a catch-up then ingests the next raw
+    #: batch while silver folds the last one: :func:`..pipeline.catch_up`)
+    concurrent: bool = False
 
     @abstractmethod
     def decode(self, bodies: Sequence[bytes]) -> pa.Table:

@@ -14,9 +14,11 @@ the next one goes on from the checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from cqrs_dagster.eventbus.port import EventBus
 
@@ -29,8 +31,8 @@ from .schemas import CUSTOMERS, DAILY_ORDER_METRICS, ORDER_SUMMARY, ORDERS, RAW_
 from .silver import project_customers, project_orders
 
 Layer = Literal["bronze", "silver", "gold"]
-# (context, bus, events at most, full recompute) -> what the step did
-Step = Callable[[StepContext, EventBus | None, int, bool], StepReport]
+# (context, bus, events at most, full recompute, raw ingest_seq not to read past) -> what it did
+Step = Callable[[StepContext, EventBus | None, int, bool, int | None], StepReport]
 
 # Bus events decoded per raw_events commit: raw ingest is linear in its batch (no MERGE), so a
 # bounded batch costs nothing and bounds the resident set (bodies, the decode, the writer).
@@ -71,10 +73,11 @@ class Stage:
         *,
         max_events: int,
         full: bool = False,
+        until: int | None = None,
     ) -> StepReport:
-        """One step: at most ``max_events`` events (bronze, silver), or the touched keys/days
-        (gold; every row with ``full``)."""
-        return self.step(ctx, bus, max_events, full)
+        """One step: at most ``max_events`` events (bronze, silver; silver none past raw
+        ``ingest_seq`` ``until``), or the touched keys/days (gold; every row with ``full``)."""
+        return self.step(ctx, bus, max_events, full, until)
 
     def drain(
         self, ctx: StepContext, bus: EventBus | None, *, batch: int, full: bool = False
@@ -89,7 +92,9 @@ class Stage:
         return reports
 
 
-def _bronze(ctx: StepContext, bus: EventBus | None, n: int, full: bool) -> StepReport:
+def _bronze(
+    ctx: StepContext, bus: EventBus | None, n: int, full: bool, until: int | None
+) -> StepReport:
     if bus is None:
         raise ValueError("raw_events reads the event bus: pass one")
     return ingest_raw_events(ctx, bus, max_events=n)
@@ -110,21 +115,21 @@ ORDERS_STAGE = Stage(
     (RAW_EVENTS,),
     "Silver: one row per order (status, total amount, item count, dates), current state.\n\n"
     "Version-guarded MERGE: a duplicate or older event never overwrites newer state.",
-    lambda ctx, bus, n, full: project_orders(ctx, max_events=n),
+    lambda ctx, bus, n, full, until: project_orders(ctx, max_events=n, until=until),
 )
 CUSTOMERS_STAGE = Stage(
     CUSTOMERS,
     "silver",
     (RAW_EVENTS,),
     "Silver: one row per customer (name, email, dates), current state, version-guarded.",
-    lambda ctx, bus, n, full: project_customers(ctx, max_events=n),
+    lambda ctx, bus, n, full, until: project_customers(ctx, max_events=n, until=until),
 )
 ORDER_SUMMARY_STAGE = Stage(
     ORDER_SUMMARY,
     "gold",
     (ORDERS, CUSTOMERS),
     "Gold: the reference's vw_order_summary, one row per order with its customer's name.",
-    lambda ctx, bus, n, full: build_order_summary(ctx, full=full),
+    lambda ctx, bus, n, full, until: build_order_summary(ctx, full=full),
 )
 DAILY_ORDER_METRICS_STAGE = Stage(
     DAILY_ORDER_METRICS,
@@ -132,7 +137,7 @@ DAILY_ORDER_METRICS_STAGE = Stage(
     (ORDERS,),
     "Gold: the reference's vw_daily_order_metrics: orders, revenue, average order value and "
     "unique customers per UTC day of creation, over every order whatever its status.",
-    lambda ctx, bus, n, full: build_daily_order_metrics(ctx, full=full),
+    lambda ctx, bus, n, full, until: build_daily_order_metrics(ctx, full=full),
 )
 
 # In dependency order: a driver that runs them in this order never reads a table behind its deps.
@@ -199,52 +204,126 @@ def catch_up(
     table catches up with it (a crashed run may have left a backlog): a silver MERGE rewrites the
     files it touches, so fewer, larger silver batches cost less when far behind. ``checks`` runs
     after the raw commits and after silver, before either feeds the next layer.
+
+    With an engine that computes on two threads at once (:attr:`ProjectionEngine.concurrent`),
+    silver folds batch K on two worker threads (one per table) while bronze ingests batch K+1 on
+    this one: each step still commits alone with its own checkpoint, silver reads no raw row past
+    its batch, and ``checks`` runs on this thread in the same order as before (a batch's raw
+    checks before its silver, its silver checks before the next batch's silver and before gold),
+    so what each table holds after any crash is what a sequential pass could leave. Gold stays
+    sequential: each gold step holds the orders it reads (memory, issue 7 (f)).
     """
     batch = max(1, min(batch_size or max_events, max_events))
     out = PassResult()
     moved: dict[str, bool] = {}
     silver_moved = False
     outer = 0
-    while True:
-        before = txn(ctx.tables.open(RAW_EVENTS), seq_app_id(RAW_EVENTS))
-        read = 0
+    with _workers(ctx.engine.concurrent) as submit:
+        pending: list[Future[tuple[list[StepReport], int | None]]] = []
+        raw_seq = 0
         while True:
-            want = max(1, min(raw_batch_size, batch - read, max_events - out.events_read))
-            raw = RAW.run(ctx, bus, max_events=want)
-            _record(out, moved, raw, first)
-            read += raw.events_read
-            out.events_read += raw.events_read
-            drained = raw.events_read < want  # every partition gave less than asked: at its head
-            if drained or read >= batch or out.events_read >= max_events:
-                break
-        raw_seq = raw.checkpoint.get(seq_app_id(RAW_EVENTS), before)
-        if checks is not None and raw_seq > before:
-            checks.raw_appended(before, raw_seq)
-        touched: dict[str, tuple[int, int]] = {}
-        for silver in layer("silver"):
-            steps_read = 0
-            start = raw_seq
-            if checks is not None:  # where this table starts: its range for the checks
-                start = txn(ctx.tables.open(silver.table), seq_app_id(silver.table))
+            before = txn(ctx.tables.open(RAW_EVENTS), seq_app_id(RAW_EVENTS))
+            read = 0
             while True:
-                step = silver.run(ctx, max_events=batch)
-                _record(out, moved, step, first)
-                steps_read += step.events_read
-                if step.checkpoint.get(seq_app_id(silver.table), raw_seq) >= raw_seq:
+                want = max(1, min(raw_batch_size, batch - read, max_events - out.events_read))
+                raw = RAW.run(ctx, bus, max_events=want)
+                _record(out, moved, raw, first)
+                read += raw.events_read
+                out.events_read += raw.events_read
+                # every partition gave less than asked: at its head
+                drained = raw.events_read < want
+                if drained or read >= batch or out.events_read >= max_events:
                     break
-            if steps_read or (first and outer == 0):
-                touched[silver.table] = (start, raw_seq)
-            silver_moved = silver_moved or steps_read > 0
-        if checks is not None and touched:
-            checks.tables_written(touched)
-        if drained or out.events_read >= max_events:
-            break
-        outer += 1
-    if silver_moved or first:
-        for gold in layer("gold"):
-            _record(out, moved, gold.run(ctx, max_events=batch), True)
+            upto = raw.checkpoint.get(seq_app_id(RAW_EVENTS), before)
+            if checks is not None and upto > before:
+                checks.raw_appended(before, upto)
+            # the last batch's silver (its checks before this batch's silver starts)
+            silver_moved = _silver_done(pending, raw_seq, out, moved, first, checks) or silver_moved
+            raw_seq = upto
+            visit = first and outer == 0  # a first pass reports every silver table once
+            pending = [
+                submit(_silver_to, s, ctx, raw_seq, batch, checks is not None, visit)
+                for s in layer("silver")
+            ]
+            if not ctx.engine.concurrent:  # nothing ran beside it: its checks now, as ever
+                silver_moved = (
+                    _silver_done(pending, raw_seq, out, moved, first, checks) or silver_moved
+                )
+                pending = []
+            if drained or out.events_read >= max_events:
+                break
+            outer += 1
+        silver_moved = _silver_done(pending, raw_seq, out, moved, first, checks) or silver_moved
+        if silver_moved or first:
+            for gold in layer("gold"):  # one after the other: each holds every order it reads
+                _record(out, moved, gold.run(ctx, max_events=batch), True)
     out.written = {t: r for t, r in out.written.items() if moved.get(t)}
     return out
+
+
+def _silver_to(
+    silver: Stage, ctx: StepContext, raw_seq: int, batch: int, ranged: bool, visit: bool
+) -> tuple[list[StepReport], int | None]:
+    """Bring one silver table up to raw ``ingest_seq`` ``raw_seq`` (not past it), in steps of
+    ``batch``: its reports, and where it started (``raw_seq`` unless ``ranged``: the checks'
+    range), None when it did not move and not ``visit`` (a first pass visits every table)."""
+    start = raw_seq
+    if ranged:
+        start = txn(ctx.tables.open(silver.table), seq_app_id(silver.table))
+    reports: list[StepReport] = []
+    while True:
+        step = silver.run(ctx, max_events=batch, until=raw_seq)
+        reports.append(step)
+        if step.checkpoint.get(seq_app_id(silver.table), raw_seq) >= raw_seq:
+            break
+    if not visit and not any(r.events_read for r in reports):
+        return reports, None  # not touched
+    return reports, start
+
+
+def _silver_done(
+    pending: list[Future[tuple[list[StepReport], int | None]]],
+    raw_seq: int,
+    out: PassResult,
+    moved: dict[str, bool],
+    first: bool,
+    checks: PassChecks | None,
+) -> bool:
+    """Wait for a batch's silver steps (in stage order), record them and run their checks;
+    whether any silver table moved."""
+    touched: dict[str, tuple[int, int]] = {}
+    any_moved = False
+    for future in pending:
+        reports, start = future.result()
+        for step in reports:
+            _record(out, moved, step, first)
+        any_moved = any_moved or any(r.events_read for r in reports)
+        if start is not None:
+            touched[reports[0].table] = (start, raw_seq)
+    if checks is not None and touched:
+        checks.tables_written(touched)
+    return any_moved
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _workers(concurrent: bool) -> Iterator[Callable[..., Future[Any]]]:
+    """``submit(fn, *args, **kwargs)``: on one of two worker threads when ``concurrent``, else
+    at once on this thread (an error raised where it happens). Leaving the block waits for every
+    submitted step, so no step outlives the pass (nor its error)."""
+    if not concurrent:
+
+        def now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+            done: Future[T] = Future()
+            done.set_result(fn(*args, **kwargs))
+            return done
+
+        yield now
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="catch-up") as pool:
+        yield pool.submit
 
 
 def _record(out: PassResult, moved: dict[str, bool], report: StepReport, keep: bool) -> None:

@@ -165,17 +165,23 @@ def merge_rows(
     )
 
 
-def project(spec: SilverSpec, ctx: StepContext, *, max_events: int) -> StepReport:
-    """One incremental, exactly-once step of a silver table."""
+def project(
+    spec: SilverSpec, ctx: StepContext, *, max_events: int, until: int | None = None
+) -> StepReport:
+    """One incremental, exactly-once step of a silver table: at most ``max_events`` raw
+    positions, none past ``until`` (raw_events' ``ingest_seq``; default its last)."""
     started = time.perf_counter()
     target = ctx.tables.ensure(spec.table)
+    ctx.hit(f"{spec.table}.before_read")
     raw = ctx.tables.open(RAW_EVENTS)
     after = txn(target, seq_app_id(spec.table))
     newest_us = txn(target, enqueued_app_id(spec.table))
     raw_last = txn(raw, seq_app_id(RAW_EVENTS))
     if raw is None or raw_last <= after:
         return _report(spec.table, target, after, newest_us, started)
-    upto = min(after + max_events, raw_last)
+    upto = min(after + max_events, raw_last if until is None else min(raw_last, until))
+    if upto <= after:
+        return _report(spec.table, target, after, newest_us, started)
     batch = read_raw_range(raw, after, upto, RAW_COLUMNS, ordered=False, recent=ctx.recent)
     if batch.num_rows:
         newest_us = max(newest_us, to_micros(pc.max(batch["enqueued_time"]).as_py()))
@@ -260,14 +266,14 @@ def _report(
     )
 
 
-def project_orders(ctx: StepContext, *, max_events: int) -> StepReport:
+def project_orders(ctx: StepContext, *, max_events: int, until: int | None = None) -> StepReport:
     """Apply new Order events from raw_events to ``orders``."""
-    return project(SPECS[ORDERS], ctx, max_events=max_events)
+    return project(SPECS[ORDERS], ctx, max_events=max_events, until=until)
 
 
-def project_customers(ctx: StepContext, *, max_events: int) -> StepReport:
+def project_customers(ctx: StepContext, *, max_events: int, until: int | None = None) -> StepReport:
     """Apply new Customer events from raw_events to ``customers``."""
-    return project(SPECS[CUSTOMERS], ctx, max_events=max_events)
+    return project(SPECS[CUSTOMERS], ctx, max_events=max_events, until=until)
 
 
 def reapply(

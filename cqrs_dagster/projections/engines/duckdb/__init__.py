@@ -18,6 +18,7 @@ class DuckDBEngine(ProjectionEngine):
     """DuckDB + Arrow in the projection's own process."""
 
     name = "duckdb"
+    concurrent = True  # every call runs on a cursor of its own
 
     def decode(self, bodies: Sequence[bytes]) -> pa.Table:
         return decode_bodies(list(bodies))
