@@ -221,6 +221,9 @@ def make_engine(settings: Settings, session: object = None) -> ProjectionEngine:
     over ``session`` (a Spark Connect session, e.g. Dagster's pyspark resource) or, without one,
     a new session to ``CQRS_SPARK_REMOTE``: ``EngineUnavailable`` naming the server and the
     setting when it does not answer."""
+    from cqrs_dagster.projections.delta_io import use_jemalloc
+
+    use_jemalloc()  # the projection's process (issue 14 (f))
     if settings.projection_engine == "spark":
         from cqrs_dagster.projections.engines.spark import SparkEngine, connect
 

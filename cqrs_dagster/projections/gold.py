@@ -168,6 +168,7 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
         columns=["customer_id", "name"],
     )
     rows = ctx.engine.order_summary(touched, names)
+    del touched, names  # the write holds only its rows: a 1M-order catch-up's peak (issue 7 (f))
     checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
     ctx.hit("order_summary.before_merge")
     upsert(target, ORDER_SUMMARY, "order_id", rows, checkpoint, ctx.run_id, "build_order_summary")

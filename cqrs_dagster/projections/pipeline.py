@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from cqrs_dagster.eventbus.port import EventBus
 
 from .context import StepContext
-from .delta_io import seq_app_id, txn
+from .delta_io import release_memory, seq_app_id, txn
 from .gold import build_daily_order_metrics, build_order_summary
-from .raw_ingest import ingest_raw_events
+from .raw_ingest import ReadAhead, ingest_raw_events
 from .report import StepReport
 from .schemas import CUSTOMERS, DAILY_ORDER_METRICS, ORDER_SUMMARY, ORDERS, RAW_EVENTS
 from .silver import project_customers, project_orders
@@ -214,19 +214,30 @@ def catch_up(
     sequential: each gold step holds the orders it reads (memory, issue 7 (f)).
     """
     batch = max(1, min(batch_size or max_events, max_events))
+
+    def _want(read: int, events_read: int) -> int:
+        """Bus events the next raw commit reads, ``read`` of the batch and ``events_read`` of
+        the pass read (0: the pass reads no more)."""
+        if events_read >= max_events:
+            return 0
+        read = read if read < batch else 0  # a new batch
+        return max(1, min(raw_batch_size, batch - read, max_events - events_read))
+
     out = PassResult()
     moved: dict[str, bool] = {}
     silver_moved = False
     outer = 0
-    with _workers(ctx.engine.concurrent) as submit:
+    ahead = ReadAhead(bus, ctx.engine) if ctx.engine.concurrent else None
+    with _workers(ctx.engine.concurrent) as submit, ahead or nullcontext():
         pending: list[Future[tuple[list[StepReport], int | None]]] = []
         raw_seq = 0
         while True:
             before = txn(ctx.tables.open(RAW_EVENTS), seq_app_id(RAW_EVENTS))
             read = 0
             while True:
-                want = max(1, min(raw_batch_size, batch - read, max_events - out.events_read))
-                raw = RAW.run(ctx, bus, max_events=want)
+                want = _want(read, out.events_read)
+                after_this = _want(read + want, out.events_read + want)  # if it is full
+                raw = ingest_raw_events(ctx, bus, max_events=want, ahead=ahead, then=after_this)
                 _record(out, moved, raw, first)
                 read += raw.events_read
                 out.events_read += raw.events_read
@@ -254,9 +265,10 @@ def catch_up(
                 break
             outer += 1
         silver_moved = _silver_done(pending, raw_seq, out, moved, first, checks) or silver_moved
-        if silver_moved or first:
-            for gold in layer("gold"):  # one after the other: each holds every order it reads
-                _record(out, moved, gold.run(ctx, max_events=batch), True)
+    release_memory()  # what the workers freed, before gold's working set
+    if silver_moved or first:
+        for gold in layer("gold"):  # one after the other: each holds every order it reads
+            _record(out, moved, gold.run(ctx, max_events=batch), True)
     out.written = {t: r for t, r in out.written.items() if moved.get(t)}
     return out
 

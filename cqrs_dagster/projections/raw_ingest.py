@@ -10,7 +10,10 @@ dead_letter_events first; the checkpoint still moves past them.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -158,6 +161,65 @@ def _row(event: EventEnvelope, msg: ReceivedEvent, now: Any, seq: int) -> dict[s
     }
 
 
+_Read = tuple[_Batch, pa.Table]  # a bus read and the engine's decode of its bodies
+
+
+def _read(bus: EventBus, engine: ProjectionEngine, after: Mapping[int, int], n: int) -> _Read:
+    messages = _Batch(read_batch(bus, dict(after), n))
+    return messages, engine.decode(messages.bodies)
+
+
+class ReadAhead:
+    """The next raw commit's bus read and decode, on a thread of its own while this one commits
+    the last: :func:`ingest_raw_events` starts it after a full read (more events may wait), the
+    next call takes it if it reads from the same positions, as many events (else reads afresh).
+    Reading changes nothing, so a read-ahead that is never taken costs only its work; the bus is
+    never read by two threads at once (``take`` waits for the read first). Leave the block (or
+    :meth:`close`) before the bus closes: it waits for a read under way."""
+
+    def __init__(self, bus: EventBus, engine: ProjectionEngine) -> None:
+        self._bus, self._engine = bus, engine
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-read-ahead")
+        self._pending: tuple[tuple[tuple[int, int], ...], int, Future[_Read]] | None = None
+        self.taken = 0  # reads taken (for tests and profiles)
+
+    def start(self, after: Mapping[int, int], max_events: int) -> None:
+        self.take(after, -1)  # wait for and drop any earlier read
+        task = self._pool.submit(_read, self._bus, self._engine, dict(after), max_events)
+        self._pending = (tuple(sorted(after.items())), max_events, task)
+
+    def take(self, after: Mapping[int, int], max_events: int) -> _Read | None:
+        """The read from ``after`` of ``max_events``, if that is what was started (None when
+        nothing, something else, or a failed read was: the caller reads, and sees any error)."""
+        if self._pending is None:
+            return None
+        positions, n, task = self._pending
+        self._pending = None
+        try:
+            got = task.result()
+        except Exception:  # read again on the caller's thread: it raises there if it still fails
+            return None
+        if (positions, n) != (tuple(sorted(after.items())), max_events):
+            return None
+        self.taken += 1
+        return got
+
+    def close(self) -> None:
+        self._pending = None
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 def _dead_letter(msg: ReceivedEvent, reason: str) -> DeadLetter:
     event_id = event_type = None
     try:
@@ -179,12 +241,12 @@ def _dead_letter(msg: ReceivedEvent, reason: str) -> DeadLetter:
 
 
 def _decoded(
-    engine: ProjectionEngine, messages: _Batch, now: datetime
+    messages: _Batch, decoded: pa.Table, now: datetime
 ) -> tuple[pa.Table, list[DeadLetter]]:
     """raw_events rows (without ``ingest_seq``) of the decodable messages, in bus order, and the
-    dead letters of the others. The engine decodes canonical envelopes; the rest (old schema
-    versions, odd shapes, repeated keys, poison) are decoded one by one by :func:`parse_body`."""
-    decoded = engine.decode(messages.bodies)
+    dead letters of the others. The engine decoded (``decoded``) the canonical envelopes; the rest
+    (old schema versions, odd shapes, repeated keys, poison) are decoded one by one by
+    :func:`parse_body`."""
     fast = decoded.filter(decoded["fast"]).drop_columns(["fast"])
     letters: list[DeadLetter] = []
     slow: list[dict[str, Any]] = []
@@ -241,18 +303,31 @@ def _first_of_each_id(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.is_in(rows["i"], first["i_min"]))
 
 
-def ingest_raw_events(ctx: StepContext, bus: EventBus, *, max_events: int) -> StepReport:
-    """Append the bus's new events to raw_events with their checkpoints in the same commit."""
+def ingest_raw_events(
+    ctx: StepContext,
+    bus: EventBus,
+    *,
+    max_events: int,
+    ahead: ReadAhead | None = None,
+    then: int = 0,
+) -> StepReport:
+    """Append the bus's new events to raw_events with their checkpoints in the same commit.
+
+    With ``ahead``: take its read if it read from here, and after a full read (more may wait)
+    start reading the ``then`` events the caller reads next (0: it reads no more)."""
     started = time.perf_counter()
     table = ctx.tables.ensure(RAW_EVENTS)
     partitions = range(bus.partition_count)
     after = {p: txn(table, partition_app_id(p)) for p in partitions}
     last_seq = txn(table, seq_app_id(RAW_EVENTS))
     newest_us = txn(table, enqueued_app_id(RAW_EVENTS))
-    messages = _Batch(read_batch(bus, after, max_events))
+    got = ahead.take(after, max_events) if ahead is not None else None
+    messages, bodies = got if got is not None else _read(bus, ctx.engine, after, max_events)
+    if ahead is not None and then > 0 and len(messages) == max_events:
+        ahead.start(after | messages.last_per_partition(), then)
 
     now = ctx.clock()
-    decoded, letters = _decoded(ctx.engine, messages, now)
+    decoded, letters = _decoded(messages, bodies, now)
     unique = _first_of_each_id(decoded)
     existing = _existing_ids(table, unique)
     fresh = unique.filter(pc.invert(pc.is_in(unique["event_id"], existing)))

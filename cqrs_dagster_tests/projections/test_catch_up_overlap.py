@@ -13,10 +13,14 @@ from typing import Any
 import pytest
 
 from cqrs_dagster.eventbus.local import LocalEventBus
+from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.projections import pipeline
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
+from cqrs_dagster.projections.engine import ProjectionEngine
 from cqrs_dagster.projections.engines import DuckDBEngine
 from cqrs_dagster.projections.pipeline import catch_up
+from cqrs_dagster.projections.raw_ingest import ReadAhead, _read
 from cqrs_dagster.projections.schemas import CUSTOMERS, ORDERS, RAW_EVENTS
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster_tests.faults.harness import normalized
@@ -57,8 +61,18 @@ def _published(path: Path) -> tuple[TableStore, LocalEventBus]:
     return new_tables(path / "delta"), bus
 
 
-def test_overlapped_pass_equals_the_sequential_one(tmp_path: Path) -> None:
+def test_overlapped_pass_equals_the_sequential_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert DuckDBEngine.concurrent and not Sequential.concurrent
+    made: list[ReadAhead] = []
+
+    class Recorded(ReadAhead):
+        def __init__(self, bus: EventBus, engine: ProjectionEngine) -> None:
+            super().__init__(bus, engine)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "ReadAhead", Recorded)
     results = {}
     for name, engine in (("overlapped", DuckDBEngine()), ("sequential", Sequential())):
         tables, bus = _published(tmp_path / name)
@@ -66,6 +80,8 @@ def test_overlapped_pass_equals_the_sequential_one(tmp_path: Path) -> None:
         out = catch_up(ctx, bus, max_events=10_000, batch_size=BATCH, raw_batch_size=RAW_BATCH)
         bus.close()
         results[name] = (normalized(tables), [(r.table, r.events_read) for r in out.reports])
+    # the overlapped pass took its raw reads from the read-ahead (full reads of 15: 15, 15, 10)
+    assert len(made) == 1 and made[0].taken >= 2 * (len(SC.events) // BATCH)
     assert results["overlapped"][0] == results["sequential"][0]
     assert len(results["overlapped"][0][ORDERS]) == len(SC.orders)
     # the same steps with the same reads, raw of a batch reported before its silver
@@ -140,4 +156,28 @@ def test_a_failing_silver_step_fails_the_pass_after_waiting_for_it(
     orders_at = txn(tables.open(ORDERS), seq_app_id(ORDERS))
     assert orders_at > 0
     threads = [t.name for t in threading.enumerate() if t.name.startswith("catch-up")]
+    assert threads == []
+
+
+def test_read_ahead_gives_only_the_read_it_was_started_for(tmp_path: Path) -> None:
+    _, bus = _published(tmp_path)
+    engine = DuckDBEngine()
+    start = {0: -1, 1: -1, 2: -1}
+    with ReadAhead(bus, engine) as ahead:
+        assert ahead.take(start, 10) is None  # nothing started
+        ahead.start(start, 10)
+        got = ahead.take(start, 10)
+        assert got is not None
+        direct = _read(bus, engine, start, 10)
+        assert got[0].bodies == direct[0].bodies and len(got[0]) == 10
+        assert got[1].equals(direct[1])
+        ahead.start(start, 10)
+        assert ahead.take(start, 11) is None  # another size: the caller reads afresh
+        ahead.start(start, 10)
+        assert ahead.take({**start, 1: 3}, 10) is None  # other positions
+        assert ahead.taken == 1
+        bus.close()
+        ahead.start(start, 10)  # the read fails on the worker: the caller reads and sees why
+        assert ahead.take(start, 10) is None
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("raw-read-ahead")]
     assert threads == []
