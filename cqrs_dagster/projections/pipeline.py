@@ -265,6 +265,11 @@ def catch_up(
                 break
             outer += 1
         silver_moved = _silver_done(pending, raw_seq, out, moved, first, checks) or silver_moved
+    appended = sum(r.rows_written for r in out.reports if r.table == RAW_EVENTS)
+    if appended > ctx.recent.limit:
+        # Gold reads from its checkpoint, at or before this pass's start: more raw rows than the
+        # cache holds, so it reads Delta; the cache would only sit on gold's peak (~40 MiB).
+        ctx.recent.clear()
     release_memory()  # what the workers freed, before gold's working set
     if silver_moved or first:
         for gold in layer("gold"):  # one after the other: each holds every order it reads

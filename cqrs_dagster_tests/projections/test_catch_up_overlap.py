@@ -21,6 +21,7 @@ from cqrs_dagster.projections.engine import ProjectionEngine
 from cqrs_dagster.projections.engines import DuckDBEngine
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.raw_ingest import ReadAhead, _read
+from cqrs_dagster.projections.recent_raw import RecentRaw
 from cqrs_dagster.projections.schemas import CUSTOMERS, ORDERS, RAW_EVENTS
 from cqrs_dagster.projections.tables import TableStore
 from cqrs_dagster_tests.faults.harness import normalized
@@ -181,3 +182,22 @@ def test_read_ahead_gives_only_the_read_it_was_started_for(tmp_path: Path) -> No
         assert ahead.take(start, 10) is None
     threads = [t.name for t in threading.enumerate() if t.name.startswith("raw-read-ahead")]
     assert threads == []
+
+
+@pytest.mark.parametrize(("limit", "kept"), [(10_000, True), (20, False)])
+def test_the_raw_cache_is_dropped_before_gold_when_gold_cannot_use_it(
+    tmp_path: Path, limit: int, kept: bool
+) -> None:
+    """Gold reads raw from its checkpoint, at or before the pass's start: when the pass appended
+    more rows than the cache holds, gold reads Delta and the cache would only add to its peak."""
+    tables, bus = _published(tmp_path)
+    ctx = StepContext(tables, "pass", clock=fixed_clock, recent=RecentRaw(limit=limit))
+    catch_up(ctx, bus, max_events=10_000, batch_size=BATCH, raw_batch_size=RAW_BATCH)
+    bus.close()
+    raw = tables.open(RAW_EVENTS)
+    assert raw is not None
+    last = txn(raw, seq_app_id(RAW_EVENTS))
+    held = ctx.recent.get(raw.table_uri, last - 5, last, None)
+    assert (held is not None) == kept
+    if held is not None:
+        assert held["ingest_seq"].to_pylist() == list(range(last - 4, last + 1))
