@@ -210,8 +210,10 @@ def catch_up(
     this one: each step still commits alone with its own checkpoint, silver reads no raw row past
     its batch, and ``checks`` runs on this thread in the same order as before (a batch's raw
     checks before its silver, its silver checks before the next batch's silver and before gold),
-    so what each table holds after any crash is what a sequential pass could leave. Gold stays
-    sequential: each gold step holds the orders it reads (memory, issue 7 (f)).
+    so what each table holds after any crash is what a sequential pass could leave. Bronze also
+    reads and decodes its next bus chunk while it commits the last (:class:`.raw_ingest.ReadAhead`:
+    a read changes nothing). Gold stays sequential: each gold step holds the orders it reads
+    (memory, issue 7 (f)).
     """
     batch = max(1, min(batch_size or max_events, max_events))
 
