@@ -149,7 +149,7 @@ def use_jemalloc() -> None:
         return
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # pragma: no cover - wheels without jemalloc
+    except NotImplementedError:  # a pyarrow wheel built without jemalloc
         pa.set_memory_pool(pa.system_memory_pool())
 
 
