@@ -38,9 +38,12 @@ from .writestore.port import AggregateKey, Save, StoredAggregate, WriteBatch, Wr
 Loader = Callable[[str, str], StoredAggregate | None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CommandResult:
-    """What a command did. ``replayed`` is True when the command id had been processed before."""
+    """What a command did. ``replayed`` is True when the command id had been processed before.
+
+    A value, never changed once built: slotted, not frozen (see
+    :class:`~cqrs_dagster.domain.events.EventEnvelope`)."""
 
     body: dict[str, Any]
     replayed: bool = False

@@ -13,9 +13,12 @@ from .ids import uuid7
 State = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CommandContext:
-    """Who sent the command, when, and its ids (the events' causation and correlation)."""
+    """Who sent the command, when, and its ids (the events' causation and correlation).
+
+    A value, never changed once built: slotted, not frozen (see
+    :class:`~cqrs_dagster.domain.events.EventEnvelope`)."""
 
     command_id: str
     correlation_id: str
@@ -46,9 +49,12 @@ class CommandContext:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
-    """New events for one aggregate, the version they build on, and the state after them."""
+    """New events for one aggregate, the version they build on, and the state after them.
+
+    A value, never changed once built: slotted, not frozen (see
+    :class:`~cqrs_dagster.domain.events.EventEnvelope`)."""
 
     aggregate_type: str
     aggregate_id: str

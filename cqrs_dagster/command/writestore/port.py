@@ -25,9 +25,12 @@ from typing import Any
 from cqrs_dagster.domain.events import EventEnvelope
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StoredAggregate:
-    """An aggregate's current JSON state and version."""
+    """An aggregate's current JSON state and version.
+
+    A value, never changed once built: slotted, not frozen (see
+    :class:`~cqrs_dagster.domain.events.EventEnvelope`)."""
 
     aggregate_type: str
     aggregate_id: str
@@ -38,9 +41,12 @@ class StoredAggregate:
 AggregateKey = tuple[str, str]  # (aggregate_type, aggregate_id)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Save:
-    """What one command writes in one atomic save (see :meth:`WriteStore.save`)."""
+    """What one command writes in one atomic save (see :meth:`WriteStore.save`).
+
+    A value, never changed once built: slotted, not frozen (see
+    :class:`~cqrs_dagster.domain.events.EventEnvelope`)."""
 
     aggregate: StoredAggregate
     """The aggregate's new state and version."""
