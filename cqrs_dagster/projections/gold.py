@@ -148,16 +148,19 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
     customers = tables.open(CUSTOMERS)
     if (upto <= after and not full) or raw is None or orders is None or customers is None:
         return _report(ORDER_SUMMARY, target, started)
-    if full:
+    first = not full and _first_build(target)
+    if full or first:
         rows = ctx.engine.order_summary(
             orders.to_pyarrow_table(columns=ORDER_COLUMNS),
             customers.to_pyarrow_table(columns=["customer_id", "name"]),
         )
         checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
         ctx.hit("order_summary.before_merge")
-        overwrite(target, rows, checkpoint, ctx.run_id, "build_order_summary_full")
+        operation = "build_order_summary_first" if first else "build_order_summary_full"
+        overwrite(target, rows, checkpoint, ctx.run_id, operation)
         ctx.hit("order_summary.after_merge")
-        return _report(ORDER_SUMMARY, target, started, written=rows.num_rows)
+        read = upto - after if first else 0
+        return _report(ORDER_SUMMARY, target, started, events_read=read, written=rows.num_rows)
     order_ids, named, events_read = _touched_keys(raw, after, upto, ctx.recent)
     touched = _orders_of(orders, order_ids, named)
     cust_ids = pc.unique(touched["customer_id"]).to_pylist()
@@ -174,6 +177,15 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
     upsert(target, ORDER_SUMMARY, "order_id", rows, checkpoint, ctx.run_id, "build_order_summary")
     ctx.hit("order_summary.after_merge")
     return _report(ORDER_SUMMARY, target, started, events_read=events_read, written=rows.num_rows)
+
+
+def _first_build(target: DeltaTable) -> bool:
+    """``target`` holds no row yet: its first build (a new platform's first catch-up, a rebuild)
+    reads silver whole, as ``full`` does, instead of first finding what the raw range touched
+    (every order: 1M raw events read back to learn that, then a scan by 300k+ ids). From empty
+    the two give the same rows; the overwrite carries the same checkpoints, so a concurrent
+    writer of the table conflicts on them as with the incremental commit."""
+    return row_count(target) == 0
 
 
 def _day_literals(days: list[date]) -> str:
@@ -198,10 +210,12 @@ def build_daily_order_metrics(ctx: StepContext, *, full: bool = False) -> StepRe
     operation = "build_daily_order_metrics"
     columns = ["order_id", "customer_id", "total_amount", "created_day"]
     events_read = 0
-    if full:
+    first = not full and _first_build(target)
+    if full or first:
         rows = ctx.engine.daily_metrics(orders.to_pyarrow_table(columns=columns))
+        events_read = upto - after if first else 0
         ctx.hit("daily_order_metrics.before_commit")
-        overwrite(target, rows, checkpoint, ctx.run_id, operation)
+        overwrite(target, rows, checkpoint, ctx.run_id, operation + ("_first" if first else ""))
     else:
         batch = read_raw_range(
             raw, after, upto, ["event_type", "event_timestamp"], ordered=False, recent=ctx.recent
