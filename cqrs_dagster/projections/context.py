@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from deltalake import DeltaTable
+
 from .engine import ProjectionEngine
 from .engines import DuckDBEngine
 from .recent_raw import RecentRaw
@@ -41,6 +43,9 @@ class StepContext:
     clock: Clock = utc_now
     #: raw_events rows this context committed last, for the steps after it (see recent_raw)
     recent: RecentRaw = field(default_factory=RecentRaw, compare=False, repr=False)
+    #: raw_events as this context's bronze step left it, by table URI: the next raw commit
+    #: brings it up to date (new log entries only) instead of opening the table again
+    bronze: dict[str, DeltaTable] = field(default_factory=dict, compare=False, repr=False)
 
     def hit(self, point: str) -> None:
         hit(self.fault, point)

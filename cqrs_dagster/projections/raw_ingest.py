@@ -304,6 +304,20 @@ def _first_of_each_id(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.is_in(rows["i"], first["i_min"]))
 
 
+def _raw_table(ctx: StepContext) -> DeltaTable:
+    """raw_events at its latest version: the table this context's last raw commit used, brought
+    up to date (``update_incremental``: only the log entries since, other writers' included),
+    or opened (created if missing) the first time. Opening replays the log from its last
+    checkpoint: ~15 ms per commit, 0.66 s of a 1M-event catch-up's 40 commits."""
+    uri = ctx.tables.uri(RAW_EVENTS)
+    table = ctx.bronze.get(uri)
+    if table is None:
+        table = ctx.bronze[uri] = ctx.tables.ensure(RAW_EVENTS)
+    else:
+        table.update_incremental()
+    return table
+
+
 def ingest_raw_events(
     ctx: StepContext,
     bus: EventBus,
@@ -317,7 +331,7 @@ def ingest_raw_events(
     With ``ahead``: take its read if it read from here, and after a full read (more may wait)
     start reading the ``then`` events the caller reads next (0: it reads no more)."""
     started = time.perf_counter()
-    table = ctx.tables.ensure(RAW_EVENTS)
+    table = _raw_table(ctx)
     partitions = range(bus.partition_count)
     after = {p: txn(table, partition_app_id(p)) for p in partitions}
     last_seq = txn(table, seq_app_id(RAW_EVENTS))

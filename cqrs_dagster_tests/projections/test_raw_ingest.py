@@ -90,3 +90,27 @@ def test_legacy_schema_version_is_upcast(tmp_path: Path) -> None:
     assert row["schema_version"] == 1
     assert data["items"] == [{"sku": "old", "quantity": 2, "unitPrice": "1.25"}]
     assert (data["totalAmount"], data["itemCount"]) == ("2.50", 2)
+
+
+def test_a_context_reuses_its_raw_table_and_still_sees_other_writers(tmp_path: Path) -> None:
+    """The bronze step keeps its raw_events table between commits (brought up to date, not
+    opened again), so a commit by another context in between is seen: nothing is read twice,
+    nothing skipped, ingest_seq stays gap-free."""
+    sc = build(seed=5, customers=3, orders=12)
+    bus, tables = new_bus(tmp_path / "bus.sqlite"), new_tables(tmp_path / "delta")
+    bus.publish(sc.events)
+    mine, other = (StepContext(tables, r, clock=fixed_clock) for r in ("mine", "other"))
+    first = ingest_raw_events(mine, bus, max_events=9)
+    held = mine.bronze[tables.uri(RAW_EVENTS)]
+    between = ingest_raw_events(other, bus, max_events=9)
+    again = ingest_raw_events(mine, bus, max_events=9)
+    assert mine.bronze[tables.uri(RAW_EVENTS)] is held  # the same object, not reopened
+    assert again.delta_version == between.delta_version + 1 == first.delta_version + 2
+    assert again.checkpoint["raw_events/ingest_seq"] == 26
+    while ingest_raw_events(mine, bus, max_events=9).events_read:
+        pass
+    raw = tables.open(RAW_EVENTS)
+    assert raw is not None
+    data = raw.to_pyarrow_table()
+    assert sorted(data["event_id"].to_pylist()) == sorted(e.event_id for e in sc.events)
+    assert sorted(data["ingest_seq"].to_pylist()) == list(range(len(sc.events)))
