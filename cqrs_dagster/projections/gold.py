@@ -5,7 +5,8 @@ checkpoint and the orders of customers touched since it (a name change reaches e
 ``daily_order_metrics``: every order created that UTC day whatever its status; only OrderCreated
 changes a day's figures, so a run recomputes the days of the OrderCreated events since its
 checkpoint from ``orders`` (partition pruned) and replaces those days. Both checkpoint the raw
-``ingest_seq`` they cover in the same commit as their rows.
+``ingest_seq`` they cover in the same commit as their rows. A gold table with no row yet (a
+first catch-up, a rebuild) is built from silver whole instead (:func:`_first_build`).
 """
 
 from __future__ import annotations
