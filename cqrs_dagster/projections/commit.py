@@ -106,14 +106,15 @@ def append(
 
 def overwrite(
     table: DeltaTable,
-    rows: pa.Table,
+    rows: pa.Table | pa.RecordBatchReader,
     checkpoints: Mapping[str, int],
     run_id: str,
     operation: str,
     *,
     predicate: str | None = None,
 ) -> None:
-    """Replace the table (or the rows ``predicate`` selects) by ``rows``, checkpoints included."""
+    """Replace the table (or the rows ``predicate`` selects) by ``rows``, checkpoints included
+    (a stream is written as it is read, in one commit)."""
     _committed(
         table,
         checkpoints,

@@ -6,14 +6,13 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from .engines.duckdb.connection import duck
+from .local_files import local_files
 from .recent_raw import RecentRaw
 
 
@@ -67,15 +66,6 @@ def scan(
     return data if exact is None else data.filter(exact)
 
 
-def _local(uri: str) -> bool:
-    return uri.startswith("file://") or "://" not in uri
-
-
-def _local_path(uri: str) -> str:
-    """A local file's path from the percent-encoded URI or path Delta lists it by."""
-    return url2pathname(unquote(urlparse(uri).path)) if uri.startswith("file://") else unquote(uri)
-
-
 def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[str]) -> pa.Table:
     """The ``columns`` of the rows whose string ``column`` holds one of ``values``.
 
@@ -86,8 +76,8 @@ def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[
     ~30 ms). Elsewhere (az://, abfss://), or for a partition column, a pyarrow scan.
     """
     partitioned = set(table.metadata().partition_columns)
-    files = [_local_path(uri) for uri in table.file_uris()]  # percent-encoded: a space, a quote
-    if not files or not values or not _local(table.table_uri) or partitioned & {column, *columns}:
+    files = local_files(table)
+    if not files or not values or partitioned & {column, *columns}:
         read = list(dict.fromkeys([column, *columns]))  # the exact filter needs the column
         return scan(table, None, isin(column, values), read).select(columns)
     listed = ", ".join(f'"{c}"' for c in columns)

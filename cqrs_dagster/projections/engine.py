@@ -4,7 +4,9 @@ A projection step is split in two:
 
 - **compute** (this port): decode bus bodies into raw_events rows, fold a silver batch into the
   rows to merge, build gold rows. Inputs and outputs are Arrow tables with the schemas of
-  :mod:`.schemas`, so every engine is interchangeable and its output can be compared exactly.
+  :mod:`.schemas`, so every engine is interchangeable and its output can be compared exactly
+  (``order_summary_whole`` alone reads Delta snapshots and returns a stream of batches, so a
+  first build or full rebuild of a large summary never holds the whole table).
 - **commit** (:mod:`.commit`, engine-independent): Delta writes that carry the table's
   checkpoint in the same commit, and dead letters.
 
@@ -22,6 +24,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import pyarrow as pa
+from deltalake import DeltaTable
+
+from .schemas import ORDER_SUMMARY_SOURCE_COLUMNS
 
 
 class FoldOutput(NamedTuple):
@@ -57,6 +62,21 @@ class ProjectionEngine(ABC):
     def order_summary(self, orders: pa.Table, customers: pa.Table) -> pa.Table:
         """order_summary rows: ``orders`` joined to their customer's name (null until known),
         sorted by order_id."""
+
+    def order_summary_whole(
+        self, orders: DeltaTable, customers: DeltaTable
+    ) -> pa.RecordBatchReader:
+        """order_summary rows of every order of the ``orders`` snapshot, as
+        :meth:`order_summary` gives them (same rows, same order), streamed in batches: a first
+        build or a full rebuild writes them as they come instead of holding every order, the
+        join and its sorted copy at once. By default both tables are read whole and
+        :meth:`order_summary` computes the rows; an engine that can read Delta files itself
+        streams them."""
+        rows = self.order_summary(
+            orders.to_pyarrow_table(columns=ORDER_SUMMARY_SOURCE_COLUMNS),
+            customers.to_pyarrow_table(columns=["customer_id", "name"]),
+        )
+        return rows.to_reader()
 
     @abstractmethod
     def daily_metrics(self, orders: pa.Table) -> pa.Table:

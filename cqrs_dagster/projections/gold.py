@@ -44,14 +44,13 @@ from .schemas import (
     DAILY_ORDER_METRICS_SCHEMA,
     ORDER_SUMMARY,
     ORDER_SUMMARY_SCHEMA,
+    ORDER_SUMMARY_SOURCE_COLUMNS,
     ORDERS,
     RAW_EVENTS,
 )
 from .tables import TableStore
 
-SUMMARY_COLUMNS = ORDER_SUMMARY_SCHEMA.names
-# What order_summary takes from orders (not items, the largest column, nor version / ids).
-ORDER_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "customer_name"]
+ORDER_COLUMNS = ORDER_SUMMARY_SOURCE_COLUMNS
 
 
 def _covered(tables: TableStore, sources: tuple[str, ...]) -> tuple[int, int]:
@@ -151,17 +150,17 @@ def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
         return _report(ORDER_SUMMARY, target, started)
     first = not full and _first_build(target)
     if full or first:
-        rows = ctx.engine.order_summary(
-            orders.to_pyarrow_table(columns=ORDER_COLUMNS),
-            customers.to_pyarrow_table(columns=["customer_id", "name"]),
-        )
+        # A stream: the write never holds every order, the join and the sorted copy at once
+        # (a 1M-event catch-up's memory peak, issue 14 (f)).
+        stream = ctx.engine.order_summary_whole(orders, customers)
         checkpoint = {seq_app_id(ORDER_SUMMARY): upto, enqueued_app_id(ORDER_SUMMARY): newest_us}
         ctx.hit("order_summary.before_merge")
         operation = "build_order_summary_first" if first else "build_order_summary_full"
-        overwrite(target, rows, checkpoint, ctx.run_id, operation)
+        overwrite(target, stream, checkpoint, ctx.run_id, operation)
         ctx.hit("order_summary.after_merge")
         read = upto - after if first else 0
-        return _report(ORDER_SUMMARY, target, started, events_read=read, written=rows.num_rows)
+        written = row_count(target)  # the table is what the overwrite wrote
+        return _report(ORDER_SUMMARY, target, started, events_read=read, written=written)
     order_ids, named, events_read = _touched_keys(raw, after, upto, ctx.recent)
     touched = _orders_of(orders, order_ids, named)
     cust_ids = pc.unique(touched["customer_id"]).to_pylist()

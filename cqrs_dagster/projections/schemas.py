@@ -90,6 +90,8 @@ ORDER_SUMMARY_SCHEMA = pa.schema(
         ("updated_date", TS),
     ]
 )
+# What order_summary takes from orders (not items, the largest column, nor version / ids).
+ORDER_SUMMARY_SOURCE_COLUMNS = [c for c in ORDER_SUMMARY_SCHEMA.names if c != "customer_name"]
 
 # Gold: the reference's vw_daily_order_metrics, over every order created that UTC day.
 DAILY_ORDER_METRICS_SCHEMA = pa.schema(

@@ -23,7 +23,8 @@ Covers, for one engine:
   duplicate, stale or rejected event to it (its dead letters and counts come from there), with
   ``created_day`` in UTC whatever the local time zone; ``order_summary`` / ``daily_metrics``
   give the expected rows (exact decimals, half-up average, null name of an unknown customer,
-  sorted) in the schemas of :mod:`cqrs_dagster.projections.schemas`.
+  sorted) in the schemas of :mod:`cqrs_dagster.projections.schemas`; ``order_summary_whole``
+  streams, from Delta tables of several files, exactly what ``order_summary`` gives for them.
 
 Not collected itself: an engine's test module subclasses :class:`EngineContract` and supplies
 ``make_engine``, called once per test class (its ``request`` is class-scoped: it may ask for
@@ -44,6 +45,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from cqrs_dagster.domain.events import (
     CUSTOMER,
@@ -77,7 +79,7 @@ from cqrs_dagster.projections.schemas import (
     SCHEMAS,
 )
 from cqrs_dagster.projections.silver import RAW_COLUMNS, SPECS, SilverSpec, fold_batch
-from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.projections.tables import PARTITION_BY, TableStore
 
 T0 = datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # minute 60 of the stream is the next UTC day
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -1076,6 +1078,40 @@ class EngineContract:
             {**{k: o[k] for k in ORDER_COLUMNS}, "customer_name": names[o["order_id"]]}
             for o in sorted(orders, key=lambda o: o["order_id"])
         ]
+
+    @pytest.mark.parametrize("named", [True, False], ids=["customers", "no-customer-yet"])
+    def test_order_summary_whole_streams_what_order_summary_gives(
+        self, engine: ProjectionEngine, tmp_path: Path, named: bool
+    ) -> None:
+        tables = TableStore(root=str(tmp_path))
+        orders = [
+            order_row(f"o-{i:03d}", f"c-{i % 7}", f"{i}.05", DAY1 if i % 2 else DAY2, "Paid")
+            for i in range(300)
+        ][::-1]  # written out of order: the stream sorts
+        customers = [{"customer_id": f"c-{i}", "name": f"N\u00e9 {i}"} for i in range(5)]
+        for name, rows in ((ORDERS, orders), (CUSTOMERS, customers if named else [])):
+            table = tables.ensure(name)
+            for part in (rows[:170], rows[170:]):  # several files
+                if part:
+                    write_deltalake(
+                        table,
+                        pa.Table.from_pylist(part, schema=SCHEMAS[name]),
+                        mode="append",
+                        partition_by=PARTITION_BY.get(name),
+                    )
+        order_table, customer_table = tables.open(ORDERS), tables.open(CUSTOMERS)
+        assert order_table is not None and customer_table is not None
+        stream = engine.order_summary_whole(order_table, customer_table)
+        assert stream.schema == ORDER_SUMMARY_SCHEMA
+        got = stream.read_all()
+        expected = engine.order_summary(
+            order_table.to_pyarrow_table(columns=ORDER_COLUMNS),
+            customer_table.to_pyarrow_table(columns=["customer_id", "name"]),
+        )
+        assert got.to_pylist() == expected.to_pylist()
+        assert got.column("order_id").to_pylist() == sorted(o["order_id"] for o in orders)
+        unnamed = {r["customer_name"] for r in got.to_pylist() if r["customer_id"] in {"c-5"}}
+        assert unnamed == {None}
 
     def test_order_summary_of_nothing(self, engine: ProjectionEngine) -> None:
         out = engine.order_summary(

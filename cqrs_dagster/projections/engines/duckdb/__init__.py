@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from ...engine import FoldOutput, ProjectionEngine
+from ...local_files import local_files
 from ...schemas import CUSTOMERS, ORDERS
 from .decode import decode_bodies
 from .folds import fast_fold_customers, fast_fold_orders
-from .gold import daily_metrics, summary_rows
+from .gold import daily_metrics, summary_rows, summary_stream
 
 
 class DuckDBEngine(ProjectionEngine):
@@ -32,6 +34,14 @@ class DuckDBEngine(ProjectionEngine):
 
     def order_summary(self, orders: pa.Table, customers: pa.Table) -> pa.Table:
         return summary_rows(orders, customers)
+
+    def order_summary_whole(
+        self, orders: DeltaTable, customers: DeltaTable
+    ) -> pa.RecordBatchReader:
+        order_files, customer_files = local_files(orders), local_files(customers)
+        if not order_files or not customer_files:  # remote tables (or nothing to join): Arrow
+            return super().order_summary_whole(orders, customers)
+        return summary_stream(order_files, customer_files)
 
     def daily_metrics(self, orders: pa.Table) -> pa.Table:
         return daily_metrics(orders)
