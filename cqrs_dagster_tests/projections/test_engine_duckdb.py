@@ -3,8 +3,12 @@ the Python path for the same events (see ``cqrs_dagster_tests/contracts/engine_c
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -57,6 +61,166 @@ def test_a_whole_order_summary_is_streamed_from_the_files_in_sorted_batches(
     ids = [i for b in batches for i in b.column("order_id").to_pylist()]
     assert ids == [f"o-{i:03d}" for i in range(100)]
     assert {n for b in batches for n in b.column("customer_name").to_pylist()} == {"Ada"}
+
+
+SPILL_LIMIT = "96MB"  # under the 600k-row sort's ~300 MB, over what DuckDB needs to spill it
+
+
+def _silver_tables(root: Path, n: int) -> tuple[Any, Any]:
+    """orders (``n`` rows, ids in no order, one customer in ten unknown) and customers as Delta
+    tables, written column-wise (fast enough for a sort that spills)."""
+    from deltalake import write_deltalake
+
+    from cqrs_dagster.projections.schemas import CUSTOMERS, ORDERS, SCHEMAS
+    from cqrs_dagster.projections.tables import TableStore
+    from cqrs_dagster_tests.contracts.engine_contract import DAY1, order_row
+
+    tables = TableStore(root=str(root))
+    row = order_row("o", "c", "1.00", DAY1)
+    columns = {name: [row.get(name)] * n for name in SCHEMAS[ORDERS].names}
+    columns["order_id"] = [f"o-{(i * 7919) % n:08d}-{'x' * 60}" for i in range(n)]
+    columns["customer_id"] = [f"c-{i % 10}" for i in range(n)]
+    write_deltalake(
+        tables.ensure(ORDERS),
+        pa.table(columns, schema=SCHEMAS[ORDERS]),
+        mode="append",
+        partition_by=["created_day"],
+    )
+    names = [{"customer_id": f"c-{i}", "name": f"Customer {i}"} for i in range(9)]
+    write_deltalake(
+        tables.ensure(CUSTOMERS),
+        pa.Table.from_pylist(names, schema=SCHEMAS[CUSTOMERS]),
+        mode="append",
+    )
+    return tables.open(ORDERS), tables.open(CUSTOMERS)
+
+
+def _reference(orders: Any, customers: Any) -> pa.Table:
+    from cqrs_dagster.projections.engines.duckdb.gold import summary_rows
+
+    return summary_rows(orders.to_pyarrow_table(), customers.to_pyarrow_table())
+
+
+def _fell_back(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "without the bound" in r.getMessage()]
+
+
+@pytest.fixture()
+def bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], Path]:
+    """Set the bounded database's memory limit (new databases for the test) and return the
+    folder it spills to."""
+    from cqrs_dagster.projections.engines.duckdb import connection
+
+    spill = tmp_path / "spill"
+    monkeypatch.setattr(connection, "_DB", {})
+    monkeypatch.setattr(connection, "spill_directory", lambda: str(spill))
+
+    def limit(value: str) -> Path:
+        monkeypatch.setattr(connection, "bounded_memory", lambda: value)
+        return spill
+
+    return limit
+
+
+def test_a_whole_order_summary_sort_past_the_bound_spills_to_disk_and_gives_the_same_rows(
+    tmp_path: Path, bounded: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The whole build's sort runs on the bounded database: past its limit DuckDB writes sorted
+    runs to the spill folder instead of growing the process (without falling back to the
+    unbounded database), and the rows are the Arrow reference's, in order."""
+    spill = bounded(SPILL_LIMIT)
+    orders, customers = _silver_tables(tmp_path / "t", 600_000)
+    with caplog.at_level(logging.WARNING):
+        stream = DuckDBEngine().order_summary_whole(orders, customers)
+        first = stream.read_next_batch()  # the sort is done before the first row
+        assert spill.is_dir() and any(spill.iterdir()), "the sort did not spill"
+        got = pa.Table.from_batches([first, *stream], schema=stream.schema)
+    assert not _fell_back(caplog)
+    assert got.equals(_reference(orders, customers))
+
+
+def test_a_whole_order_summary_that_cannot_start_within_the_bound_is_built_without_it(
+    tmp_path: Path, bounded: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bound DuckDB cannot sort in (it fails before the first row): the build runs on the
+    unbounded database instead, says so, and gives the same rows."""
+    bounded("1MB")
+    orders, customers = _silver_tables(tmp_path / "t", 2_000)
+    with caplog.at_level(logging.WARNING):
+        got = DuckDBEngine().order_summary_whole(orders, customers).read_all()
+    assert got.equals(_reference(orders, customers))
+    assert len(_fell_back(caplog)) == 1
+
+
+class _RunsOutAfterTwoBatches:
+    """A bounded-database cursor whose readers fail with ``error`` after two batches, as DuckDB
+    does when a merge cannot pin its blocks within the bound (seen at 600k rows under 64 MB)."""
+
+    def __init__(self, con: Any, error: Exception) -> None:
+        self._con, self._error = con, error
+
+    def sql(self, query: str, params: Any = None) -> Any:
+        relation, error = self._con.sql(query, params=params), self._error
+
+        class Relation:
+            def to_arrow_reader(self, rows: int) -> Iterator[pa.RecordBatch]:
+                for i, batch in enumerate(relation.to_arrow_reader(rows)):
+                    if i == 2:
+                        raise error
+                    yield batch
+
+        return Relation()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(duckdb.OutOfMemoryException("Out of Memory Error: pin"), id="duckdb"),
+        pytest.param(OSError("Out of Memory Error: failed to pin block"), id="arrow-stream"),
+    ],
+)
+def test_a_whole_order_summary_out_of_memory_mid_stream_goes_on_after_the_last_row(
+    tmp_path: Path,
+    bounded: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    """Out of memory after rows were handed over: the stream goes on from the unbounded
+    database after the last order_id it gave, so no row is repeated or lost."""
+    from cqrs_dagster.projections.engines.duckdb import connection, gold
+
+    bounded("256MB")
+    monkeypatch.setattr(gold, "STREAM_BATCH_ROWS", 16)
+    monkeypatch.setattr(
+        gold, "bounded_duck", lambda: _RunsOutAfterTwoBatches(connection.bounded_duck(), error)
+    )
+    orders, customers = _silver_tables(tmp_path / "t", 100)
+    with caplog.at_level(logging.WARNING):
+        got = DuckDBEngine().order_summary_whole(orders, customers).read_all()
+    assert got.equals(_reference(orders, customers))
+    assert [m for m in _fell_back(caplog) if "after order o-00000031" in m]
+
+
+def test_a_whole_order_summary_error_other_than_memory_is_raised(
+    tmp_path: Path, bounded: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only running out of the bound is retried: any other failure ends the stream (the Delta
+    write then commits nothing)."""
+    from cqrs_dagster.projections.engines.duckdb import connection, gold
+
+    bounded("256MB")
+    monkeypatch.setattr(gold, "STREAM_BATCH_ROWS", 16)
+    broken = duckdb.IOException("IO Error: the file went away")
+    monkeypatch.setattr(
+        gold, "bounded_duck", lambda: _RunsOutAfterTwoBatches(connection.bounded_duck(), broken)
+    )
+    orders, customers = _silver_tables(tmp_path / "t", 100)
+    with pytest.raises(Exception, match="the file went away"):
+        DuckDBEngine().order_summary_whole(orders, customers).read_all()
 
 
 @pytest.mark.parametrize(
