@@ -4,6 +4,7 @@ the Python path for the same events (see ``cqrs_dagster_tests/contracts/engine_c
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,30 @@ def test_a_whole_order_summary_error_other_than_memory_is_raised(
     orders, customers = _silver_tables(tmp_path / "t", 100)
     with pytest.raises(Exception, match="the file went away"):
         DuckDBEngine().order_summary_whole(orders, customers).read_all()
+
+
+def test_opening_the_bounded_database_removes_spill_folders_of_processes_that_are_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed mid-spill leaves its folder: the next bounded database opened on the
+    machine removes it, and keeps the folders of live processes."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from cqrs_dagster.projections.engines.duckdb import connection
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(connection, "_DB", {})
+    child = [sys.executable, "-c", "import os; print(os.getpid())"]
+    gone = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
+    folders = {pid: tmp_path / f"{connection.SPILL_PREFIX}{pid}" for pid in (gone, os.getppid())}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "duckdb_temp_block-1.block").write_bytes(b"x" * 16)
+    connection.bounded_duck().close()
+    assert not folders[gone].exists()
+    assert folders[os.getppid()].exists()
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ whose operators spill to a temporary folder past a memory bound."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import tempfile
 import threading
 
@@ -21,10 +23,35 @@ def bounded_memory() -> str:
     return f"{max(256, 64 * (os.cpu_count() or 1))}MB"
 
 
+SPILL_PREFIX = "cqrs-duckdb-spill-"
+
+
 def spill_directory() -> str:
     """Where the bounded database spills: DuckDB creates the folder on its first spill, deletes
     each file when the query is done with it and the folder when the database closes."""
-    return os.path.join(tempfile.gettempdir(), f"cqrs-duckdb-spill-{os.getpid()}")
+    return os.path.join(tempfile.gettempdir(), f"{SPILL_PREFIX}{os.getpid()}")
+
+
+def sweep_spills() -> list[str]:
+    """Remove the spill folders of processes that are gone (a process killed mid-spill leaves
+    its folder behind); the folders removed."""
+    removed = []
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"{SPILL_PREFIX}*")):
+        pid = folder.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _cursor(kind: str) -> duckdb.DuckDBPyConnection:
@@ -44,6 +71,7 @@ def _cursor(kind: str) -> duckdb.DuckDBPyConnection:
                     "allocator_flush_threshold": "16MB"
                 }
                 if kind == "bounded":
+                    sweep_spills()
                     config["memory_limit"] = bounded_memory()
                     config["temp_directory"] = spill_directory()
                 db = _DB[key] = duckdb.connect(config=config)
