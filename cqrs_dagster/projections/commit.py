@@ -92,7 +92,7 @@ def append(
     _committed(
         table,
         checkpoints,
-        lambda: write_deltalake(  # type: ignore[call-overload]  # None: delta-rs's default
+        lambda: write_deltalake(
             table,
             rows.cast(SCHEMAS[name]),
             mode="append",

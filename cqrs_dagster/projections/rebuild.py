@@ -348,7 +348,7 @@ def _overwrite(
     """Replace every row of ``live`` (the snapshot it was loaded at) by ``rows`` with ``points``
     in the same commit; raises CommitFailedError when a commit carrying any of those app ids
     (or touching the table) landed after that snapshot. Returns the new commit's version."""
-    write_deltalake(  # type: ignore[call-overload]  # writer_properties None: delta-rs's default
+    write_deltalake(
         live,
         rows.select(SCHEMAS[table].names).cast(SCHEMAS[table]),
         mode="overwrite",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from deltalake import BloomFilterProperties, ColumnProperties, DeltaTable, WriterProperties
 from deltalake.exceptions import TableNotFoundError
@@ -41,15 +42,37 @@ BLOOM_FPP = 0.01
 BLOOM_NDV = 100_000  # distinct values per row group the filter is sized for (~120 KiB at 1%)
 
 
-def writer_properties(name: str) -> WriterProperties | None:
-    """The Parquet writer properties of ``name``'s files (None: delta-rs's defaults)."""
-    columns = BLOOM_FILTERED.get(name)
-    if not columns:
-        return None
+# Every table's files are Snappy-compressed: delta-rs's default, which DuckDB, Spark and
+# Synapse serverless all read. Passing any WriterProperties without a codec writes UNCOMPRESSED
+# Parquet, which is how orders (the one table with writer properties, for its bloom filter) was
+# written until 12-04: 3.46 MB per 31k orders against 2.49 MB Snappy.
+COMPRESSION: Final = "SNAPPY"
+# Columns whose values are (nearly) all distinct: Parquet's writer tries a dictionary per column
+# chunk and falls back to plain encoding, so the try is pure cost. raw_events, 25k rows: 31.4 ->
+# 26.3 ms per append (median of 8), the same size.
+PLAIN_ENCODED: dict[str, tuple[str, ...]] = {
+    RAW_EVENTS: (
+        "event_id",
+        "aggregate_id",
+        "correlation_id",
+        "causation_id",
+        "data",
+        "metadata",
+        "offset",
+    ),
+}
+
+
+def writer_properties(name: str) -> WriterProperties:
+    """The Parquet writer properties of ``name``'s files: Snappy, plus the table's bloom filters
+    (:data:`BLOOM_FILTERED`) and plain-encoded columns (:data:`PLAIN_ENCODED`)."""
     bloom = BloomFilterProperties(set_bloom_filter_enabled=True, fpp=BLOOM_FPP, ndv=BLOOM_NDV)
-    return WriterProperties(
-        column_properties={c: ColumnProperties(bloom_filter_properties=bloom) for c in columns}
-    )
+    columns = {
+        c: ColumnProperties(bloom_filter_properties=bloom) for c in BLOOM_FILTERED.get(name, ())
+    }
+    for c in PLAIN_ENCODED.get(name, ()):
+        columns[c] = ColumnProperties(dictionary_enabled=False)
+    return WriterProperties(compression=COMPRESSION, column_properties=columns or None)
 
 
 @dataclass(frozen=True)

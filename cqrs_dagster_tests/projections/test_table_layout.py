@@ -23,7 +23,7 @@ from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import lookup, seq_app_id, txn
 from cqrs_dagster.projections.maintenance import maintain_table
 from cqrs_dagster.projections.pipeline import catch_up
-from cqrs_dagster.projections.schemas import CUSTOMERS, ORDER_SUMMARY, ORDERS, SCHEMAS
+from cqrs_dagster.projections.schemas import CUSTOMERS, ORDER_SUMMARY, ORDERS, RAW_EVENTS, SCHEMAS
 from cqrs_dagster.projections.tables import TABLE_PROPERTIES, TableStore
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import make_event_bus, make_table_store
@@ -171,6 +171,45 @@ def test_orders_files_carry_a_customer_id_bloom_filter_after_merges_and_compacti
     assert compacted is not None
     offsets = _bloom_offsets(compacted.file_uris(), "customer_id")
     assert offsets and all(o is not None for o in offsets)
+
+
+def _column_chunks(files: list[str], column: str) -> list[tuple[str, str]]:
+    rows = duckdb.execute(
+        "SELECT compression, encodings FROM parquet_metadata(?) WHERE path_in_schema = ?",
+        [[unquote(f) for f in files], column],
+    ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        (RAW_EVENTS, "event_id"),
+        (ORDERS, "order_id"),
+        (CUSTOMERS, "name"),
+        (ORDER_SUMMARY, "status"),
+    ],
+)
+def test_every_table_is_written_snappy_compressed(
+    projected: TableStore, table: str, column: str
+) -> None:
+    """Every table's files are Snappy-compressed, orders too (its bloom-filter writer
+    properties used to drop the codec: UNCOMPRESSED files)."""
+    live = projected.open(table)
+    assert live is not None
+    chunks = _column_chunks(live.file_uris(), column)
+    assert chunks and {c for c, _ in chunks} == {"SNAPPY"}
+
+
+def test_raw_events_ids_and_bodies_are_plain_encoded_and_its_types_dictionary_encoded(
+    projected: TableStore,
+) -> None:
+    """raw_events' all-distinct columns skip Parquet's dictionary try; the repeating ones keep it."""
+    raw = projected.open(RAW_EVENTS)
+    assert raw is not None
+    for column in ("event_id", "data"):
+        assert not any("DICTIONARY" in e for _, e in _column_chunks(raw.file_uris(), column))
+    assert all("DICTIONARY" in e for _, e in _column_chunks(raw.file_uris(), "event_type"))
 
 
 def test_lookup_finds_what_a_full_scan_finds(projected: TableStore) -> None:
