@@ -21,6 +21,14 @@ works unchanged when the bus is swapped for Event Hubs. How each concept maps:
 - **Consumer position.** The bus keeps none: consumers store their own checkpoints (the read
   models commit ``partition -> last sequence number`` with their rows), as an Event Hubs
   checkpoint store would.
+- **Canonical bodies.** Each row records whether its body is canonical (the exact bytes orjson
+  writes: :mod:`.canonical`), checked once when ``send`` appends it and read back with the
+  columns (``read_columns``), so a catch-up does not round-trip every body through orjson again
+  (~1.9 s of a 1M-event catch-up's critical path). The flag is computed by the bus from the
+  bytes it stores, never taken from a producer. Rows appended before the column existed, or
+  flagged under another :data:`.canonical.RULE`, hold NULL (cleared on open) and are checked on
+  read instead. Every process writing a log must run this version: an older one's append names
+  six columns and fails on a migrated log.
 - **Retention.** The local log keeps everything (Event Hubs drops events after its retention
   period; rebuilding read models from the bus then needs ``raw_events`` instead).
 
@@ -41,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .canonical import RULE, canonical, canonical_flags
 from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedColumns, ReceivedEvent
 
 _SCHEMA = """
@@ -61,6 +70,7 @@ CREATE TABLE IF NOT EXISTS bus_events (
     enqueued_us INTEGER NOT NULL,
     partition_key TEXT,
     body BLOB NOT NULL,
+    canonical INTEGER,
     PRIMARY KEY (partition, sequence_number)
 ) WITHOUT ROWID;
 """
@@ -79,6 +89,22 @@ def partition_for_key(partition_key: str, partition_count: int) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _migrate_canonical(conn: sqlite3.Connection) -> None:
+    """Give a log created before the canonical flag its column (NULL: checked on read), and
+    clear the flags stored under another rule than :data:`.canonical.RULE`. Runs inside the
+    schema transaction."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(bus_events)")}
+    if "canonical" not in columns:
+        conn.execute("ALTER TABLE bus_events ADD COLUMN canonical INTEGER")
+    row = conn.execute("SELECT value FROM bus_meta WHERE key = 'canonical_rule'").fetchone()
+    if row is not None and row[0] != RULE:
+        conn.execute("UPDATE bus_events SET canonical = NULL WHERE canonical IS NOT NULL")
+    if row is None or row[0] != RULE:
+        conn.execute(
+            "INSERT OR REPLACE INTO bus_meta (key, value) VALUES ('canonical_rule', ?)", (RULE,)
+        )
 
 
 def _now_us() -> int:
@@ -135,6 +161,7 @@ class LocalEventBus(EventBus):
                     f"{partition_count} were requested; the count is fixed when the log is "
                     "created (set CQRS_BUS_PARTITIONS to match, or start a new data dir)"
                 )
+            _migrate_canonical(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -157,9 +184,13 @@ class LocalEventBus(EventBus):
     def send(self, events: Sequence[OutgoingEvent]) -> None:
         if not events:
             return
-        by_partition: dict[int, list[OutgoingEvent]] = {}
-        for event in events:
-            by_partition.setdefault(self.partition_for(event.partition_key), []).append(event)
+        bodies = [bytes(event.body) for event in events]
+        flags = canonical_flags(bodies)  # before the lock: the one per-body cost of an append
+        by_partition: dict[int, list[tuple[OutgoingEvent, bytes, bool]]] = {}
+        for event, body, flag in zip(events, bodies, flags, strict=True):
+            by_partition.setdefault(self.partition_for(event.partition_key), []).append(
+                (event, body, flag)
+            )
         with self._lock:
             self._check_open()
             conn = self._conn
@@ -174,14 +205,26 @@ class LocalEventBus(EventBus):
                     ).fetchone()
                     enqueued = now if last_us is None else max(now, last_us)
                     rows = []
-                    for event in batch:
-                        body = bytes(event.body)
+                    for event, body, flag in batch:
                         last_seq += 1
                         rows.append(
-                            (partition, last_seq, next_offset, enqueued, event.partition_key, body)
+                            (
+                                partition,
+                                last_seq,
+                                next_offset,
+                                enqueued,
+                                event.partition_key,
+                                body,
+                                flag,
+                            )
                         )
                         next_offset += len(body)
-                    conn.executemany("INSERT INTO bus_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    conn.executemany(
+                        "INSERT INTO bus_events (partition, sequence_number, byte_offset, "
+                        "enqueued_us, partition_key, body, canonical) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
                     conn.execute(
                         "UPDATE bus_partitions SET last_sequence_number = ?, next_offset = ?, "
                         "last_enqueued_us = ? WHERE partition = ?",
@@ -237,17 +280,21 @@ class LocalEventBus(EventBus):
         self, partition: int, after_sequence_number: int, max_count: int
     ) -> ReceivedColumns:
         """One query, transposed: no object per event (a ``ReceivedEvent`` and its datetime cost
-        ~5x the SQLite fetch itself)."""
+        ~5x the SQLite fetch itself). The canonical flags recorded on append come along; a row
+        without one (appended before the column, or under another rule) is checked here."""
         rows = self._rows(
-            "sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body",
+            "sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body, canonical",
             partition,
             after_sequence_number,
             max_count,
         )
         if not rows:
-            return ReceivedColumns(partition, [], [], [], [])
-        seqs, offsets, enqueued, bodies = map(list, zip(*rows, strict=True))
-        return ReceivedColumns(partition, seqs, offsets, enqueued, bodies)
+            return ReceivedColumns(partition, [], [], [], [], [])
+        seqs, offsets, enqueued, bodies, stored = map(list, zip(*rows, strict=True))
+        if None in stored:
+            stored = [canonical(b) if f is None else f for b, f in zip(bodies, stored, strict=True)]
+        flags = [bool(f) for f in stored]
+        return ReceivedColumns(partition, seqs, offsets, enqueued, bodies, flags)
 
     def partition_info(self, partition: int) -> PartitionInfo:
         self._check_partition(partition)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cqrs_dagster.domain.events import EventEnvelope
@@ -49,13 +49,16 @@ class ReceivedColumns:
     """Events of one partition read column by column, in order: what a bulk reader (raw ingest)
     needs, without an object per event. ``enqueued_us`` is the enqueued time in microseconds
     since the Unix epoch (UTC); the other columns are those of :class:`ReceivedEvent` (the
-    partition key is left out: no bulk reader uses it)."""
+    partition key is left out: no bulk reader uses it). ``canonical``: each body's
+    :func:`.canonical.canonical`, where the bus recorded it on append (the local bus), else None
+    (the reader computes it); a function of the bodies, so not compared."""
 
     partition: int
     sequence_numbers: Sequence[int]
     offsets: Sequence[str]
     enqueued_us: Sequence[int]
     bodies: Sequence[bytes]
+    canonical: Sequence[bool] | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.sequence_numbers)

@@ -46,11 +46,13 @@ class ProjectionEngine(ABC):
     concurrent: bool = False
 
     @abstractmethod
-    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
+    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
         """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where
         fast, the raw_events envelope columns (``event_id`` .. ``schema_version``,
         ``event_date``). Only current-schema envelopes in the canonical shape, with no repeated
-        key in any object, may be fast: every other body is decoded by the shared Python path."""
+        key in any object, may be fast: every other body is decoded by the shared Python path.
+        ``canonical``: each body's :func:`cqrs_dagster.eventbus.canonical.canonical` as the bus
+        recorded it (None: the engine computes it)."""
 
     @abstractmethod
     def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:

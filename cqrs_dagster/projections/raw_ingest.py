@@ -99,6 +99,10 @@ class _Batch:
         self.offsets = [o for c in chunks for o in c.offsets]
         self.enqueued_us = [t for c in chunks for t in c.enqueued_us]
         self.bodies = [b for c in chunks for b in c.bodies]
+        # each body's canonical flag where the bus recorded every one (else the engine checks)
+        self.canonical: list[bool] | None = None
+        if all(c.canonical is not None for c in chunks):
+            self.canonical = [f for c in chunks for f in c.canonical or ()]
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -166,7 +170,7 @@ _Read = tuple[_Batch, pa.Table]  # a bus read and the engine's decode of its bod
 
 def _read(bus: EventBus, engine: ProjectionEngine, after: Mapping[int, int], n: int) -> _Read:
     messages = _Batch(read_batch(bus, dict(after), n))
-    return messages, engine.decode(messages.bodies)
+    return messages, engine.decode(messages.bodies, messages.canonical)
 
 
 class ReadAhead:

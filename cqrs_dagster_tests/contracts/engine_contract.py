@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import write_deltalake
 
@@ -58,6 +59,7 @@ from cqrs_dagster.domain.events import (
     EventEnvelope,
     utc_iso,
 )
+from cqrs_dagster.eventbus.canonical import canonical_flags
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, ReceivedEvent
 from cqrs_dagster.projections.context import StepContext
@@ -965,6 +967,20 @@ class EngineContract:
     ) -> None:
         rows = decode_rows(engine, [DECODE_CASES[n] for n in NOT_CANONICAL])
         assert [n for n, r in zip(NOT_CANONICAL, rows, strict=True) if r["fast"]] == []
+
+    def test_decode_takes_the_flags_the_bus_recorded(self, engine: ProjectionEngine) -> None:
+        """Flags handed over (the local bus's, recorded on append) decide which bodies may be
+        fast; the body's own flags give what the engine's own check gives."""
+        names = [n for n in DECODE_CASES if n not in UNSAFE_IN_A_BATCH]
+        bodies = [DECODE_CASES[n] for n in names]
+        own = engine.decode(bodies, canonical_flags(bodies))
+        assert own.equals(engine.decode(bodies))
+        assert pc.any(own.column("fast")).as_py()
+        refused = engine.decode(bodies, [False] * len(bodies))
+        assert refused.column("i").to_pylist() == list(range(len(bodies)))
+        assert not pc.any(refused.column("fast")).as_py()
+        with pytest.raises(ValueError):
+            engine.decode(bodies, [True])
 
     @pytest.mark.parametrize("name", list(DECODE_CASES))
     def test_a_fast_row_equals_parse_body(self, engine: ProjectionEngine, name: str) -> None:

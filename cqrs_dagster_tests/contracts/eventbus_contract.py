@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
+from cqrs_dagster.eventbus.canonical import canonical
 from cqrs_dagster.eventbus.port import (
     EventBus,
     OutgoingEvent,
@@ -196,6 +197,18 @@ class EventBusContract:
             assert list(cols.bodies) == [e.body for e in events]
             assert all(isinstance(b, bytes) for b in cols.bodies)
             assert len(cols) == len(events)
+
+    def test_read_columns_canonical_flags_if_given_are_the_bodies(self, bus: EventBus) -> None:
+        # A bus may hand the readers each body's canonical flag (the local log records it on
+        # append); where it does, it is the body's own, whatever the bus stored it from.
+        bodies = [b'{"a":1}', b'{"a": 1}', b'{"a":1,"a":2}', b'{"a":"\\u001f"}', b"\xff", b"[]"]
+        bus.send([OutgoingEvent("k", b) for b in bodies])
+        (p,) = [p for p, events in read_everything(bus).items() if events]
+        cols = bus.read_columns(p, -1, 100)
+        assert list(cols.bodies) == bodies
+        if cols.canonical is not None:
+            assert list(cols.canonical) == [True, False, False, False, False, True]
+            assert list(cols.canonical) == [canonical(b) for b in bodies]
 
     def test_read_columns_after_and_bounded(self, bus: EventBus) -> None:
         bus.send([msg("k", i) for i in range(7)])

@@ -4,6 +4,7 @@ to one log at once without losing or reordering anything."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cqrs_dagster.eventbus.canonical import RULE
 from cqrs_dagster.eventbus.local import LocalEventBus, PartitionCountMismatch, partition_for_key
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent
 from cqrs_dagster_tests.contracts.eventbus_contract import EventBusContract, read_everything
@@ -165,5 +167,83 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path: Path) -> None:
         assert per_key == {
             f"{name}-{k}": list(range(200)) for name in ("api", "relay") for k in range(5)
         }
+    finally:
+        bus.close()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE bus_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE bus_partitions (partition INTEGER PRIMARY KEY, last_sequence_number INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL, last_enqueued_us INTEGER);
+CREATE TABLE bus_events (partition INTEGER NOT NULL, sequence_number INTEGER NOT NULL,
+    byte_offset INTEGER NOT NULL, enqueued_us INTEGER NOT NULL, partition_key TEXT,
+    body BLOB NOT NULL, PRIMARY KEY (partition, sequence_number)) WITHOUT ROWID;
+INSERT INTO bus_meta VALUES ('partition_count', '1');
+INSERT INTO bus_partitions VALUES (0, 1, 17, 5);
+INSERT INTO bus_events VALUES (0, 0, 0, 5, 'k', X'7b2261223a317d');
+INSERT INTO bus_events VALUES (0, 1, 7, 5, 'k', X'7b2261223a20317d');
+"""  # two events appended by a version without the flag: {"a":1} and {"a": 1}
+
+
+def _stored_flags(path: Path) -> list[int | None]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT canonical FROM bus_events ORDER BY sequence_number")
+        return [row[0] for row in rows]
+
+
+def test_append_records_each_bodys_canonical_flag(tmp_path: Path) -> None:
+    """The flag is computed by the bus from the bytes it stores, once, on append: readers get
+    it with the columns instead of round-tripping each body through orjson again."""
+    path = tmp_path / "bus.sqlite"
+    bus = LocalEventBus(path, partition_count=1)
+    try:
+        bodies = [b'{"a":1}', b'{"a" :1}', b'{"a":1,"a":1}', b"not json", b'{"b":[1,2.5]}']
+        bus.send([OutgoingEvent("k", b) for b in bodies])
+        assert _stored_flags(path) == [1, 0, 0, 0, 1]
+        assert list(bus.read_columns(0, -1, 10).canonical or []) == [
+            True,
+            False,
+            False,
+            False,
+            True,
+        ]
+    finally:
+        bus.close()
+
+
+def test_a_log_from_before_the_flag_gets_the_column_and_checks_old_rows_on_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bus.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_OLD_SCHEMA)
+    bus = LocalEventBus(path, partition_count=1)
+    try:
+        assert _stored_flags(path) == [None, None]  # not known: never guessed
+        bus.send([OutgoingEvent("k", b'{"a":2}')])
+        assert _stored_flags(path) == [None, None, 1]
+        cols = bus.read_columns(0, -1, 10)
+        assert list(cols.bodies) == [b'{"a":1}', b'{"a": 1}', b'{"a":2}']
+        assert list(cols.canonical or []) == [True, False, True]
+        assert list(cols.offsets) == ["0", "7", "17"]
+    finally:
+        bus.close()
+    with sqlite3.connect(path) as conn:
+        (rule,) = conn.execute("SELECT value FROM bus_meta WHERE key = 'canonical_rule'").fetchone()
+    assert rule == RULE
+
+
+def test_flags_stored_under_another_rule_are_cleared_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "bus.sqlite"
+    bus = LocalEventBus(path, partition_count=1)
+    bus.send([OutgoingEvent("k", b) for b in (b'{"a":1}', b'{"a": 1}')])
+    bus.close()
+    with sqlite3.connect(path) as conn:  # as an older rule would have had it: both canonical
+        conn.execute("UPDATE bus_meta SET value = 'an-older-rule' WHERE key = 'canonical_rule'")
+        conn.execute("UPDATE bus_events SET canonical = 1")
+    bus = LocalEventBus(path, partition_count=1)
+    try:
+        assert _stored_flags(path) == [None, None]
+        assert list(bus.read_columns(0, -1, 10).canonical or []) == [True, False]
     finally:
         bus.close()

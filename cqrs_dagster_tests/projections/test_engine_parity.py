@@ -57,8 +57,8 @@ class Counting(ProjectionEngine):
         self.inner, self.name = inner, inner.name
         self.decoded = self.folded = self.gold_rows = 0
 
-    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
-        out = self.inner.decode(bodies)
+    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
+        out = self.inner.decode(bodies, canonical)
         self.decoded += int(pc.sum(out.column("fast")).as_py() or 0)
         return out
 

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import orjson
 import pyarrow.compute as pc
+import pytest
 
-from cqrs_dagster.eventbus.port import OutgoingEvent
+from cqrs_dagster.eventbus.local import LocalEventBus
+from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, ReceivedColumns
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.dead_letters import read_dead_letters
+from cqrs_dagster.projections.engines.duckdb import decode
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.schemas import RAW_EVENTS
 from cqrs_dagster.projections.status import read_checkpoints
@@ -114,3 +117,57 @@ def test_a_context_reuses_its_raw_table_and_still_sees_other_writers(tmp_path: P
     data = raw.to_pyarrow_table()
     assert sorted(data["event_id"].to_pylist()) == sorted(e.event_id for e in sc.events)
     assert sorted(data["ingest_seq"].to_pylist()) == list(range(len(sc.events)))
+
+
+class _FlaglessBus(LocalEventBus):
+    """The local log read through the port's default ``read_columns`` (as Event Hubs reads):
+    no canonical flags, so the engine checks every body itself."""
+
+    def read_columns(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> ReceivedColumns:
+        return EventBus.read_columns(self, partition, after_sequence_number, max_count)
+
+
+def test_the_local_bus_flags_spare_the_check_and_give_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest over the local bus uses the canonical flags it recorded on append (no body is
+    round-tripped through orjson again), and gives the rows, dead letters and upcasts a reader
+    that checks every body gives: the flags change the cost, never a row."""
+    sc = build(seed=6, customers=3, orders=6)
+    odd = [
+        # whitespace, a repeated key (the last value wins), a hex-letter escape: canonical no more
+        (sc.events[0].aggregate_id, sc.events[0].to_json().replace(b'","', b'", "', 1)),
+        (sc.events[1].aggregate_id, sc.events[1].to_json()[:-1] + b',"eventId":"dup-last"}'),
+        (sc.events[2].aggregate_id, sc.events[2].to_json().replace(b'"cmd', b'"\\u001fcmd', 1)),
+    ]
+    messages = [OutgoingEvent(k, b) for k, b in poison_messages(sc) + odd]
+    results = {}
+    for name, bus_type in (("flags", LocalEventBus), ("checked", _FlaglessBus)):
+        bus = bus_type(tmp_path / f"{name}.sqlite", partition_count=2)
+        bus.send(messages)
+        bus.publish(sc.events)
+        tables = new_tables(tmp_path / name)
+        with monkeypatch.context() as patched:
+            if name == "flags":  # the decoder must not check a body the bus flagged
+                patched.setattr(decode, "canonical_flags", _no_check)
+            step = ingest_raw_events(
+                StepContext(tables, "r", clock=fixed_clock), bus, max_events=999
+            )
+        bus.close()
+        raw = tables.open(RAW_EVENTS)
+        assert raw is not None
+        rows = raw.to_pyarrow_table().drop_columns(["enqueued_time"]).sort_by("event_id")
+        letters = read_dead_letters(tables, stage="raw_events").sort_by("dead_letter_id")
+        results[name] = (step.events_applied, step.dead_lettered, rows, letters["reason"])
+    assert results["flags"][0] == results["checked"][0] > len(sc.events)
+    assert results["flags"][1] == results["checked"][1] > 0
+    assert results["flags"][2].equals(results["checked"][2])
+    assert results["flags"][3].equals(results["checked"][3])
+    ids = results["flags"][2]["event_id"].to_pylist()
+    assert "dup-last" in ids and "legacy-1" in ids
+
+
+def _no_check(bodies: object) -> list[bool]:
+    raise AssertionError("the decoder re-checked bodies the bus had flagged")

@@ -22,8 +22,8 @@ class DuckDBEngine(ProjectionEngine):
     name = "duckdb"
     concurrent = True  # every call runs on a cursor of its own
 
-    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
-        return decode_bodies(list(bodies))
+    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
+        return decode_bodies(list(bodies), canonical)
 
     def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:
         if table == ORDERS:

@@ -4,10 +4,12 @@ Per-event Python (``orjson.loads`` + ``EventEnvelope.from_dict`` + a row dict) c
 catch-up of a million events cannot afford it. DuckDB parses the bodies once and checks, per
 body, that it is a current-schema envelope in the canonical shape every producer of this
 platform writes (string ids, integer version >= 1, schemaVersion 1, ``...Z`` UTC timestamp,
-string correlation / causation ids, object data and metadata) and :func:`canonical` (the exact
-bytes orjson writes: no repeated key, whose meaning JSON leaves open: DuckDB keeps the first
-value, orjson the last, so such a body takes the Python path and the last value wins on every
-engine). Those rows are built column-wise.
+string correlation / causation ids, object data and metadata) and canonical
+(:func:`cqrs_dagster.eventbus.canonical.canonical`: the exact bytes orjson writes; no repeated
+key, whose meaning JSON leaves open: DuckDB keeps the first value, orjson the last, so such a
+body takes the Python path and the last value wins on every engine). Those rows are built
+column-wise. The canonical flags come from the bus when it recorded them on append (the local
+bus), else they are computed here.
 Any other body (old schema versions to upcast, missing or odd fields, invalid JSON or UTF-8) is
 flagged and decoded by the Python path (``parse_body``), which upcasts it or names the error for
 the dead letter. Which path decodes a body depends on the body alone, so a row never depends on
@@ -17,14 +19,13 @@ how the bus was batched.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Sequence
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, ENVELOPE_FIELDS, EVENT_TYPES
+from cqrs_dagster.eventbus.canonical import canonical_flags
 
 from .connection import duck
 
@@ -36,34 +37,6 @@ _TS = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?Z$"
 )
-
-
-# A control-character escape with a hex letter: orjson writes it in lower case, DuckDB in upper.
-_LETTER_ESCAPE = re.compile(rb"\\u00[01][a-fA-F]")
-
-
-def canonical(body: bytes) -> bool:
-    """The body is exactly what ``orjson`` writes for what it reads (one cheap round trip): no
-    repeated key anywhere (JSON leaves its meaning open: DuckDB keeps the first value, orjson the
-    last), no NaN / Infinity, no number or escape that parsers write differently (1e16, integers
-    beyond 64 bits, control-character escapes with a hex letter), no whitespace. Every producer of this platform writes its bodies
-    with orjson, so this holds for them; any other body takes the Python path."""
-    if b"\\u00" in body and _LETTER_ESCAPE.search(body):
-        return False
-    try:
-        return orjson.dumps(orjson.loads(body)) == body
-    except orjson.JSONDecodeError:
-        return False
-
-
-def canonical_flags(bodies: list[bytes]) -> list[bool]:
-    """:func:`canonical` of every body, in one comprehension while no body is invalid JSON (a
-    function call per body costs as much as the round trip itself)."""
-    loads, dumps, odd = orjson.loads, orjson.dumps, _LETTER_ESCAPE.search
-    try:
-        return [(b"\\u00" not in b or not odd(b)) and dumps(loads(b)) == b for b in bodies]
-    except orjson.JSONDecodeError:
-        return [canonical(b) for b in bodies]
 
 
 def _text(field: str) -> str:
@@ -128,10 +101,13 @@ def binary_array(values: Sequence[bytes], type_: pa.DataType | None = None) -> p
     )
 
 
-def decode_bodies(bodies: list[bytes]) -> pa.Table:
+def decode_bodies(bodies: list[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
     """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where fast,
-    the envelope's raw_events columns (``event_id`` ... ``schema_version``, ``event_date``)."""
-    flags = canonical_flags(bodies)
+    the envelope's raw_events columns (``event_id`` ... ``schema_version``, ``event_date``).
+    ``canonical``: each body's flag as the bus recorded it (None: computed here)."""
+    flags = canonical_flags(bodies) if canonical is None else list(canonical)
+    if len(flags) != len(bodies):
+        raise ValueError(f"{len(flags)} canonical flags for {len(bodies)} bodies")
     # A canonical body is orjson's output, so valid UTF-8: DuckDB gets it as text and parses it
     # once (json_transform); any other body is left out (empty), the Python path decodes it.
     texts = [b if ok else b"" for b, ok in zip(bodies, flags, strict=True)]

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cqrs_dagster.eventbus.canonical import canonical_flags
+
 from ...engine import EngineUnavailable, FoldOutput, ProjectionEngine
 from ...schemas import (
     CUSTOMERS,
@@ -22,7 +24,6 @@ from ...schemas import (
     ORDERS,
     ORDERS_SCHEMA,
 )
-from ..duckdb.decode import canonical_flags
 from ..duckdb.folds import EVENT_COLUMNS
 from ..duckdb.folds import _items_text as items_text
 from . import sql
@@ -188,11 +189,11 @@ class SparkEngine(ProjectionEngine):
 
         return self.session.createDataFrame([], schema=from_arrow_schema(table.schema))
 
-    def decode(self, bodies: Sequence[bytes]) -> pa.Table:
+    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
         bodies = list(bodies)
         if not bodies:
             return DECODED_SCHEMA.empty_table()
-        flags = canonical_flags(bodies)
+        flags = canonical_flags(bodies) if canonical is None else list(canonical)
         # Only canonical bodies (valid UTF-8 JSON, exactly orjson's bytes) reach Spark, and only
         # those whose data / metadata text Apache Spark's get_json_object gives back unchanged:
         # it re-serializes what it extracts (Jackson), writing a character beyond the BMP as an
