@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cqrs_dagster.eventbus.port import EventBus
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.status import projection_lag
-from cqrs_dagster.settings import load_settings
+from cqrs_dagster.projections.tables import TableStore
+from cqrs_dagster.settings import Settings, load_settings
 from cqrs_dagster.wiring import make_write_store
 
 from .resources import PlatformResource
@@ -39,47 +41,28 @@ OUTBOX_RELAY_LAG = dg.AssetCheckKey(dg.AssetKey(schemas.RAW_EVENTS), "outbox_rel
 LAG_CHECK_KEYS = [*(freshness_check_key(t) for t in schemas.READ_MODELS), OUTBOX_RELAY_LAG]
 
 
-def build_freshness_lag_check(
-    table: str, warn_seconds: float, error_seconds: float
-) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(table),
-        name=freshness_check_key(table).name,
-        description=(
-            f"Projection lag of {table}: WARN above {warn_seconds:g} s, ERROR above "
-            f"{error_seconds:g} s behind the newest event on the bus."
-        ),
+def freshness_result(
+    bus: EventBus, tables: TableStore, table: str, warn_seconds: float, error_seconds: float
+) -> dg.AssetCheckResult:
+    """``<table>_freshness_lag`` now: the age of the oldest bus event ``table`` has not applied."""
+    lag = projection_lag(bus, tables, table)
+    passed, severity = freshness_verdict(lag.lag_seconds, warn_seconds, error_seconds)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        metadata={
+            "lag_seconds": dg.MetadataValue.float(float(lag.lag_seconds)),
+            "events_behind": dg.MetadataValue.int(lag.events_behind),
+            "warn_seconds": dg.MetadataValue.float(warn_seconds),
+            "error_seconds": dg.MetadataValue.float(error_seconds),
+            "newest_bus_time": dg.MetadataValue.text(str(lag.newest_bus_time)),
+            "newest_applied_time": dg.MetadataValue.text(str(lag.newest_applied_time)),
+        },
     )
-    def freshness_lag(platform: PlatformResource) -> dg.AssetCheckResult:
-        with platform.bus() as bus:
-            lag = projection_lag(bus, platform.tables(), table)
-        passed, severity = freshness_verdict(lag.lag_seconds, warn_seconds, error_seconds)
-        return dg.AssetCheckResult(
-            passed=passed,
-            severity=severity,
-            metadata={
-                "lag_seconds": dg.MetadataValue.float(float(lag.lag_seconds)),
-                "events_behind": dg.MetadataValue.int(lag.events_behind),
-                "warn_seconds": dg.MetadataValue.float(warn_seconds),
-                "error_seconds": dg.MetadataValue.float(error_seconds),
-                "newest_bus_time": str(lag.newest_bus_time),
-                "newest_applied_time": str(lag.newest_applied_time),
-            },
-        )
-
-    return freshness_lag
 
 
-@dg.asset_check(
-    asset=dg.AssetKey(schemas.RAW_EVENTS),
-    name=OUTBOX_RELAY_LAG.name,
-    description=(
-        "Age of the oldest committed event the outbox relay has not yet published: catches a "
-        "dead relay, which the bus-side lag cannot see. Same WARN / ERROR thresholds."
-    ),
-)
-def outbox_relay_lag(platform: PlatformResource) -> dg.AssetCheckResult:
-    settings = platform.settings()
+def relay_lag_result(settings: Settings) -> dg.AssetCheckResult:
+    """``outbox_relay_lag`` now: the age of the oldest committed event not yet published."""
     store = make_write_store(settings)
     try:
         oldest = store.pending_events(1)
@@ -94,9 +77,41 @@ def outbox_relay_lag(platform: PlatformResource) -> dg.AssetCheckResult:
         severity=severity,
         metadata={
             "oldest_unpublished_age_seconds": dg.MetadataValue.float(age),
-            "oldest_unpublished_event_id": oldest[0].event_id if oldest else "",
+            "oldest_unpublished_event_id": dg.MetadataValue.text(
+                oldest[0].event_id if oldest else ""
+            ),
         },
     )
+
+
+def build_freshness_lag_check(
+    table: str, warn_seconds: float, error_seconds: float
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(table),
+        name=freshness_check_key(table).name,
+        description=(
+            f"Projection lag of {table}: WARN above {warn_seconds:g} s, ERROR above "
+            f"{error_seconds:g} s behind the newest event on the bus."
+        ),
+    )
+    def freshness_lag(platform: PlatformResource) -> dg.AssetCheckResult:
+        with platform.bus() as bus:
+            return freshness_result(bus, platform.tables(), table, warn_seconds, error_seconds)
+
+    return freshness_lag
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(schemas.RAW_EVENTS),
+    name=OUTBOX_RELAY_LAG.name,
+    description=(
+        "Age of the oldest committed event the outbox relay has not yet published: catches a "
+        "dead relay, which the bus-side lag cannot see. Same WARN / ERROR thresholds."
+    ),
+)
+def outbox_relay_lag(platform: PlatformResource) -> dg.AssetCheckResult:
+    return relay_lag_result(platform.settings())
 
 
 def build_freshness_lag_checks(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import cqrs_dagster
 from cqrs_dagster.defs import follow
 from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
+from cqrs_dagster.defs.lag_checks import LAG_CHECK_KEYS
 from cqrs_dagster.defs.names import FOLLOW_JOB, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.projections import pipeline, schemas
@@ -35,6 +37,7 @@ STAMPS = {"ingested_at", "ingest_seq"}
 
 # The blocking checks of the catalog: what a follow pass evaluates.
 BLOCKING = {c.name for c in catalog.CHECKS if c.blocking}
+LAG_CHECKS = {k.name for k in LAG_CHECK_KEYS}
 
 
 def all_defs() -> dg.Definitions:
@@ -127,7 +130,8 @@ def test_follow_run_applies_late_events_exactly_once_and_logs_materializations(
     checks = {
         (e.asset_key.path[-1], e.check_name, e.passed) for e in result.get_asset_check_evaluations()
     }
-    assert {name for _, name, _ in checks} == BLOCKING
+    # the blocking checks per pass, and the lag checks the run evaluates itself once a minute
+    assert {name for _, name, _ in checks} == BLOCKING | LAG_CHECKS
     assert all(passed for _, _, passed in checks)
     # A pass logs its check evaluations after its materializations (off the path to the read
     # models): each evaluation follows a materialization of its table in the run's event log.
@@ -312,3 +316,121 @@ def test_min_pass_seconds_paces_passes_that_applied_events(
         assert len(paced) == 1 and 0 < paced[0] <= pace
     else:
         assert all(s == 0 for s in paced)
+
+
+def lag_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, bool]]:
+    out = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        data = entry.get_dagster_event().asset_check_evaluation_data
+        if data.check_name in LAG_CHECKS:
+            out.append((data.check_name, data.passed))
+    return out
+
+
+@pytest.mark.parametrize("every", [0.0, 600.0])
+def test_a_following_run_evaluates_the_lag_checks_and_stamps_the_run(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+    every: float,
+) -> None:
+    """Between passes, at most once per FRESHNESS_EVERY_SECONDS (the first pass always), the run
+    evaluates the freshness job's lag checks under their names and stamps the time on itself:
+    what lets the every-minute schedule skip its own run (a process launch)."""
+    monkeypatch.setattr(follow, "FRESHNESS_EVERY_SECONDS", every)
+    monkeypatch.setattr(follow, "sleep", lambda _: None)
+    publish(settings, SC.events)
+    before = time.time()
+    result = run_follow(instance, platform, idle=0.3)
+    assert result.success
+    evaluated = lag_evaluations(instance, result.run_id)
+    rounds = len(evaluated) // len(LAG_CHECKS)
+    assert len(evaluated) == rounds * len(LAG_CHECKS)
+    assert {name for name, _ in evaluated} == LAG_CHECKS and all(ok for _, ok in evaluated)
+    passes = len(materialized(result, schemas.RAW_EVENTS))
+    assert rounds == 1 if every else rounds > 1  # idle passes count too, not only the applying ones
+    assert passes >= 1
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    assert before <= float(run.tags[follow.FRESHNESS_TAG]) <= time.time()
+
+
+def test_lag_checks_that_cannot_be_evaluated_do_not_stop_the_run(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(_: Settings) -> dg.AssetCheckResult:
+        raise OSError("write store unreachable")
+
+    monkeypatch.setattr(follow, "relay_lag_result", broken)
+    publish(settings, SC.events)
+    result = run_follow(instance, platform, idle=0.2)
+    assert result.success
+    assert materialized(result, schemas.ORDER_SUMMARY)
+    assert lag_evaluations(instance, result.run_id) == []  # none logged: no stamp either
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and follow.FRESHNESS_TAG not in run.tags
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(
+        "lag checks not evaluated in this run: write store unreachable" in m for m in messages
+    )
+
+
+def test_a_fresh_stamp_of_an_in_flight_following_run_is_what_counts(
+    instance: dg.DagsterInstance,
+) -> None:
+    now = 1_800_000_000.0
+    tag = follow.FRESHNESS_TAG
+    old = now - follow.FRESHNESS_STAMP_MAX_AGE_SECONDS - 1
+    for run_id, job, status, stamp in [
+        ("finished", FOLLOW_JOB, dg.DagsterRunStatus.SUCCESS, now),
+        ("stale", FOLLOW_JOB, dg.DagsterRunStatus.STARTED, old),
+        ("other-job", PROJECTION_JOB, dg.DagsterRunStatus.STARTED, now),
+        ("garbled", FOLLOW_JOB, dg.DagsterRunStatus.STARTED, None),
+    ]:
+        tags = {tag: "x" if stamp is None else str(stamp)}
+        instance.add_run(dg.DagsterRun(job_name=job, run_id=run_id, status=status, tags=tags))
+    assert follow.checking_follow_run(instance, now) is None
+    instance.add_run(
+        dg.DagsterRun(
+            job_name=FOLLOW_JOB,
+            run_id="following",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={tag: str(now - 5)},
+        )
+    )
+    found = follow.checking_follow_run(instance, now)
+    assert found is not None and found.run_id == "following"
+    assert (
+        follow.checking_follow_run(instance, now + follow.FRESHNESS_STAMP_MAX_AGE_SECONDS) is None
+    )
+
+
+def test_the_freshness_schedule_skips_while_a_following_run_checks(
+    instance: dg.DagsterInstance,
+) -> None:
+    from cqrs_dagster.defs.schedules import read_model_freshness_schedule as schedule
+
+    def tick() -> object:
+        with dg.build_schedule_context(instance=instance) as context:
+            return schedule.evaluate_tick(context)
+
+    result = tick()
+    assert [r.job_name for r in result.run_requests or []] in (
+        [None],
+        ["check_read_model_freshness"],
+    )
+    instance.add_run(
+        dg.DagsterRun(
+            job_name=FOLLOW_JOB,
+            run_id="following",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={follow.FRESHNESS_TAG: f"{time.time():.3f}"},
+        )
+    )
+    skipped = tick()
+    assert not skipped.run_requests
+    assert "following run following evaluates the lag checks itself" in (skipped.skip_message or "")

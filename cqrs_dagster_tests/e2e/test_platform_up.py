@@ -98,7 +98,8 @@ def test_freshness_lag_checks_pass_in_dagster(platform_up: RunningPlatform) -> N
     from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
 
     home = platform_up.data_dir / "dagster"
-    # Evaluated by the every-minute check_read_model_freshness schedule (not by projection runs).
+    # Evaluated by the every-minute check_read_model_freshness schedule, or by a following run
+    # (follow mode, the default) between its passes, while the schedule skips.
     deadline = time.monotonic() + 180
     seen: dict[str, bool] = {}
     while time.monotonic() < deadline:
