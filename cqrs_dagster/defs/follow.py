@@ -73,17 +73,30 @@ class FollowConfig(dg.Config):
 def _log_check(
     context: dg.OpExecutionContext, table: str, name: str, outcome: CheckOutcome
 ) -> None:
-    """Log one evaluation under the asset check's name."""
+    """Log one blocking evaluation under the asset check's name."""
     result = outcome_result(outcome)
+    key = dg.AssetCheckKey(dg.AssetKey(table), name)
+    _log_result(context, key, result, description=outcome.summary, blocking=True)
+
+
+def _log_result(
+    context: dg.OpExecutionContext,
+    key: dg.AssetCheckKey,
+    result: dg.AssetCheckResult,
+    *,
+    description: str | None = None,
+    blocking: bool = False,
+) -> None:
+    """Log an evaluation of the check ``key`` computed in this run."""
     context.log_event(
         dg.AssetCheckEvaluation(  # type: ignore[arg-type]
-            asset_key=dg.AssetKey(table),
-            check_name=name,
-            passed=outcome.passed,
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=result.passed,
             metadata=result.metadata,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.summary,
-            blocking=True,
+            severity=result.severity,
+            description=description,
+            blocking=blocking,
         )
     )  # log_event handles it (dagster 1.13); its annotation omits it
 
@@ -137,22 +150,8 @@ class BlockingChecks:
             _log_check(self.context, table, name, outcome)
 
 
-def _log_result(
-    context: dg.OpExecutionContext, key: dg.AssetCheckKey, result: dg.AssetCheckResult
-) -> None:
-    context.log_event(
-        dg.AssetCheckEvaluation(  # type: ignore[arg-type]
-            asset_key=key.asset_key,
-            check_name=key.name,
-            passed=result.passed,
-            metadata=result.metadata,
-            severity=result.severity,
-        )
-    )  # log_event handles it (dagster 1.13); its annotation omits it
-
-
 def check_freshness(
-    context: dg.OpExecutionContext, platform: PlatformResource, bus: EventBus
+    context: dg.OpExecutionContext, platform: PlatformResource, bus: EventBus, tables: TableStore
 ) -> bool:
     """Evaluate every lag check in this run (the freshness job's rules, under its check names)
     and stamp the time on the run. False, with a warning, when they could not be evaluated: the
@@ -160,8 +159,9 @@ def check_freshness(
     settings = platform.settings()
     warn, error = settings.lag_warn_seconds, settings.lag_error_seconds
     try:
+        heads = bus.partitions_info()  # one read of the bus heads for every read model
         results = [
-            (freshness_check_key(t), freshness_result(bus, platform.tables(), t, warn, error))
+            (freshness_check_key(t), freshness_result(bus, tables, t, warn, error, heads))
             for t in schemas.READ_MODELS
         ]
         results.append((OUTBOX_RELAY_LAG, relay_lag_result(settings)))
@@ -244,7 +244,7 @@ def follow_projection(
                 )
             checks.flush()
             if time.monotonic() - last_freshness >= FRESHNESS_EVERY_SECONDS:
-                check_freshness(context, platform, bus)
+                check_freshness(context, platform, bus, tables)
                 last_freshness = time.monotonic()
             now = time.monotonic()
             if result.events_read:

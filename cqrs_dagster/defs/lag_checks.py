@@ -5,11 +5,12 @@ WARN above ``CQRS_LAG_WARN_SECONDS`` (30 s), ERROR above ``CQRS_LAG_ERROR_SECOND
 reference's threshold). Lag is measured in seconds and in events behind, both reported as metadata.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from cqrs_dagster.eventbus.port import EventBus
+from cqrs_dagster.eventbus.port import EventBus, PartitionInfo
 from cqrs_dagster.projections import schemas
 from cqrs_dagster.projections.status import projection_lag
 from cqrs_dagster.projections.tables import TableStore
@@ -42,10 +43,16 @@ LAG_CHECK_KEYS = [*(freshness_check_key(t) for t in schemas.READ_MODELS), OUTBOX
 
 
 def freshness_result(
-    bus: EventBus, tables: TableStore, table: str, warn_seconds: float, error_seconds: float
+    bus: EventBus,
+    tables: TableStore,
+    table: str,
+    warn_seconds: float,
+    error_seconds: float,
+    heads: Sequence[PartitionInfo] | None = None,
 ) -> dg.AssetCheckResult:
-    """``<table>_freshness_lag`` now: the age of the oldest bus event ``table`` has not applied."""
-    lag = projection_lag(bus, tables, table)
+    """``<table>_freshness_lag`` now: the age of the oldest bus event ``table`` has not applied
+    (``heads``: the bus heads, when the caller read them once for several tables)."""
+    lag = projection_lag(bus, tables, table, heads=heads)
     passed, severity = freshness_verdict(lag.lag_seconds, warn_seconds, error_seconds)
     return dg.AssetCheckResult(
         passed=passed,
