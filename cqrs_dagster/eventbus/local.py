@@ -36,18 +36,33 @@ Writes: ``send`` appends a whole batch in one ``BEGIN IMMEDIATE`` transaction (W
 ``synchronous=FULL``), so several processes (the API's relay and ``cqrs relay``) may append at
 once: SQLite serializes the writers and each batch gets contiguous, gap-free numbers.
 One connection per instance, guarded by a lock: instances are thread-safe.
+
+**Through ADBC.** The log is opened with Apache Arrow's ADBC SQLite driver, not the ``sqlite3``
+module: ``read_columns`` gets Arrow columns straight from SQLite's C API (no Python object per
+event, the GIL released while it steps), ~2.5x faster than ``fetchall`` and its transpose, and
+the critical path of a catch-up; ``send`` binds its rows as one Arrow batch. The driver carries
+its own SQLite library, and two SQLite libraries must never open one database file in one
+process (POSIX locks are per process: one library's close drops the other's locks, and a
+checkpoint of one cannot see the other's readers; sqlite.org/howtocorrupt.html, 2.2.1): so
+every connection this package opens to a bus log is this class's. Other processes (the
+``sqlite3`` shell, an older ``cqrs``) may open it as ever: across processes the locks hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import adbc_driver_sqlite.dbapi as adbc_sqlite
+import pyarrow as pa
+import pyarrow.compute as pc
+from adbc_driver_manager.dbapi import Connection, Cursor
 
 from .canonical import RULE, canonical, canonical_flags
 from .port import EventBus, OutgoingEvent, PartitionInfo, ReceivedColumns, ReceivedEvent
@@ -75,7 +90,44 @@ CREATE TABLE IF NOT EXISTS bus_events (
 ) WITHOUT ROWID;
 """
 
-_BUSY_TIMEOUT_S = 60.0
+_BUSY_TIMEOUT_MS = 60_000
+# Rows per Arrow batch of a read: ADBC's SQLite driver infers each column's type from the first
+# batch, so a read is one batch up to this size (larger reads are split, then concatenated).
+_READ_BATCH_ROWS = 65_536
+_COLUMNS_SQL = (
+    # canonical: -1 where not recorded (NULL), so the column is an integer in every batch
+    "SELECT sequence_number, CAST(byte_offset AS TEXT) AS byte_offset, enqueued_us, "
+    "CAST(body AS BLOB) AS body, coalesce(canonical, -1) AS canonical FROM bus_events "
+    "WHERE partition = ? AND sequence_number > ? ORDER BY sequence_number LIMIT ?"
+)
+_EVENTS_SQL = (
+    "SELECT sequence_number, byte_offset, enqueued_us, partition_key, CAST(body AS BLOB) "
+    "FROM bus_events WHERE partition = ? AND sequence_number > ? "
+    "ORDER BY sequence_number LIMIT ?"
+)
+_INSERT_SQL = (
+    "INSERT INTO bus_events (partition, sequence_number, byte_offset, enqueued_us, "
+    "partition_key, body, canonical) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SCHEMA = pa.schema(
+    [
+        ("partition", pa.int64()),
+        ("sequence_number", pa.int64()),
+        ("byte_offset", pa.int64()),
+        ("enqueued_us", pa.int64()),
+        ("partition_key", pa.string()),
+        ("body", pa.binary()),
+        ("canonical", pa.int64()),
+    ]
+)
+_HEADS_SQL = (
+    "SELECT partition, last_sequence_number, next_offset, last_enqueued_us FROM bus_partitions "
+    "ORDER BY partition"
+)
+_ADVANCE_SQL = (
+    "UPDATE bus_partitions SET last_sequence_number = ?, next_offset = ?, "
+    "last_enqueued_us = ? WHERE partition = ?"
+)
 
 
 class PartitionCountMismatch(ValueError):
@@ -91,19 +143,27 @@ def partition_for_key(partition_key: str, partition_count: int) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _migrate_canonical(conn: sqlite3.Connection) -> None:
+def _rows(cursor: Cursor, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement; its rows (none for a statement that returns none)."""
+    cursor.execute(sql, parameters or None)
+    return cursor.fetchall()
+
+
+def _migrate_canonical(cursor: Cursor) -> None:
     """Give a log created before the canonical flag its column (NULL: checked on read), and
     clear the flags stored under another rule than :data:`.canonical.RULE`. Runs inside the
     schema transaction."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(bus_events)")}
+    columns = {row[1] for row in _rows(cursor, "PRAGMA table_info(bus_events)")}
     if "canonical" not in columns:
-        conn.execute("ALTER TABLE bus_events ADD COLUMN canonical INTEGER")
-    row = conn.execute("SELECT value FROM bus_meta WHERE key = 'canonical_rule'").fetchone()
-    if row is not None and row[0] != RULE:
-        conn.execute("UPDATE bus_events SET canonical = NULL WHERE canonical IS NOT NULL")
-    if row is None or row[0] != RULE:
-        conn.execute(
-            "INSERT OR REPLACE INTO bus_meta (key, value) VALUES ('canonical_rule', ?)", (RULE,)
+        _rows(cursor, "ALTER TABLE bus_events ADD COLUMN canonical INTEGER")
+    got = _rows(cursor, "SELECT value FROM bus_meta WHERE key = 'canonical_rule'")
+    if got and got[0][0] != RULE:
+        _rows(cursor, "UPDATE bus_events SET canonical = NULL WHERE canonical IS NOT NULL")
+    if not got or got[0][0] != RULE:
+        _rows(
+            cursor,
+            "INSERT OR REPLACE INTO bus_meta (key, value) VALUES ('canonical_rule', ?)",
+            (RULE,),
         )
 
 
@@ -125,49 +185,60 @@ class LocalEventBus(EventBus):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._closed = False
-        self._conn = sqlite3.connect(
-            self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        # autocommit: the driver opens no transaction of its own; send() opens BEGIN IMMEDIATE
+        self._conn: Connection = adbc_sqlite.connect(str(self._path), autocommit=True)
+        self._cursors: dict[str, Cursor] = {}
         try:
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._partition_count = self._init_schema(partition_count)
+            cursor = self._cursor("setup")
+            _rows(cursor, f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            _rows(cursor, "PRAGMA journal_mode = WAL")
+            _rows(cursor, "PRAGMA synchronous = FULL")
+            self._partition_count = self._init_schema(cursor, partition_count)
         except BaseException:
-            self._conn.close()
+            self._close()
             raise
 
-    def _init_schema(self, partition_count: int) -> int:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+    def _cursor(self, name: str) -> Cursor:
+        """The connection's cursor for one statement (a cursor keeps its last statement
+        prepared: each statement is prepared once per instance)."""
+        cursor = self._cursors.get(name)
+        if cursor is None:
+            cursor = self._cursors[name] = self._conn.cursor()
+        return cursor
+
+    def _init_schema(self, cursor: Cursor, partition_count: int) -> int:
+        _rows(cursor, "BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute(
-                "SELECT value FROM bus_meta WHERE key = 'partition_count'"
-            ).fetchone()
-            if row is None:
-                conn.execute(
+                    _rows(cursor, statement)
+            got = _rows(cursor, "SELECT value FROM bus_meta WHERE key = 'partition_count'")
+            if not got:
+                _rows(
+                    cursor,
                     "INSERT INTO bus_meta (key, value) VALUES ('partition_count', ?)",
                     (str(partition_count),),
                 )
-                conn.executemany(
-                    "INSERT INTO bus_partitions VALUES (?, -1, 0, NULL)",
-                    [(p,) for p in range(partition_count)],
-                )
-            elif int(row[0]) != partition_count:
+                for p in range(partition_count):
+                    _rows(cursor, "INSERT INTO bus_partitions VALUES (?, -1, 0, NULL)", (p,))
+            elif int(got[0][0]) != partition_count:
                 raise PartitionCountMismatch(
-                    f"event bus log {self._path} has {int(row[0])} partitions, but "
+                    f"event bus log {self._path} has {int(got[0][0])} partitions, but "
                     f"{partition_count} were requested; the count is fixed when the log is "
                     "created (set CQRS_BUS_PARTITIONS to match, or start a new data dir)"
                 )
-            _migrate_canonical(conn)
-            conn.execute("COMMIT")
+            _migrate_canonical(cursor)
+            _rows(cursor, "COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(cursor)
             raise
         return partition_count
+
+    @staticmethod
+    def _rollback(cursor: Cursor) -> None:
+        """Roll back the open transaction, if any (SQLite may have rolled it back already)."""
+        with contextlib.suppress(adbc_sqlite.Error):  # none open: nothing to undo
+            _rows(cursor, "ROLLBACK")
 
     @property
     def path(self) -> Path:
@@ -186,82 +257,78 @@ class LocalEventBus(EventBus):
             return
         bodies = [bytes(event.body) for event in events]
         flags = canonical_flags(bodies)  # before the lock: the one per-body cost of an append
-        by_partition: dict[int, list[tuple[OutgoingEvent, bytes, bool]]] = {}
-        for event, body, flag in zip(events, bodies, flags, strict=True):
-            by_partition.setdefault(self.partition_for(event.partition_key), []).append(
-                (event, body, flag)
-            )
+        by_partition: dict[int, list[int]] = {}
+        for i, event in enumerate(events):
+            by_partition.setdefault(self.partition_for(event.partition_key), []).append(i)
+        order = [i for p in sorted(by_partition) for i in by_partition[p]]
         with self._lock:
             self._check_open()
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            cursor = self._cursor("send")
+            _rows(cursor, "BEGIN IMMEDIATE")
             try:
+                heads = {row[0]: row[1:] for row in _rows(self._cursor("heads"), _HEADS_SQL)}
                 now = _now_us()
-                for partition, batch in sorted(by_partition.items()):
-                    last_seq, next_offset, last_us = conn.execute(
-                        "SELECT last_sequence_number, next_offset, last_enqueued_us "
-                        "FROM bus_partitions WHERE partition = ?",
-                        (partition,),
-                    ).fetchone()
-                    enqueued = now if last_us is None else max(now, last_us)
-                    rows = []
-                    for event, body, flag in batch:
+                partitions: list[int] = []
+                seqs: list[int] = []
+                offsets: list[int] = []
+                enqueued: list[int] = []
+                advanced: list[tuple[int, int, int, int]] = []
+                for partition in sorted(by_partition):
+                    last_seq, next_offset, last_us = heads[partition]
+                    at = now if last_us is None else max(now, last_us)
+                    for i in by_partition[partition]:
                         last_seq += 1
-                        rows.append(
-                            (
-                                partition,
-                                last_seq,
-                                next_offset,
-                                enqueued,
-                                event.partition_key,
-                                body,
-                                flag,
-                            )
-                        )
-                        next_offset += len(body)
-                    conn.executemany(
-                        "INSERT INTO bus_events (partition, sequence_number, byte_offset, "
-                        "enqueued_us, partition_key, body, canonical) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                    conn.execute(
-                        "UPDATE bus_partitions SET last_sequence_number = ?, next_offset = ?, "
-                        "last_enqueued_us = ? WHERE partition = ?",
-                        (last_seq, next_offset, enqueued, partition),
-                    )
-                conn.execute("COMMIT")
+                        partitions.append(partition)
+                        seqs.append(last_seq)
+                        offsets.append(next_offset)
+                        enqueued.append(at)
+                        next_offset += len(bodies[i])
+                    advanced.append((last_seq, next_offset, at, partition))
+                rows = pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(partitions, pa.int64()),
+                        pa.array(seqs, pa.int64()),
+                        pa.array(offsets, pa.int64()),
+                        pa.array(enqueued, pa.int64()),
+                        pa.array([events[i].partition_key for i in order], pa.string()),
+                        pa.array([bodies[i] for i in order], pa.binary()),
+                        pa.array([int(flags[i]) for i in order], pa.int64()),
+                    ],
+                    schema=_INSERT_SCHEMA,
+                )
+                self._cursor("insert").executemany(_INSERT_SQL, rows)
+                self._cursor("advance").executemany(_ADVANCE_SQL, advanced)
+                _rows(cursor, "COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback(cursor)
                 raise
 
-    def _rows(
-        self, columns: str, partition: int, after_sequence_number: int, max_count: int
-    ) -> list[Any]:
-        """``columns`` of a partition's events after a sequence number, in order, at most
-        ``max_count`` (the one query both reads share)."""
+    def _arrow(self, partition: int, after_sequence_number: int, max_count: int) -> pa.Table:
+        """The columns of a partition's events after a sequence number, in order, at most
+        ``max_count`` (empty: no rows, and no columns to trust the types of)."""
+        self._check_partition(partition)
+        if max_count <= 0:
+            return pa.table({})
+        with self._lock:
+            self._check_open()
+            cursor = self._cursor("columns")
+            rows = min(max_count, _READ_BATCH_ROWS)
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(rows)})
+            cursor.execute(_COLUMNS_SQL, (partition, after_sequence_number, max_count))
+            table: pa.Table = cursor.fetch_arrow_table()
+        return table if table.num_rows else pa.table({})
+
+    def read(
+        self, partition: int, after_sequence_number: int, max_count: int
+    ) -> list[ReceivedEvent]:
         self._check_partition(partition)
         if max_count <= 0:
             return []
         with self._lock:
             self._check_open()
-            rows: list[Any] = self._conn.execute(
-                f"SELECT {columns} FROM bus_events WHERE partition = ? AND sequence_number > ? "
-                "ORDER BY sequence_number LIMIT ?",
-                (partition, after_sequence_number, max_count),
-            ).fetchall()
-        return rows
-
-    def read(
-        self, partition: int, after_sequence_number: int, max_count: int
-    ) -> list[ReceivedEvent]:
-        rows = self._rows(
-            "sequence_number, byte_offset, enqueued_us, partition_key, body",
-            partition,
-            after_sequence_number,
-            max_count,
-        )
+            rows = _rows(
+                self._cursor("events"), _EVENTS_SQL, (partition, after_sequence_number, max_count)
+            )
         # One send shares one enqueued time: build each distinct datetime once.
         times = {us: _from_us(us) for us in {row[2] for row in rows}}
         return [
@@ -279,54 +346,67 @@ class LocalEventBus(EventBus):
     def read_columns(
         self, partition: int, after_sequence_number: int, max_count: int
     ) -> ReceivedColumns:
-        """One query, transposed: no object per event (a ``ReceivedEvent`` and its datetime cost
-        ~5x the SQLite fetch itself). The canonical flags recorded on append come along; a row
-        without one (appended before the column, or under another rule) is checked here."""
-        rows = self._rows(
-            "sequence_number, CAST(byte_offset AS TEXT), enqueued_us, body, canonical",
+        """One query, straight into Arrow columns: no Python object per event. The canonical
+        flags recorded on append come along; a row without one (appended before the column, or
+        under another rule) is checked here."""
+        table = self._arrow(partition, after_sequence_number, max_count).combine_chunks()
+        if not table.num_rows:
+            return ReceivedColumns(
+                partition,
+                pa.array([], pa.int64()),
+                pa.array([], pa.string()),
+                pa.array([], pa.int64()),
+                pa.array([], pa.binary()),
+                pa.array([], pa.bool_()),
+            )
+        column = {name: table.column(name).chunk(0) for name in table.column_names}
+        bodies, stored = column["body"], column["canonical"]
+        flags = pc.equal(stored, 1)
+        if pc.any(pc.equal(stored, -1)).as_py():  # not recorded: check those bodies here
+            checked = [
+                canonical(b) if f == -1 else bool(f)
+                for b, f in zip(bodies.to_pylist(), stored.to_pylist(), strict=True)
+            ]
+            flags = pa.array(checked, pa.bool_())
+        return ReceivedColumns(
             partition,
-            after_sequence_number,
-            max_count,
+            column["sequence_number"],
+            column["byte_offset"],
+            column["enqueued_us"],
+            bodies,
+            flags,
         )
-        if not rows:
-            return ReceivedColumns(partition, [], [], [], [], [])
-        seqs, offsets, enqueued, bodies, stored = map(list, zip(*rows, strict=True))
-        if None in stored:
-            stored = [canonical(b) if f is None else f for b, f in zip(bodies, stored, strict=True)]
-        flags = [bool(f) for f in stored]
-        return ReceivedColumns(partition, seqs, offsets, enqueued, bodies, flags)
 
     def partition_info(self, partition: int) -> PartitionInfo:
         self._check_partition(partition)
-        with self._lock:
-            self._check_open()
-            last_seq, last_us = self._conn.execute(
-                "SELECT last_sequence_number, last_enqueued_us FROM bus_partitions "
-                "WHERE partition = ?",
-                (partition,),
-            ).fetchone()
-        return PartitionInfo(
-            partition=partition,
-            last_sequence_number=int(last_seq),
-            last_enqueued_time=None if last_us is None else _from_us(last_us),
-        )
+        return self.partitions_info()[partition]
 
     def partitions_info(self) -> list[PartitionInfo]:
         with self._lock:
             self._check_open()
-            rows = self._conn.execute(
-                "SELECT partition, last_sequence_number, last_enqueued_us FROM bus_partitions "
-                "ORDER BY partition"
-            ).fetchall()
+            rows = _rows(self._cursor("heads"), _HEADS_SQL)
         return [
-            PartitionInfo(p, int(seq), None if us is None else _from_us(us)) for p, seq, us in rows
+            PartitionInfo(p, int(seq), None if us is None else _from_us(us))
+            for p, seq, _next, us in rows
         ]
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
-                self._closed = True
-                self._conn.close()
+                self._close()
+
+    def __del__(self) -> None:
+        # A bus never closed releases its connection when collected, as a sqlite3 one would
+        # (ADBC refuses to close a connection with open statements: they go first).
+        if not getattr(self, "_closed", True):
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        for cursor in self._cursors.values():
+            cursor.close()
+        self._cursors.clear()
+        self._conn.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from cqrs_dagster.domain.events import EventEnvelope
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,32 +48,40 @@ class ReceivedEvent:
 
 @dataclass(frozen=True)
 class ReceivedColumns:
-    """Events of one partition read column by column, in order: what a bulk reader (raw ingest)
-    needs, without an object per event. ``enqueued_us`` is the enqueued time in microseconds
-    since the Unix epoch (UTC); the other columns are those of :class:`ReceivedEvent` (the
-    partition key is left out: no bulk reader uses it). ``canonical``: each body's
+    """Events of one partition read column by column, in order, as Arrow arrays: what a bulk
+    reader (raw ingest) needs, without a Python object per event. ``sequence_numbers`` (int64),
+    ``offsets`` (string) and ``bodies`` (binary) are those of :class:`ReceivedEvent`;
+    ``enqueued_us`` (int64) is the enqueued time in microseconds since the Unix epoch (UTC); the
+    partition key is left out (no bulk reader uses it). ``canonical`` (bool): each body's
     :func:`.canonical.canonical`, where the bus recorded it on append (the local bus), else None
     (the reader computes it); a function of the bodies, so not compared."""
 
     partition: int
-    sequence_numbers: Sequence[int]
-    offsets: Sequence[str]
-    enqueued_us: Sequence[int]
-    bodies: Sequence[bytes]
-    canonical: Sequence[bool] | None = field(default=None, compare=False)
+    sequence_numbers: pa.Array
+    offsets: pa.Array
+    enqueued_us: pa.Array
+    bodies: pa.Array
+    canonical: pa.Array | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.sequence_numbers)
+
+    @property
+    def last_sequence_number(self) -> int:
+        """The sequence number of the last event (IndexError when there is none)."""
+        if not len(self):
+            raise IndexError(f"no events were read from partition {self.partition}")
+        return int(self.sequence_numbers[-1].as_py())
 
     @classmethod
     def of(cls, partition: int, events: Sequence[ReceivedEvent]) -> ReceivedColumns:
         """The columns of ``events`` (all of ``partition``)."""
         return cls(
             partition=partition,
-            sequence_numbers=[e.sequence_number for e in events],
-            offsets=[e.offset for e in events],
-            enqueued_us=[micros(e.enqueued_time) for e in events],
-            bodies=[e.body for e in events],
+            sequence_numbers=pa.array([e.sequence_number for e in events], pa.int64()),
+            offsets=pa.array([e.offset for e in events], pa.string()),
+            enqueued_us=pa.array([micros(e.enqueued_time) for e in events], pa.int64()),
+            bodies=pa.array([e.body for e in events], pa.binary()),
         )
 
 

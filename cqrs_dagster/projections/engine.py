@@ -21,12 +21,45 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from cqrs_dagster.eventbus.canonical import canonical_flags
+
 from .schemas import ORDER_SUMMARY_SOURCE_COLUMNS
+
+#: Message bodies as a bus read hands them over: an Arrow binary array (a bulk read), or bytes.
+Bodies: TypeAlias = "pa.Array | Sequence[bytes]"
+Flags: TypeAlias = "pa.Array | Sequence[bool]"
+
+
+def _one(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def body_array(bodies: Bodies) -> pa.Array:
+    """``bodies`` as one large_binary array (a copy only where they are not Arrow already)."""
+    if isinstance(bodies, pa.Array | pa.ChunkedArray):
+        return _one(bodies).cast(pa.large_binary())
+    return pa.array(list(bodies), pa.large_binary())
+
+
+def flag_array(canonical: Flags | None, bodies: pa.Array) -> pa.Array:
+    """Each body's canonical flag as a bool array: ``canonical`` as the bus recorded it, else
+    computed here (:func:`cqrs_dagster.eventbus.canonical.canonical_flags`)."""
+    if canonical is None:
+        flags = pa.array(canonical_flags(bodies.to_pylist()), pa.bool_())
+    elif isinstance(canonical, pa.Array | pa.ChunkedArray):
+        flags = _one(canonical).cast(pa.bool_())
+    else:
+        flags = pa.array(list(canonical), pa.bool_())
+    if len(flags) != len(bodies):
+        raise ValueError(f"{len(flags)} canonical flags for {len(bodies)} bodies")
+    if flags.null_count:
+        raise ValueError("a canonical flag is null: pass None to have the engine check the bodies")
+    return flags
 
 
 class FoldOutput(NamedTuple):
@@ -46,8 +79,8 @@ class ProjectionEngine(ABC):
     concurrent: bool = False
 
     @abstractmethod
-    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
-        """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where
+    def decode(self, bodies: Bodies, canonical: Flags | None = None) -> pa.Table:
+        """One row per body (Arrow binary, or bytes), in order: ``i`` (its index), ``fast`` (decoded here) and, where
         fast, the raw_events envelope columns (``event_id`` .. ``schema_version``,
         ``event_date``). Only current-schema envelopes in the canonical shape, with no repeated
         key in any object, may be fast: every other body is decoded by the shared Python path.

@@ -81,7 +81,7 @@ def read_batch(bus: EventBus, after: dict[int, int], max_events: int) -> list[Re
             events = bus.read_columns(p, position[p], want)
             if len(events):
                 got[p].append(events)
-                position[p] = events.sequence_numbers[-1]
+                position[p] = events.last_sequence_number
             remaining -= len(events)
             if len(events) == want:
                 still.append(p)
@@ -89,20 +89,31 @@ def read_batch(bus: EventBus, after: dict[int, int], max_events: int) -> list[Re
     return [c for p in sorted(got) for c in got[p]]
 
 
+def _concat(arrays: list[pa.Array], type_: pa.DataType) -> pa.Array:
+    """One array of ``type_`` from a read's per-partition arrays, in order."""
+    if not arrays:
+        return pa.array([], type_)
+    return pa.concat_arrays([a.cast(type_) for a in arrays])
+
+
 class _Batch:
-    """A bus read, flattened: one list per column over every partition's chunk, in bus order."""
+    """A bus read, flattened: one Arrow array per column over every partition's chunk, in bus
+    order (bodies as large_binary: a batch of large bodies may pass 2 GiB)."""
 
     def __init__(self, chunks: list[ReceivedColumns]) -> None:
         self.chunks = chunks
-        self.partitions = [c.partition for c in chunks for _ in range(len(c))]
-        self.sequence_numbers = [s for c in chunks for s in c.sequence_numbers]
-        self.offsets = [o for c in chunks for o in c.offsets]
-        self.enqueued_us = [t for c in chunks for t in c.enqueued_us]
-        self.bodies = [b for c in chunks for b in c.bodies]
+        self.partitions = _concat(
+            [pa.repeat(pa.scalar(c.partition, pa.int32()), len(c)) for c in chunks], pa.int32()
+        )
+        self.sequence_numbers = _concat([c.sequence_numbers for c in chunks], pa.int64())
+        self.offsets = _concat([c.offsets for c in chunks], pa.string())
+        self.enqueued_us = _concat([c.enqueued_us for c in chunks], pa.int64())
+        self.bodies = _concat([c.bodies for c in chunks], pa.large_binary())
         # each body's canonical flag where the bus recorded every one (else the engine checks)
-        self.canonical: list[bool] | None = None
+        self.canonical: pa.Array | None = None
         if all(c.canonical is not None for c in chunks):
-            self.canonical = [f for c in chunks for f in c.canonical or ()]
+            flags = [c.canonical for c in chunks if c.canonical is not None]
+            self.canonical = _concat(flags, pa.bool_())
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -110,17 +121,17 @@ class _Batch:
     def message(self, i: int) -> ReceivedEvent:
         """Message ``i`` as an object (the Python path's rare bodies; no partition key)."""
         return ReceivedEvent(
-            partition=self.partitions[i],
-            sequence_number=self.sequence_numbers[i],
-            offset=self.offsets[i],
-            enqueued_time=_EPOCH + timedelta(microseconds=self.enqueued_us[i]),
+            partition=self.partitions[i].as_py(),
+            sequence_number=self.sequence_numbers[i].as_py(),
+            offset=self.offsets[i].as_py(),
+            enqueued_time=_EPOCH + timedelta(microseconds=self.enqueued_us[i].as_py()),
             partition_key=None,
-            body=bytes(self.bodies[i]),
+            body=self.bodies[i].as_py(),
         )
 
     def last_per_partition(self) -> dict[int, int]:
         """The last sequence number read of each partition."""
-        return {c.partition: c.sequence_numbers[-1] for c in self.chunks if len(c)}
+        return {c.partition: c.last_sequence_number for c in self.chunks if len(c)}
 
 
 def _existing_ids(table: DeltaTable, rows: pa.Table) -> pa.Array:
@@ -270,10 +281,10 @@ def _decoded(
         rows = rows.sort_by("i")
     position = pa.table(
         {
-            "partition": pa.array(messages.partitions, pa.int32()),
-            "sequence_number": pa.array(messages.sequence_numbers, pa.int64()),
-            "offset": pa.array(messages.offsets, pa.string()),
-            "enqueued_time": pa.array(messages.enqueued_us, pa.int64()).cast(TS),
+            "partition": messages.partitions,
+            "sequence_number": messages.sequence_numbers,
+            "offset": messages.offsets,
+            "enqueued_time": messages.enqueued_us.cast(TS),
         }
     )
     index = rows["i"]

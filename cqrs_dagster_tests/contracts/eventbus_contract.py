@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 
 from cqrs_dagster.domain.events import EventEnvelope
@@ -191,12 +192,15 @@ class EventBusContract:
             cols = bus.read_columns(p, -1, 1_000)
             assert cols.partition == p
             assert cols == ReceivedColumns.of(p, events)
-            assert list(cols.sequence_numbers) == [e.sequence_number for e in events]
-            assert list(cols.offsets) == [e.offset for e in events]
-            assert list(cols.enqueued_us) == [micros(e.enqueued_time) for e in events]
-            assert list(cols.bodies) == [e.body for e in events]
-            assert all(isinstance(b, bytes) for b in cols.bodies)
+            assert cols.sequence_numbers.to_pylist() == [e.sequence_number for e in events]
+            assert cols.offsets.to_pylist() == [e.offset for e in events]
+            assert cols.enqueued_us.to_pylist() == [micros(e.enqueued_time) for e in events]
+            assert cols.bodies.to_pylist() == [e.body for e in events]
+            assert cols.sequence_numbers.type == cols.enqueued_us.type == pa.int64()
+            assert cols.offsets.type == pa.string() and cols.bodies.type == pa.binary()
             assert len(cols) == len(events)
+            if events:
+                assert cols.last_sequence_number == events[-1].sequence_number
 
     def test_read_columns_canonical_flags_if_given_are_the_bodies(self, bus: EventBus) -> None:
         # A bus may hand the readers each body's canonical flag (the local log records it on
@@ -205,23 +209,26 @@ class EventBusContract:
         bus.send([OutgoingEvent("k", b) for b in bodies])
         (p,) = [p for p, events in read_everything(bus).items() if events]
         cols = bus.read_columns(p, -1, 100)
-        assert list(cols.bodies) == bodies
+        assert cols.bodies.to_pylist() == bodies
         if cols.canonical is not None:
-            assert list(cols.canonical) == [True, False, False, False, False, True]
-            assert list(cols.canonical) == [canonical(b) for b in bodies]
+            assert cols.canonical.to_pylist() == [True, False, False, False, False, True]
+            assert cols.canonical.to_pylist() == [canonical(b) for b in bodies]
 
     def test_read_columns_after_and_bounded(self, bus: EventBus) -> None:
         bus.send([msg("k", i) for i in range(7)])
         p = where(bus, "k")
         first = bus.read_columns(p, -1, 3)
-        assert list(first.bodies) == [b"k#0", b"k#1", b"k#2"]
-        second = bus.read_columns(p, first.sequence_numbers[-1], 3)
-        assert list(second.sequence_numbers) == [3, 4, 5]
-        assert list(bus.read_columns(p, 5, 100).bodies) == [b"k#6"]
+        assert first.bodies.to_pylist() == [b"k#0", b"k#1", b"k#2"]
+        second = bus.read_columns(p, first.last_sequence_number, 3)
+        assert second.sequence_numbers.to_pylist() == [3, 4, 5]
+        assert bus.read_columns(p, 5, 100).bodies.to_pylist() == [b"k#6"]
         assert len(bus.read_columns(p, 6, 100)) == 0
         assert len(bus.read_columns(p, -1, 0)) == 0
         empty = next(q for q in range(bus.partition_count) if q != p)
-        assert len(bus.read_columns(empty, -1, 10)) == 0
+        nothing = bus.read_columns(empty, -1, 10)
+        assert len(nothing) == 0 and nothing.bodies.type == pa.binary()
+        with pytest.raises(IndexError, match="no events"):
+            nothing.last_sequence_number  # noqa: B018 - the property raises
 
     def test_publish_keys_domain_events_by_aggregate_id(self, bus: EventBus) -> None:
         envelopes = [

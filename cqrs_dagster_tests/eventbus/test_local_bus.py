@@ -9,10 +9,13 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pytest
 
+from cqrs_dagster.eventbus import local
 from cqrs_dagster.eventbus.canonical import RULE
 from cqrs_dagster.eventbus.local import LocalEventBus, PartitionCountMismatch, partition_for_key
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent
@@ -186,9 +189,11 @@ INSERT INTO bus_events VALUES (0, 1, 7, 5, 'k', X'7b2261223a20317d');
 
 
 def _stored_flags(path: Path) -> list[int | None]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT canonical FROM bus_events ORDER BY sequence_number")
-        return [row[0] for row in rows]
+    """The flags as stored, read through the bus's own SQLite library (ADBC's): a second
+    library must not open the file while a bus has it open (see the module docstring)."""
+    with adbc_sqlite.connect(str(path)) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT canonical FROM bus_events ORDER BY sequence_number")
+        return [row[0] for row in cursor.fetchall()]
 
 
 def test_append_records_each_bodys_canonical_flag(tmp_path: Path) -> None:
@@ -200,22 +205,21 @@ def test_append_records_each_bodys_canonical_flag(tmp_path: Path) -> None:
         bodies = [b'{"a":1}', b'{"a" :1}', b'{"a":1,"a":1}', b"not json", b'{"b":[1,2.5]}']
         bus.send([OutgoingEvent("k", b) for b in bodies])
         assert _stored_flags(path) == [1, 0, 0, 0, 1]
-        assert list(bus.read_columns(0, -1, 10).canonical or []) == [
-            True,
-            False,
-            False,
-            False,
-            True,
-        ]
+        flags = bus.read_columns(0, -1, 10).canonical
+        assert flags is not None and flags.to_pylist() == [True, False, False, False, True]
     finally:
         bus.close()
 
 
+@pytest.mark.parametrize("batch_rows", [1, 65_536])
 def test_a_log_from_before_the_flag_gets_the_column_and_checks_old_rows_on_read(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int
 ) -> None:
+    # batch_rows 1: every row its own Arrow batch (the driver types a column from its first
+    # batch: the old rows' NULL flags must not make the column untyped for the later ones)
+    monkeypatch.setattr(local, "_READ_BATCH_ROWS", batch_rows)
     path = tmp_path / "bus.sqlite"
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         conn.executescript(_OLD_SCHEMA)
     bus = LocalEventBus(path, partition_count=1)
     try:
@@ -223,12 +227,16 @@ def test_a_log_from_before_the_flag_gets_the_column_and_checks_old_rows_on_read(
         bus.send([OutgoingEvent("k", b'{"a":2}')])
         assert _stored_flags(path) == [None, None, 1]
         cols = bus.read_columns(0, -1, 10)
-        assert list(cols.bodies) == [b'{"a":1}', b'{"a": 1}', b'{"a":2}']
-        assert list(cols.canonical or []) == [True, False, True]
-        assert list(cols.offsets) == ["0", "7", "17"]
+        assert cols.bodies.to_pylist() == [b'{"a":1}', b'{"a": 1}', b'{"a":2}']
+        assert cols.canonical is not None
+        assert cols.canonical.to_pylist() == [True, False, True]
+        assert cols.offsets.to_pylist() == ["0", "7", "17"]
+        assert cols.sequence_numbers.to_pylist() == [0, 1, 2]
+        later = bus.read_columns(0, 0, 10).canonical
+        assert later is not None and later.to_pylist() == [False, True]
     finally:
         bus.close()
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         (rule,) = conn.execute("SELECT value FROM bus_meta WHERE key = 'canonical_rule'").fetchone()
     assert rule == RULE
 
@@ -238,12 +246,14 @@ def test_flags_stored_under_another_rule_are_cleared_on_open(tmp_path: Path) -> 
     bus = LocalEventBus(path, partition_count=1)
     bus.send([OutgoingEvent("k", b) for b in (b'{"a":1}', b'{"a": 1}')])
     bus.close()
-    with sqlite3.connect(path) as conn:  # as an older rule would have had it: both canonical
+    with closing(sqlite3.connect(path)) as conn:  # as an older rule had it: both canonical
         conn.execute("UPDATE bus_meta SET value = 'an-older-rule' WHERE key = 'canonical_rule'")
         conn.execute("UPDATE bus_events SET canonical = 1")
+        conn.commit()
     bus = LocalEventBus(path, partition_count=1)
     try:
         assert _stored_flags(path) == [None, None]
-        assert list(bus.read_columns(0, -1, 10).canonical or []) == [True, False]
+        flags = bus.read_columns(0, -1, 10).canonical
+        assert flags is not None and flags.to_pylist() == [True, False]
     finally:
         bus.close()

@@ -12,9 +12,9 @@ import pytest
 
 from cqrs_dagster.eventbus.local import LocalEventBus
 from cqrs_dagster.eventbus.port import EventBus, OutgoingEvent, ReceivedColumns
+from cqrs_dagster.projections import engine as engine_module
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.dead_letters import read_dead_letters
-from cqrs_dagster.projections.engines.duckdb import decode
 from cqrs_dagster.projections.raw_ingest import ingest_raw_events
 from cqrs_dagster.projections.schemas import RAW_EVENTS
 from cqrs_dagster.projections.status import read_checkpoints
@@ -151,7 +151,7 @@ def test_the_local_bus_flags_spare_the_check_and_give_the_same_rows(
         tables = new_tables(tmp_path / name)
         with monkeypatch.context() as patched:
             if name == "flags":  # the decoder must not check a body the bus flagged
-                patched.setattr(decode, "canonical_flags", _no_check)
+                patched.setattr(engine_module, "canonical_flags", _no_check)
             step = ingest_raw_events(
                 StepContext(tables, "r", clock=fixed_clock), bus, max_events=999
             )

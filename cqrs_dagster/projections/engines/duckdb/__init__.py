@@ -3,12 +3,10 @@ this process. No server, no set-up; one process-wide in-memory DuckDB database."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from ...engine import FoldOutput, ProjectionEngine
+from ...engine import Bodies, Flags, FoldOutput, ProjectionEngine
 from ...local_files import local_files
 from ...schemas import CUSTOMERS, ORDERS
 from .decode import decode_bodies
@@ -22,8 +20,8 @@ class DuckDBEngine(ProjectionEngine):
     name = "duckdb"
     concurrent = True  # every call runs on a cursor of its own
 
-    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
-        return decode_bodies(list(bodies), canonical)
+    def decode(self, bodies: Bodies, canonical: Flags | None = None) -> pa.Table:
+        return decode_bodies(bodies, canonical)
 
     def fold(self, table: str, events: pa.Table, current: pa.Table) -> FoldOutput:
         if table == ORDERS:

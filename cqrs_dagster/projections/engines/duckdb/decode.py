@@ -18,15 +18,12 @@ how the bus was batched.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_dagster.domain.events import CURRENT_SCHEMA_VERSION, ENVELOPE_FIELDS, EVENT_TYPES
-from cqrs_dagster.eventbus.canonical import canonical_flags
 
+from ...engine import Bodies, Flags, body_array, flag_array
 from .connection import duck
 
 _SPEC = "{" + ", ".join(f'"{f}": "JSON"' for f in ENVELOPE_FIELDS) + "}"
@@ -90,33 +87,18 @@ FROM f
 """
 
 
-def binary_array(values: Sequence[bytes], type_: pa.DataType | None = None) -> pa.Array:
-    """``pa.array(values, pa.large_binary())`` built from one joined buffer and the offsets
-    (several times faster for many small values); ``type_`` ``pa.large_string()`` for values
-    known to be UTF-8 (not checked)."""
-    offsets = pa.array(itertools.accumulate(map(len, values), initial=0), pa.int64())
-    data = pa.py_buffer(b"".join(values))
-    return pa.Array.from_buffers(
-        type_ or pa.large_binary(), len(values), [None, offsets.buffers()[1], data]
-    )
-
-
-def decode_bodies(bodies: list[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
+def decode_bodies(bodies: Bodies, canonical: Flags | None = None) -> pa.Table:
     """One row per body, in order: ``i`` (its index), ``fast`` (decoded here) and, where fast,
     the envelope's raw_events columns (``event_id`` ... ``schema_version``, ``event_date``).
     ``canonical``: each body's flag as the bus recorded it (None: computed here)."""
-    flags = canonical_flags(bodies) if canonical is None else list(canonical)
-    if len(flags) != len(bodies):
-        raise ValueError(f"{len(flags)} canonical flags for {len(bodies)} bodies")
-    # A canonical body is orjson's output, so valid UTF-8: DuckDB gets it as text and parses it
-    # once (json_transform); any other body is left out (empty), the Python path decodes it.
-    texts = [b if ok else b"" for b, ok in zip(bodies, flags, strict=True)]
+    body = body_array(bodies)
+    flags = flag_array(canonical, body)
+    # A canonical body is orjson's output, so valid UTF-8: DuckDB gets it as text (the same
+    # buffers, viewed as large_string) and parses it once (json_transform); any other body is
+    # left out (empty), the Python path decodes it.
+    texts = pc.if_else(flags, body, pa.scalar(b"", pa.large_binary())).view(pa.large_string())
     msgs = pa.table(
-        {
-            "i": pa.array(range(len(bodies)), pa.int64()),
-            "body": binary_array(texts, pa.large_string()),
-            "canonical": pa.array(flags, pa.bool_()),
-        }
+        {"i": pa.array(range(len(body)), pa.int64()), "body": texts, "canonical": flags}
     )
     con = duck()
     try:

@@ -6,16 +6,21 @@ import contextlib
 import re
 import socket
 import threading
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cqrs_dagster.eventbus.canonical import canonical_flags
-
-from ...engine import EngineUnavailable, FoldOutput, ProjectionEngine
+from ...engine import (
+    Bodies,
+    EngineUnavailable,
+    Flags,
+    FoldOutput,
+    ProjectionEngine,
+    body_array,
+    flag_array,
+)
 from ...schemas import (
     CUSTOMERS,
     CUSTOMERS_SCHEMA,
@@ -189,11 +194,12 @@ class SparkEngine(ProjectionEngine):
 
         return self.session.createDataFrame([], schema=from_arrow_schema(table.schema))
 
-    def decode(self, bodies: Sequence[bytes], canonical: Sequence[bool] | None = None) -> pa.Table:
-        bodies = list(bodies)
-        if not bodies:
+    def decode(self, bodies: Bodies, canonical: Flags | None = None) -> pa.Table:
+        column = body_array(bodies)
+        if not len(column):
             return DECODED_SCHEMA.empty_table()
-        flags = canonical_flags(bodies) if canonical is None else list(canonical)
+        flags = flag_array(canonical, column).to_pylist()
+        bodies = column.to_pylist()
         # Only canonical bodies (valid UTF-8 JSON, exactly orjson's bytes) reach Spark, and only
         # those whose data / metadata text Apache Spark's get_json_object gives back unchanged:
         # it re-serializes what it extracts (Jackson), writing a character beyond the BMP as an
