@@ -43,7 +43,7 @@ from cqrs_dagster.quality.catalog import blocking_on
 from cqrs_dagster.quality.outcome import CheckOutcome
 from cqrs_dagster.quality.scope import RunScope
 
-from .lag_checks import OUTBOX_RELAY_LAG, freshness_check_key, freshness_result, relay_lag_result
+from .lag_checks import evaluation, lag_results
 from .names import DELTA_WRITER_POOL, FOLLOW_JOB, IN_FLIGHT, WRITER_TAG
 from .quality_checks import outcome_result
 from .read_models import report_metadata
@@ -53,13 +53,14 @@ from .resources import PlatformResource
 # while the run is idle.
 POLL_SECONDS = 0.25
 # A following run evaluates the lag checks itself this often, between passes, and stamps the time
-# on the run (FRESHNESS_TAG): the every-minute freshness schedule then skips its run
-# (:func:`checking_follow_run`). That run is a process launch (~4 CPU-s on 2 cores, at the turn of
-# every minute), which slowed the pass it met by ~0.3-0.6 s: the slowest passes of (e)'s load.
+# on the run (FRESHNESS_TAG): the every-minute freshness sensor then skips its evaluation
+# (:func:`checking_follow_run`), so the checks are not recorded twice a minute. (Before the
+# sensor, a schedule launched a run for them: ~4 CPU-s on 2 cores at the turn of every minute,
+# which slowed the pass it met by ~0.3-0.6 s.)
 FRESHNESS_EVERY_SECONDS = 60.0
 FRESHNESS_TAG = "cqrs/freshness_checked_at"
-# The schedule trusts a stamp this old at most: a following run stuck in a pass stops stamping,
-# and the schedule's own run then reports the lag it causes.
+# The sensor trusts a stamp this old at most: a following run stuck in a pass stops stamping,
+# and the sensor's own evaluation then reports the lag it causes.
 FRESHNESS_STAMP_MAX_AGE_SECONDS = 1.5 * FRESHNESS_EVERY_SECONDS
 
 
@@ -89,15 +90,7 @@ def _log_result(
 ) -> None:
     """Log an evaluation of the check ``key`` computed in this run."""
     context.log_event(
-        dg.AssetCheckEvaluation(  # type: ignore[arg-type]
-            asset_key=key.asset_key,
-            check_name=key.name,
-            passed=result.passed,
-            metadata=result.metadata,
-            severity=result.severity,
-            description=description,
-            blocking=blocking,
-        )
+        evaluation(key, result, description=description, blocking=blocking)  # type: ignore[arg-type]
     )  # log_event handles it (dagster 1.13); its annotation omits it
 
 
@@ -155,16 +148,9 @@ def check_freshness(
 ) -> bool:
     """Evaluate every lag check in this run (the freshness job's rules, under its check names)
     and stamp the time on the run. False, with a warning, when they could not be evaluated: the
-    run goes on, and the freshness schedule, seeing no fresh stamp, runs them itself."""
-    settings = platform.settings()
-    warn, error = settings.lag_warn_seconds, settings.lag_error_seconds
+    run goes on, and the freshness sensor, seeing no fresh stamp, evaluates them itself."""
     try:
-        heads = bus.partitions_info()  # one read of the bus heads for every read model
-        results = [
-            (freshness_check_key(t), freshness_result(bus, tables, t, warn, error, heads))
-            for t in schemas.READ_MODELS
-        ]
-        results.append((OUTBOX_RELAY_LAG, relay_lag_result(settings)))
+        results = lag_results(platform.settings(), bus, tables)
     except Exception as exc:  # a lag check must not stop the projection
         context.log.warning("lag checks not evaluated in this run: %s", exc)
         return False

@@ -2,7 +2,8 @@
 
 - ``project_read_models``: the projection job the event sensor starts (in-process executor for
   low latency): every read model and its blocking checks;
-- ``check_read_model_freshness``: the lag checks, every minute;
+- ``check_read_model_freshness``: the lag checks in a run, on demand (every minute they are
+  evaluated without a run by ``read_model_freshness_sensor``);
 - ``check_read_model_quality``: whole-table audits, every 10 minutes;
 - ``recompute_gold``: the gold tables from silver, daily;
 - ``replay_audit``: replays of raw_events against the silver tables, daily.

@@ -91,6 +91,41 @@ def relay_lag_result(settings: Settings) -> dg.AssetCheckResult:
     )
 
 
+def lag_results(
+    settings: Settings, bus: EventBus, tables: TableStore
+) -> list[tuple[dg.AssetCheckKey, dg.AssetCheckResult]]:
+    """Every lag check now, under its check key: one read of the bus heads for every read
+    model, then the outbox's oldest unpublished event (raises what the reads raise)."""
+    warn, error = settings.lag_warn_seconds, settings.lag_error_seconds
+    heads = bus.partitions_info()
+    results = [
+        (freshness_check_key(t), freshness_result(bus, tables, t, warn, error, heads))
+        for t in schemas.READ_MODELS
+    ]
+    results.append((OUTBOX_RELAY_LAG, relay_lag_result(settings)))
+    return results
+
+
+def evaluation(
+    key: dg.AssetCheckKey,
+    result: dg.AssetCheckResult,
+    *,
+    description: str | None = None,
+    blocking: bool = False,
+) -> dg.AssetCheckEvaluation:
+    """``result`` of the check ``key`` as the event Dagster records (from a run's op or a
+    sensor tick)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=description,
+        blocking=blocking,
+    )
+
+
 def build_freshness_lag_check(
     table: str, warn_seconds: float, error_seconds: float
 ) -> dg.AssetChecksDefinition:

@@ -1,9 +1,8 @@
-"""Schedules (all UTC, RUNNING by default): freshness checks, quality audits, gold recompute,
-maintenance, replay audit."""
+"""Schedules (all UTC, RUNNING by default): quality audits, gold recompute, maintenance, replay
+audit. (The freshness checks are evaluated by ``read_model_freshness_sensor``, without a run.)"""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -13,9 +12,7 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-from .follow import FRESHNESS_STAMP_MAX_AGE_SECONDS, checking_follow_run
 from .jobs import (
-    check_read_model_freshness,
     check_read_model_quality,
     recompute_gold,
     replay_audit_job,
@@ -39,29 +36,6 @@ def utc_schedule(
         description=description,
     )
 
-
-def _freshness_tick(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    follower = checking_follow_run(context.instance, time.time())
-    if follower is not None:
-        return dg.SkipReason(
-            f"following run {follower.run_id} evaluates the lag checks itself (within the last "
-            f"{FRESHNESS_STAMP_MAX_AGE_SECONDS:g} s)"
-        )
-    return dg.RunRequest()
-
-
-read_model_freshness_schedule = dg.ScheduleDefinition(
-    name="read_model_freshness_schedule",
-    job=check_read_model_freshness,
-    cron_schedule="* * * * *",
-    execution_fn=_freshness_tick,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=(
-        "Every minute: freshness-lag checks, so a stuck sensor or dead relay is caught. Skipped "
-        "while a following projection run evaluates them itself (once a minute, between passes)."
-    ),
-)
 
 read_model_quality_schedule = utc_schedule(
     "read_model_quality_schedule",

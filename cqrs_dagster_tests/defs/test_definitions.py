@@ -89,7 +89,6 @@ def test_dg_check_defs_passes(tmp_path: Path) -> None:
 def test_schedules_resolve_to_their_jobs_in_utc_and_run_by_default() -> None:
     defs = load()
     expected = {
-        "read_model_freshness_schedule": ("check_read_model_freshness", "* * * * *"),
         "gold_recompute_schedule": ("recompute_gold", "15 2 * * *"),
         "read_model_quality_schedule": ("check_read_model_quality", "*/10 * * * *"),
         "table_maintenance_schedule": ("maintain_read_models", "45 3 * * *"),
@@ -104,6 +103,16 @@ def test_schedules_resolve_to_their_jobs_in_utc_and_run_by_default() -> None:
         assert schedule.execution_timezone == "UTC"
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
         assert schedule.description and "\n" not in schedule.description
+
+
+def test_the_lag_checks_run_every_minute_in_a_sensor_tick_not_a_run() -> None:
+    defs = load()
+    sensor = defs.resolve_sensor_def("read_model_freshness_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 60
+    assert not sensor.targets  # it requests no run: its ticks carry the evaluations
+    schedules = {s.name for s in defs.schedules or []}
+    assert "read_model_freshness_schedule" not in schedules
 
 
 def test_freshness_check_job_selects_only_checks() -> None:

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 import cqrs_dagster
-from cqrs_dagster.defs import follow
+from cqrs_dagster.defs import follow, lag_checks
 from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
 from cqrs_dagster.defs.lag_checks import LAG_CHECK_KEYS
 from cqrs_dagster.defs.names import FOLLOW_JOB, PROJECTION_JOB
@@ -365,7 +365,7 @@ def test_lag_checks_that_cannot_be_evaluated_do_not_stop_the_run(
     def broken(_: Settings) -> dg.AssetCheckResult:
         raise OSError("write store unreachable")
 
-    monkeypatch.setattr(follow, "relay_lag_result", broken)
+    monkeypatch.setattr(lag_checks, "relay_lag_result", broken)
     publish(settings, SC.events)
     result = run_follow(instance, platform, idle=0.2)
     assert result.success
@@ -409,20 +409,42 @@ def test_a_fresh_stamp_of_an_in_flight_following_run_is_what_counts(
     )
 
 
-def test_the_freshness_schedule_skips_while_a_following_run_checks(
+def test_the_freshness_sensor_evaluates_the_lag_checks_without_a_run(
+    settings: Settings,
     instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cqrs_dagster.defs.schedules import read_model_freshness_schedule as schedule
+    """The tick evaluates every lag check itself, under the checks' names and rules, and hands
+    the evaluations to Dagster with the tick: no run is launched. It skips while an in-flight
+    following run has stamped its own evaluations recently."""
+    from cqrs_dagster.defs.freshness_sensor import read_model_freshness_sensor as sensor
 
-    def tick() -> object:
-        with dg.build_schedule_context(instance=instance) as context:
-            return schedule.evaluate_tick(context)
+    publish(settings, SC.events)  # on the bus, applied by no read model yet
+    monkeypatch.setenv("CQRS_LAG_WARN_SECONDS", "0.01")  # an unapplied event fails with WARN
+    time.sleep(0.05)  # older than that
+
+    def tick() -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(
+            instance=instance, resources={"platform": platform}
+        ) as context:
+            got = sensor(context)
+        assert isinstance(got, dg.SensorResult | dg.SkipReason)
+        return got
 
     result = tick()
-    assert [r.job_name for r in result.run_requests or []] in (
-        [None],
-        ["check_read_model_freshness"],
-    )
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    evaluated = {e.check_name: e for e in result.asset_events}
+    assert set(evaluated) == LAG_CHECKS and len(result.asset_events) == len(LAG_CHECKS)
+    for table in schemas.READ_MODELS:
+        behind = evaluated[f"{table}_freshness_lag"]
+        assert behind.asset_key == dg.AssetKey(table)
+        assert not behind.passed and behind.severity == dg.AssetCheckSeverity.WARN
+        assert behind.metadata["events_behind"].value == len(SC.events)
+    relay = evaluated["outbox_relay_lag"]  # the events went to the bus directly: none pending
+    assert relay.passed and relay.asset_key == dg.AssetKey(schemas.RAW_EVENTS)
+    assert instance.get_runs() == []
+
     instance.add_run(
         dg.DagsterRun(
             job_name=FOLLOW_JOB,
@@ -432,5 +454,5 @@ def test_the_freshness_schedule_skips_while_a_following_run_checks(
         )
     )
     skipped = tick()
-    assert not skipped.run_requests
+    assert isinstance(skipped, dg.SkipReason)
     assert "following run following evaluates the lag checks itself" in (skipped.skip_message or "")

@@ -98,8 +98,8 @@ def test_freshness_lag_checks_pass_in_dagster(platform_up: RunningPlatform) -> N
     from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
 
     home = platform_up.data_dir / "dagster"
-    # Evaluated by the every-minute check_read_model_freshness schedule, or by a following run
-    # (follow mode, the default) between its passes, while the schedule skips.
+    # Evaluated by the every-minute read_model_freshness_sensor (in its tick, no run), or by a
+    # following run (follow mode, the default) between its passes, while the sensor skips.
     deadline = time.monotonic() + 180
     seen: dict[str, bool] = {}
     while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def test_ui_shows_graph_checks_automation_and_lag_plots(platform_up: RunningPlat
         open_and_capture(
             page,
             f"{ui}/automation",
-            ["cqrs_events_sensor", "read_model_freshness_schedule", "table_maintenance_schedule"],
+            ["cqrs_events_sensor", "read_model_freshness_sensor", "table_maintenance_schedule"],
             "automation.png",
             90_000,
         )
