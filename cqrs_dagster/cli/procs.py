@@ -48,14 +48,16 @@ def _alive(pid: int) -> bool:
 
 def stop_process_tree(
     proc: subprocess.Popen[bytes], timeout: float = 15.0, extra_pids: Iterable[int] = ()
-) -> None:
-    """SIGTERM the process group (and known descendants), wait, then SIGKILL what is left."""
+) -> bool:
+    """SIGTERM the process group (and known descendants), wait, then SIGKILL what is left;
+    whether anything had to be killed (it did not stop within ``timeout`` of SIGTERM)."""
     pids = {proc.pid, *descendants(proc.pid), *extra_pids}
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (proc.poll() is None or any(map(_alive, pids))):
         time.sleep(0.1)
+    forced = proc.poll() is None or any(map(_alive, pids))
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for pid in pids:
@@ -63,3 +65,4 @@ def stop_process_tree(
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
+    return forced

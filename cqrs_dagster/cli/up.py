@@ -82,10 +82,17 @@ def prepare_dagster_home(data_dir: Path) -> Path:
     return home
 
 
-def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> bool:
+def _wait_http(
+    url: str,
+    timeout: float,
+    procs: list[subprocess.Popen[bytes]],
+    stopping: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Whether ``url`` answers within ``timeout`` (False at once when a child exits or
+    ``stopping`` says Ctrl-C came)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
+        if stopping() or any(p.poll() is not None for p in procs):
             return False
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
             if resp.status < 500:
@@ -170,6 +177,19 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "CQRS_DATA_DIR": str(data_dir), "CQRS_ENV": settings.env}
     cqrs = [sys.executable, "-m", "cqrs_dagster.cli"]
     procs: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def _stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    # Before the first child starts: exec resets a handled signal to its default in the child,
+    # but leaves an ignored one ignored. A shell that starts `cqrs up` in the background (a
+    # script's `make run &`, nohup) ignores SIGINT, and Dagster maps SIGTERM to whatever SIGINT
+    # does: dagster dev and its processes then ignored both, and every stop waited the whole
+    # timeout for SIGKILL (runs and the daemon killed mid-write).
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     if settings.projection_engine == "spark":
         env["CQRS_PROJECTION_ENGINE"] = "spark"
         env["CQRS_SPARK_REMOTE"] = settings.spark_remote
@@ -220,19 +240,13 @@ def run(args: argparse.Namespace) -> int:
         demo_cmd = [*cqrs, "demo", "--api", f"http://127.0.0.1:{args.api_port}"]
         procs.append(subprocess.Popen(demo_cmd, env=env, start_new_session=True))
 
-    stopping = False
-
-    def _stop(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        if _wait_http(f"http://127.0.0.1:{args.api_port}/api/v1/healthz", 60, procs):
+        if _wait_http(
+            f"http://127.0.0.1:{args.api_port}/api/v1/healthz", 60, procs, lambda: stopping
+        ):
             print(f"cqrs: API     http://{args.host}:{args.api_port}/docs", flush=True)
         if not args.no_dagster and _wait_http(
-            f"http://127.0.0.1:{args.ui_port}/server_info", 180, procs
+            f"http://127.0.0.1:{args.ui_port}/server_info", 180, procs, lambda: stopping
         ):
             print(f"cqrs: Dagster http://{args.host}:{args.ui_port}", flush=True)
         print(f"cqrs: data in {data_dir}; Ctrl-C stops everything", flush=True)
@@ -246,5 +260,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         tree = {pid for p in procs for pid in descendants(p.pid)}
         for p in reversed(procs):
-            stop_process_tree(p, extra_pids=tree)
+            if stop_process_tree(p, extra_pids=tree):
+                argv = [str(a) for a in p.args] if isinstance(p.args, list) else [str(p.args)]
+                name = " ".join([Path(argv[0]).name, *argv[1:4]])
+                print(
+                    f"cqrs: {name} did not stop within 15 s of SIGTERM: killed",
+                    file=sys.stderr,
+                    flush=True,
+                )
         print("cqrs: stopped", flush=True)
