@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import sys
 import time
 from typing import Any
 
 import httpx
+
+from .procs import stop_signals
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Donald", "Frances"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Knuth"]
@@ -75,18 +76,11 @@ class DemoTraffic:
 def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     traffic = DemoTraffic(rng)
-    stop = False
-
-    def _stop(signum: int, _frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = stop_signals()
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     sent = accepted = 0
     with httpx.Client(base_url=args.api, headers=headers, timeout=10) as client:
-        while not stop and (args.count == 0 or sent < args.count):
+        while not stopping() and (args.count == 0 or sent < args.count):
             command = traffic.next_command()
             try:
                 resp = client.post("/api/v1/commands", json=command)

@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -66,3 +67,17 @@ def stop_process_tree(
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
     return forced
+
+
+def stop_signals() -> Callable[[], bool]:
+    """Handle SIGINT and SIGTERM by noting them (the caller stops at its next check); whether
+    one came. Install it before starting children: exec resets a handled signal to its default
+    in the child, where an ignored one would stay ignored."""
+    came = threading.Event()
+
+    def note(signum: int, _frame: object) -> None:
+        came.set()
+
+    signal.signal(signal.SIGTERM, note)
+    signal.signal(signal.SIGINT, note)
+    return came.is_set

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pydantic import ValidationError
 
 from cqrs_dagster.settings import SettingsError, load_settings
 
-from .procs import descendants, stop_process_tree
+from .procs import descendants, stop_process_tree, stop_signals
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_DAGSTER_YAML = PACKAGE_ROOT.parent / "dagster.yaml"
@@ -177,19 +176,12 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "CQRS_DATA_DIR": str(data_dir), "CQRS_ENV": settings.env}
     cqrs = [sys.executable, "-m", "cqrs_dagster.cli"]
     procs: list[subprocess.Popen[bytes]] = []
-    stopping = False
-
-    def _stop(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
     # Before the first child starts: exec resets a handled signal to its default in the child,
     # but leaves an ignored one ignored. A shell that starts `cqrs up` in the background (a
     # script's `make run &`, nohup) ignores SIGINT, and Dagster maps SIGTERM to whatever SIGINT
     # does: dagster dev and its processes then ignored both, and every stop waited the whole
     # timeout for SIGKILL (runs and the daemon killed mid-write).
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = stop_signals()
     if settings.projection_engine == "spark":
         env["CQRS_PROJECTION_ENGINE"] = "spark"
         env["CQRS_SPARK_REMOTE"] = settings.spark_remote
@@ -241,16 +233,14 @@ def run(args: argparse.Namespace) -> int:
         procs.append(subprocess.Popen(demo_cmd, env=env, start_new_session=True))
 
     try:
-        if _wait_http(
-            f"http://127.0.0.1:{args.api_port}/api/v1/healthz", 60, procs, lambda: stopping
-        ):
+        if _wait_http(f"http://127.0.0.1:{args.api_port}/api/v1/healthz", 60, procs, stopping):
             print(f"cqrs: API     http://{args.host}:{args.api_port}/docs", flush=True)
         if not args.no_dagster and _wait_http(
-            f"http://127.0.0.1:{args.ui_port}/server_info", 180, procs, lambda: stopping
+            f"http://127.0.0.1:{args.ui_port}/server_info", 180, procs, stopping
         ):
             print(f"cqrs: Dagster http://{args.host}:{args.ui_port}", flush=True)
         print(f"cqrs: data in {data_dir}; Ctrl-C stops everything", flush=True)
-        while not stopping:
+        while not stopping():
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 print(f"cqrs: a child exited ({dead[0].args!r}); stopping", file=sys.stderr)
