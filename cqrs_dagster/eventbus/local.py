@@ -209,7 +209,7 @@ class LocalEventBus(EventBus):
         return cursor
 
     def _init_schema(self, cursor: Cursor, partition_count: int) -> int:
-        _rows(cursor, "BEGIN IMMEDIATE")
+        self._run("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -230,17 +230,16 @@ class LocalEventBus(EventBus):
                     "created (set CQRS_BUS_PARTITIONS to match, or start a new data dir)"
                 )
             _migrate_canonical(cursor)
-            _rows(cursor, "COMMIT")
+            self._run("COMMIT")
         except BaseException:
-            self._rollback(cursor)
+            self._rollback()
             raise
         return partition_count
 
-    @staticmethod
-    def _rollback(cursor: Cursor) -> None:
+    def _rollback(self) -> None:
         """Roll back the open transaction, if any (SQLite may have rolled it back already)."""
         with contextlib.suppress(adbc_sqlite.Error):  # none open: nothing to undo
-            _rows(cursor, "ROLLBACK")
+            self._run("ROLLBACK")
 
     @property
     def path(self) -> Path:
@@ -310,7 +309,7 @@ class LocalEventBus(EventBus):
                 )
                 self._run("COMMIT")
             except BaseException:
-                self._rollback(self._cursor("send"))
+                self._rollback()
                 raise
 
     def _heads(self) -> list[tuple[int, int, int, int | None]]:
