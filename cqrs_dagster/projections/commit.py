@@ -12,6 +12,16 @@ there, and Delta reports the commit as lost to a concurrent writer carrying the 
 re-reads the table: when it now holds exactly this commit's checkpoints, the commit (or an
 identical one of the same batch) is in, rows and checkpoint together, and the step goes on
 instead of failing the run. Any other conflict is raised as before.
+
+A commit whose request failed in transport: object_store does not retry a conditional PUT
+whose connection broke mid-request (deltalake raises ``OSError``: "Connection reset by peer"
+while another table's commit killed the storage node, say). The commit file may or may not
+be stored. :func:`_committed` re-reads the table (through the same patient retries, so it
+waits out the outage): when it holds this commit's checkpoints the commit landed; when it does
+not, nothing of it is in the log (a commit file is one atomic PUT), so the commit is run once
+more from the start (its data files are written again; the orphans of the failed attempt are
+never referenced, and VACUUM removes them). Only commits that carry checkpoints and whose rows
+can be read again are retried; anything else, and a second failure, is raised.
 """
 
 from __future__ import annotations
@@ -41,26 +51,55 @@ def commit_props(checkpoints: Mapping[str, int], run_id: str, operation: str) ->
     )
 
 
+def _holds(table: DeltaTable, checkpoints: Mapping[str, int]) -> bool:
+    """Whether ``table``, re-read, holds exactly ``checkpoints``."""
+    table.update_incremental()
+    return all(txn(table, app) == version for app, version in checkpoints.items())
+
+
 def _committed(
-    table: DeltaTable, checkpoints: Mapping[str, int], commit: Callable[[], object]
+    table: DeltaTable,
+    checkpoints: Mapping[str, int],
+    commit: Callable[[], object],
+    *,
+    repeatable: bool = True,
 ) -> None:
-    """Run ``commit``; a "concurrent" failure after which ``table`` holds exactly
-    ``checkpoints`` means this commit landed and its answer was lost (see the module docstring)."""
+    """Run ``commit``. A "concurrent" failure, or a transport failure (``OSError``), after which
+    ``table`` holds exactly ``checkpoints`` means this commit landed and its answer was lost; a
+    transport failure after which it does not is retried once when ``repeatable`` (see the
+    module docstring)."""
     try:
         commit()
     except CommitFailedError as exc:
+        if not checkpoints or not _holds(table, checkpoints):
+            raise
+        _landed(table, checkpoints, exc)
+    except OSError as exc:
         if not checkpoints:
             raise
-        table.update_incremental()
-        if any(txn(table, app) != version for app, version in checkpoints.items()):
+        if _holds(table, checkpoints):
+            _landed(table, checkpoints, exc)
+            return
+        if not repeatable:
             raise
         log.warning(
-            "Delta commit on %s reported %r, but the table holds its checkpoints %s: "
-            "the commit landed and its answer was lost; continuing",
+            "Delta commit on %s failed in transport (%s) and the table does not hold its "
+            "checkpoints %s: nothing of it was committed; committing it again",
             table.table_uri,
-            str(exc),
+            str(exc).splitlines()[-1].strip() if str(exc) else type(exc).__name__,
             dict(checkpoints),
         )
+        commit()
+
+
+def _landed(table: DeltaTable, checkpoints: Mapping[str, int], exc: Exception) -> None:
+    log.warning(
+        "Delta commit on %s reported %r, but the table holds its checkpoints %s: "
+        "the commit landed and its answer was lost; continuing",
+        table.table_uri,
+        str(exc),
+        dict(checkpoints),
+    )
 
 
 def commit_checkpoints_only(
@@ -125,6 +164,7 @@ def overwrite(
             predicate=predicate,
             commit_properties=commit_props(checkpoints, run_id, operation),
         ),
+        repeatable=isinstance(rows, pa.Table),  # a stream cannot be read twice
     )
     table.update_incremental()
 

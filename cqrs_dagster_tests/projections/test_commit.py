@@ -5,7 +5,9 @@ conditional PUT meet the commit itself, and Delta reports "Concurrent transactio
 the same situation on a local table: a second writer, planned from the same snapshot, commits the
 same batch with the same checkpoints after the first one landed. The committer re-reads the table,
 finds exactly its checkpoints there and goes on (no duplicate rows, one commit); a commit whose
-checkpoints are NOT in the table (a rebuild swap or another batch won) still fails.
+checkpoints are NOT in the table (a rebuild swap or another batch won) still fails. A commit whose
+request broke in transport (OSError) is recognized when it landed, and committed once more when
+it did not.
 (The Azure end of it, Azurite SIGKILLed after storing the file: faults/test_azure_faults.py.)
 """
 
@@ -18,7 +20,12 @@ import pyarrow as pa
 import pytest
 from deltalake.exceptions import CommitFailedError
 
-from cqrs_dagster.projections.commit import append, commit_checkpoints_only, merge_versioned
+from cqrs_dagster.projections.commit import (
+    _committed,
+    append,
+    commit_checkpoints_only,
+    merge_versioned,
+)
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.schemas import CUSTOMERS, SCHEMAS
 from cqrs_dagster.projections.tables import TableStore
@@ -84,3 +91,74 @@ def test_a_commit_whose_checkpoints_are_not_in_the_table_still_fails(tables: Tab
     table = tables.open(CUSTOMERS)
     assert table is not None and txn(table, APP) == 5
     assert table.to_pyarrow_table()["customer_id"].to_pylist() == ["c1"]
+
+
+# -- a commit whose request failed in transport (OSError from object_store) ------------------------
+
+RESET = (
+    "Generic MicrosoftAzure error: error sending request: Connection reset by peer (os error 104)"
+)
+
+
+def test_a_commit_that_landed_before_its_connection_broke_is_recognized(
+    tables: TableStore,
+) -> None:
+    table = tables.open(CUSTOMERS)
+    assert table is not None
+    calls: list[int] = []
+
+    def landed_then_reset() -> None:
+        calls.append(1)
+        writer = tables.open(CUSTOMERS)
+        assert writer is not None
+        append(writer, CUSTOMERS, rows("c1", "c2"), {APP: 5}, "run", "test")
+        raise OSError(RESET)
+
+    _committed(table, {APP: 5}, landed_then_reset)  # no exception, not run again
+    assert calls == [1]
+    assert txn(table, APP) == 5
+    assert sorted(table.to_pyarrow_table()["customer_id"].to_pylist()) == ["c1", "c2"]
+
+
+def test_a_commit_whose_connection_broke_before_it_landed_is_committed_once_more(
+    tables: TableStore,
+) -> None:
+    table = tables.open(CUSTOMERS)
+    assert table is not None
+    calls: list[int] = []
+
+    def reset_then_commit() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(RESET)
+        append(table, CUSTOMERS, rows("c1"), {APP: 7}, "run", "test")
+
+    _committed(table, {APP: 7}, reset_then_commit)
+    assert calls == [1, 1]
+    reread = tables.open(CUSTOMERS)
+    assert reread is not None and txn(reread, APP) == 7
+    assert reread.to_pyarrow_table()["customer_id"].to_pylist() == ["c1"]
+
+
+def test_a_transport_failure_is_raised_when_the_commit_cannot_be_repeated_or_fails_again(
+    tables: TableStore,
+) -> None:
+    table = tables.open(CUSTOMERS)
+    assert table is not None
+    calls: list[int] = []
+
+    def always_reset() -> None:
+        calls.append(1)
+        raise OSError(RESET)
+
+    with pytest.raises(OSError, match="Connection reset"):
+        _committed(table, {APP: 1}, always_reset)  # retried once, then raised
+    assert len(calls) == 2
+    with pytest.raises(OSError, match="Connection reset"):
+        _committed(table, {APP: 1}, always_reset, repeatable=False)  # a stream: never retried
+    assert len(calls) == 3
+    with pytest.raises(OSError, match="Connection reset"):
+        _committed(table, {}, always_reset)  # no checkpoints: landed or not is unknowable
+    assert len(calls) == 4
+    assert txn(table, APP) == -1
+    assert table.to_pyarrow_table().num_rows == 0
