@@ -205,6 +205,16 @@ def test_dagster_runs_nicer_than_the_api(platform_up: RunningPlatform) -> None:
 def test_ctrl_c_stops_every_process(platform_up: RunningPlatform) -> None:
     platform_up.remember_children()
     assert len(platform_up.pids_seen) >= 4, "expected cqrs up, the API and dagster dev children"
+    # make was started with SIGINT ignored (as `make run &` is); none of the processes under it
+    # may inherit that, or SIGTERM ignored too (Dagster maps SIGTERM to SIGINT's disposition),
+    # or each stop waits 15 s and kills them. multiprocessing's resource tracker ignores both by
+    # design and exits when its pipe closes.
+    ignoring = {
+        pid: ignored
+        for pid in platform_up.pids_seen - {platform_up.proc.pid}
+        if (ignored := _ignored_stop_signals(pid)) and "resource_tracker" not in _cmdline(pid)
+    }
+    assert not ignoring, f"processes ignoring SIGINT/SIGTERM: {ignoring}"
     # Ctrl-C in a terminal: SIGINT to the foreground process group (make and cqrs up).
     os.killpg(platform_up.proc.pid, signal.SIGINT)
     platform_up.proc.wait(60)
@@ -224,3 +234,21 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _ignored_stop_signals(pid: int) -> list[str]:
+    """The stop signals (SIGINT, SIGTERM) ``pid`` ignores, from /proc's SigIgn mask."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            mask = next(int(line.split()[1], 16) for line in fh if line.startswith("SigIgn:"))
+    except (OSError, StopIteration):
+        return []
+    return [sig.name for sig in (signal.SIGINT, signal.SIGTERM) if mask >> (sig - 1) & 1]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
