@@ -9,6 +9,7 @@ joins the threads, then closes the adapters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -73,6 +74,8 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             thread.start()
             log.info("outbox relay started (every %s s when idle)", settings.relay_interval_seconds)
         app.state.relay_thread = thread
+        loop = type(asyncio.get_running_loop())
+        log.info("command side open (event loop: %s.%s)", loop.__module__, loop.__qualname__)
         try:
             yield
         finally:

@@ -111,6 +111,8 @@ def test_each_server_answers_commands_and_stops_cleanly(tmp_path: Path, server: 
         assert wait_until(
             lambda: event_ids <= {e.event_id for e in bus_events(data_dir)}, timeout=30
         ), log.read_text()
+        if server == "uvicorn":  # asyncio's loop: its socket writes release the GIL (cli/api.py)
+            assert "(event loop: asyncio.unix_events." in log.read_text(), log.read_text()
         _sigterm_stops_cleanly(ApiProcess(proc, f"http://127.0.0.1:{port}", data_dir, log))
     finally:
         stop_group(proc)
