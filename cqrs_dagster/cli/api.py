@@ -22,8 +22,9 @@ response to its socket inside the event loop with the GIL held, and on loopback 
 (the kernel's TCP work and the client's wake-up) was 31% of the API process's GIL samples under
 wrk: the group-commit writer and the relay waited through every response written. asyncio's
 transport writes with ``socket.send``, which releases the GIL for the syscall. Measured for issue
-14 (b) (``POST /api/v1/commands`` under wrk, 64 connections, 4 interleaved pairs of 12 s, twice):
-5,661 -> 6,180 and 5,507 -> 6,030 commands/s (+9%), p99 at 1,000/s unchanged (4 ms).
+14 (b) (``POST /api/v1/commands`` under wrk, 64 connections, 4 interleaved pairs of 12 s, three
+times; ``bench/experiments/http_ab.py``): 5,661 -> 6,180, 5,507 -> 6,030 and 5,263 -> 5,912
+commands/s (+9-12%), p99 at 1,000/s 3-4 ms either way.
 """
 
 from __future__ import annotations
