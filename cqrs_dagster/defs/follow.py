@@ -34,7 +34,7 @@ from time import sleep
 import dagster as dg
 
 from cqrs_dagster.eventbus.port import EventBus
-from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections import maintenance, schemas
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.recent_raw import RecentRaw
@@ -160,6 +160,27 @@ def check_freshness(
     return True
 
 
+def compact(context: dg.OpExecutionContext, tables: TableStore) -> None:
+    """Compact the small files the passes added (:func:`.maintenance.compact_small_files`), with
+    a line per table in the run's log. A failure is logged and the run goes on: a compaction
+    commits whole or not at all, and the daily maintenance compacts what is left."""
+    try:
+        done = maintenance.compact_small_files(tables)
+    except Exception as exc:  # compaction must not stop the projection
+        context.log.warning("small files not compacted in this run: %s", exc)
+        return
+    for c in done:
+        context.log.info(
+            "compacted %s: %s small files into %s (%s live files before) in %.2f s, version %s",
+            c.table,
+            c.files_removed,
+            c.files_added,
+            c.files_before,
+            c.seconds,
+            c.version,
+        )
+
+
 def checking_follow_run(instance: dg.DagsterInstance, now: float) -> dg.DagsterRun | None:
     """An in-flight following run that evaluated the lag checks within
     FRESHNESS_STAMP_MAX_AGE_SECONDS of ``now`` (epoch seconds), if any."""
@@ -206,7 +227,7 @@ def follow_projection(
     start = time.monotonic()
     last_news = start
     last_freshness = -FRESHNESS_EVERY_SECONDS
-    passes = events = 0
+    passes = events = applied = 0
     with platform.bus() as bus:
         while True:
             pass_started = time.monotonic()
@@ -229,6 +250,10 @@ def follow_projection(
                     )
                 )
             checks.flush()
+            if result.events_read:
+                applied += 1
+                if applied % maintenance.FOLLOW_COMPACT_EVERY_PASSES == 0:
+                    compact(context, tables)
             if time.monotonic() - last_freshness >= FRESHNESS_EVERY_SECONDS:
                 check_freshness(context, platform, bus, tables)
                 last_freshness = time.monotonic()

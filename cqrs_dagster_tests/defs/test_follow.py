@@ -19,7 +19,7 @@ from cqrs_dagster.defs.alerting.dagster_state import latest_check_evaluations
 from cqrs_dagster.defs.lag_checks import LAG_CHECK_KEYS
 from cqrs_dagster.defs.names import FOLLOW_JOB, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
-from cqrs_dagster.projections import pipeline, schemas
+from cqrs_dagster.projections import maintenance, pipeline, schemas
 from cqrs_dagster.projections.context import StepContext
 from cqrs_dagster.projections.delta_io import seq_app_id, txn
 from cqrs_dagster.projections.pipeline import catch_up
@@ -456,3 +456,32 @@ def test_the_freshness_sensor_evaluates_the_lag_checks_without_a_run(
     skipped = tick()
     assert isinstance(skipped, dg.SkipReason)
     assert "following run following evaluates the lag checks itself" in (skipped.skip_message or "")
+
+
+def test_a_following_run_compacts_the_small_files_its_passes_add(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """After every FOLLOW_COMPACT_EVERY_PASSES passes that applied events, the run compacts the
+    tables holding FOLLOW_COMPACT_MIN_FILES live files or more: no row and no checkpoint
+    changes (the tables equal a clean pass's, and a re-run applies nothing twice)."""
+    monkeypatch.setattr(maintenance, "FOLLOW_COMPACT_EVERY_PASSES", 1)
+    monkeypatch.setattr(maintenance, "FOLLOW_COMPACT_MIN_FILES", 2)
+    result = follow_with_late_events(settings, instance, platform)
+    assert result.success
+    raw = platform.tables().open(schemas.RAW_EVENTS)
+    assert raw is not None
+    operations = [h["operation"] for h in raw.history()]
+    assert "OPTIMIZE" in operations
+    assert operations.count("WRITE") >= 2  # passes appended, then compacted
+    days = {f.split("event_date=")[1].split("/")[0] for f in raw.file_uris()}
+    assert len(raw.file_uris()) == len(days)  # one file per event_date partition
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("compacted raw_events: ") for m in messages)
+    assert normalized(platform.tables()) == clean_pass(tmp_path)
+    again = run_follow(instance, platform, idle=0.1)
+    assert again.success
+    assert normalized(platform.tables()) == clean_pass(tmp_path / "again")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from cqrs_dagster.projections import schemas
+from cqrs_dagster.projections import maintenance, schemas
 from cqrs_dagster.projections.context import StepContext
-from cqrs_dagster.projections.maintenance import maintain_all
+from cqrs_dagster.projections.maintenance import compact_small_files, maintain_all
 from cqrs_dagster.projections.pipeline import catch_up
 from cqrs_dagster.projections.status import read_checkpoints
 from cqrs_dagster.projections.tables import TableStore
@@ -57,3 +58,71 @@ def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
     assert raw.files_after == 1 and raw.files_compacted == files_before[schemas.RAW_EVENTS]
     # Merges rewrote customers' file three times: vacuum deletes the unreferenced ones.
     assert next(r for r in reports if r.table == schemas.CUSTOMERS).files_vacuumed >= 3
+
+
+def test_compact_small_files_packs_tables_over_the_threshold_only(tmp_path: Path) -> None:
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=2, orders_per_customer=2)
+    tables = make_table_store(settings)
+    bus = make_event_bus(settings)
+    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
+    for i in range(4):  # one raw append per pass, all on one event_date
+        run_commands(
+            settings,
+            [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
+        )
+        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
+    bus.close()
+    before = snapshot(tables)
+    checkpoints = read_checkpoints(tables)
+    files = {n: len(tables.open(n).file_uris()) for n in schemas.READ_MODELS}  # type: ignore[union-attr]
+    assert files[schemas.RAW_EVENTS] == 5
+    # The threshold: only tables holding at least min_files live files are compacted.
+    threshold = files[schemas.RAW_EVENTS]
+    assert files[schemas.DAILY_ORDER_METRICS] < threshold
+
+    done = compact_small_files(tables, min_files=threshold)
+
+    compacted = {c.table: c for c in done}
+    assert schemas.RAW_EVENTS in compacted
+    assert schemas.DAILY_ORDER_METRICS not in compacted
+    assert all(files[c.table] >= threshold for c in done)
+    raw = compacted[schemas.RAW_EVENTS]
+    assert (raw.files_before, raw.files_removed, raw.files_added) == (5, 5, 1)
+    assert len(tables.open(schemas.RAW_EVENTS).file_uris()) == 1  # type: ignore[union-attr]
+    after = snapshot(tables)
+    for name in schemas.READ_MODELS:
+        pd.testing.assert_frame_equal(before[name], after[name])
+    assert read_checkpoints(tables) == checkpoints
+    # Nothing is vacuumed: readers of the versions before the compaction keep their files.
+    history = tables.open(schemas.RAW_EVENTS).history(1)  # type: ignore[union-attr]
+    assert history[0]["operation"] == "OPTIMIZE"
+    assert len(list((tmp_path / "data").rglob("raw_events/**/*.parquet"))) == 6
+
+
+def test_compaction_in_a_follow_run_leaves_files_of_full_size_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files at the follow target size are not rewritten again: a compaction rewrites the new
+    small files, not the whole day."""
+    settings = Settings(env="local", data_dir=tmp_path / "data")
+    seed_commands(settings, customers=4, orders_per_customer=12)
+    tables = make_table_store(settings)
+    bus = make_event_bus(settings)
+    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
+    raw_file = tables.open(schemas.RAW_EVENTS).file_uris()[0]  # type: ignore[union-attr]
+    size = Path(raw_file.removeprefix("file://")).stat().st_size
+    monkeypatch.setattr(maintenance, "FOLLOW_COMPACT_TARGET_BYTES", size)  # that file is full
+    for i in range(2):
+        run_commands(
+            settings,
+            [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
+        )
+        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
+    bus.close()
+
+    done = {c.table: c for c in compact_small_files(tables, min_files=3)}
+
+    assert (done[schemas.RAW_EVENTS].files_removed, done[schemas.RAW_EVENTS].files_added) == (2, 1)
+    live = tables.open(schemas.RAW_EVENTS).file_uris()  # type: ignore[union-attr]
+    assert raw_file in live and len(live) == 2
