@@ -28,20 +28,36 @@ def snapshot(tables: TableStore) -> dict[str, pd.DataFrame]:
     return out
 
 
-def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
+def seeded(tmp_path: Path, customers: int = 2, orders: int = 2) -> tuple[Settings, TableStore]:
+    """A platform whose seed commands were projected in one pass."""
     settings = Settings(env="local", data_dir=tmp_path / "data")
-    seed_commands(settings, customers=2, orders_per_customer=2)
+    seed_commands(settings, customers=customers, orders_per_customer=orders)
     tables = make_table_store(settings)
     bus = make_event_bus(settings)
-    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
-    # A few more small commits so there is something to compact.
-    for i in range(3):
-        run_commands(
-            settings,
-            [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
-        )
-        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
-    bus.close()
+    try:
+        catch_up(StepContext(tables, "a"), bus, max_events=10_000)
+    finally:
+        bus.close()
+    return settings, tables
+
+
+def small_passes(settings: Settings, tables: TableStore, n: int) -> None:
+    """``n`` passes of one command each: one small file per pass and table written."""
+    bus = make_event_bus(settings)
+    try:
+        for i in range(n):
+            run_commands(
+                settings,
+                [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
+            )
+            catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
+    finally:
+        bus.close()
+
+
+def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
+    settings, tables = seeded(tmp_path)
+    small_passes(settings, tables, 3)  # so there is something to compact
     before = snapshot(tables)
     checkpoints = read_checkpoints(tables)
     files_before = {n: len(tables.open(n).file_uris()) for n in schemas.READ_MODELS}  # type: ignore[union-attr]
@@ -61,18 +77,8 @@ def test_maintenance_compacts_and_changes_no_row(tmp_path: Path) -> None:
 
 
 def test_compact_small_files_packs_tables_over_the_threshold_only(tmp_path: Path) -> None:
-    settings = Settings(env="local", data_dir=tmp_path / "data")
-    seed_commands(settings, customers=2, orders_per_customer=2)
-    tables = make_table_store(settings)
-    bus = make_event_bus(settings)
-    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
-    for i in range(4):  # one raw append per pass, all on one event_date
-        run_commands(
-            settings,
-            [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
-        )
-        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
-    bus.close()
+    settings, tables = seeded(tmp_path)
+    small_passes(settings, tables, 4)  # one raw append per pass, all on one event_date
     before = snapshot(tables)
     checkpoints = read_checkpoints(tables)
     files = {n: len(tables.open(n).file_uris()) for n in schemas.READ_MODELS}  # type: ignore[union-attr]
@@ -105,21 +111,11 @@ def test_compaction_in_a_follow_run_leaves_files_of_full_size_alone(
 ) -> None:
     """Files at the follow target size are not rewritten again: a compaction rewrites the new
     small files, not the whole day."""
-    settings = Settings(env="local", data_dir=tmp_path / "data")
-    seed_commands(settings, customers=4, orders_per_customer=12)
-    tables = make_table_store(settings)
-    bus = make_event_bus(settings)
-    catch_up(StepContext(tables, "a"), bus, max_events=10_000)
+    settings, tables = seeded(tmp_path, customers=4, orders=12)
     raw_file = tables.open(schemas.RAW_EVENTS).file_uris()[0]  # type: ignore[union-attr]
     size = Path(raw_file.removeprefix("file://")).stat().st_size
     monkeypatch.setattr(maintenance, "FOLLOW_COMPACT_TARGET_BYTES", size)  # that file is full
-    for i in range(2):
-        run_commands(
-            settings,
-            [{"type": "UpdateCustomer", "customerId": "cust-0", "name": f"Renamed {i}"}],
-        )
-        catch_up(StepContext(tables, f"b{i}"), bus, max_events=10_000)
-    bus.close()
+    small_passes(settings, tables, 2)
 
     done = {c.table: c for c in compact_small_files(tables, min_files=3)}
 
