@@ -15,7 +15,9 @@ of the assets, so the UI's history and the freshness policies see them), and the
 the same rules under the same check names, evaluated per pass before a table feeds the next (and
 logged once the pass has committed, after its materializations); a failing one ends the run with
 a failure before the next table is written. It also evaluates the lag checks, once a minute
-between passes, in place of the every-minute freshness job's run (see FRESHNESS_EVERY_SECONDS).
+between passes, in place of the every-minute freshness job's run (see FRESHNESS_EVERY_SECONDS),
+and compacts the small files its passes add every few passes (:func:`compact`), so a pass does
+not grow slower with the passes before it.
 
 A maintenance, rebuild, recompute or redrive run (another writer tag) that is in flight makes the
 run end after its current pass, so it waits for one pass, not for the cap; the sensor starts the

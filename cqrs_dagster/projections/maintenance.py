@@ -16,8 +16,9 @@ from .tables import TableStore, writer_properties
 
 # Follow mode commits a file or more to every table it writes each pass (a pass every 3 s under
 # load): ~1,200 files an hour per table until the daily maintenance. Every pass opens, lists
-# and prunes each table's live files, so its cost grew with them: 600 events a pass, 0.39 s over
-# the first 50 passes, 0.66 s over passes 200-250 (bench/experiments/follow_pass.py). A following
+# and prunes each table's live files, so its cost grew with them: 600 new orders a pass, 0.35 s
+# over the first 50 passes, 0.77 s over passes 200-250; 0.34 and 0.43 s with this compaction
+# (bench/experiments/follow_pass.py, CREATES=1). A following
 # run compacts a table's small files once it holds this many live files (checked every
 # FOLLOW_COMPACT_EVERY_PASSES passes), so a pass stays in proportion to its events.
 FOLLOW_COMPACT_MIN_FILES = 32
