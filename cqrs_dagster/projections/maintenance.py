@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from deltalake import DeltaTable
 
 from .delta_io import row_count
 from .schemas import ALL_TABLES, READ_MODELS
@@ -28,6 +31,14 @@ FOLLOW_COMPACT_EVERY_PASSES = 10
 # still filling, file plus the new small ones, not the whole day. The daily maintenance packs
 # them further, to the table's target size.
 FOLLOW_COMPACT_TARGET_BYTES = 16 * 1024 * 1024
+
+
+def _compact(table: DeltaTable, name: str, target_size: int | None = None) -> dict[str, Any]:
+    """Bin-pack the table's small files (up to ``target_size``, default the table's target file
+    size): rewritten with the table's writer properties, so its bloom filters are kept."""
+    return table.optimize.compact(
+        target_size=target_size, writer_properties=writer_properties(name)
+    )
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,7 @@ def maintain_table(tables: TableStore, name: str, retention_hours: int) -> Maint
     if table is None:
         return None
     before = len(table.file_uris())
-    # Compaction rewrites files: with the table's writer properties (bloom filters) kept.
-    compacted = table.optimize.compact(writer_properties=writer_properties(name))
+    compacted = _compact(table, name)
     vacuumed = table.vacuum(
         retention_hours=retention_hours,
         dry_run=False,
@@ -105,9 +115,7 @@ def compact_small_files(tables: TableStore, min_files: int | None = None) -> lis
         target = FOLLOW_COMPACT_TARGET_BYTES
         if configured is not None:
             target = min(target, int(configured))
-        metrics = table.optimize.compact(
-            target_size=target, writer_properties=writer_properties(name)
-        )
+        metrics = _compact(table, name, target)
         removed = int(metrics.get("numFilesRemoved", 0))
         if removed == 0:  # no partition held two small files: nothing was committed
             continue
