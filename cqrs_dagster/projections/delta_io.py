@@ -66,8 +66,15 @@ def scan(
     return data if exact is None else data.filter(exact)
 
 
-def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[str]) -> pa.Table:
-    """The ``columns`` of the rows whose string ``column`` holds one of ``values``.
+def lookup(
+    table: DeltaTable,
+    column: str,
+    values: Sequence[str],
+    columns: list[str],
+    prune: list[tuple[str, str, Any]] | None = None,
+) -> pa.Table:
+    """The ``columns`` of the rows whose string ``column`` holds one of ``values``, in the files
+    ``prune`` keeps (a delta-rs file-pruning predicate: partitions, min/max stats) or in all.
 
     On a local table, DuckDB's Parquet reader over the table's live files skips the row groups
     whose min/max statistics or Parquet bloom filter (:data:`.tables.BLOOM_FILTERED`) rule the
@@ -76,10 +83,10 @@ def lookup(table: DeltaTable, column: str, values: Sequence[str], columns: list[
     ~30 ms). Elsewhere (az://, abfss://), or for a partition column, a pyarrow scan.
     """
     partitioned = set(table.metadata().partition_columns)
-    files = local_files(table)
+    files = local_files(table, prune)
     if not files or not values or partitioned & {column, *columns}:
         read = list(dict.fromkeys([column, *columns]))  # the exact filter needs the column
-        return scan(table, None, isin(column, values), read).select(columns)
+        return scan(table, prune, isin(column, values), read).select(columns)
     listed = ", ".join(f'"{c}"' for c in columns)
     return (
         duck()

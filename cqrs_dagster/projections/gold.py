@@ -3,8 +3,9 @@
 ``order_summary`` (the reference's vw_order_summary): recomputed for the orders touched since its
 checkpoint and the orders of customers touched since it (a name change reaches every order).
 ``daily_order_metrics``: every order created that UTC day whatever its status; only OrderCreated
-changes a day's figures, so a run recomputes the days of the OrderCreated events since its
-checkpoint from ``orders`` (partition pruned) and replaces those days. Both checkpoint the raw
+changes a day's figures, so a run adds the orders created since its checkpoint to their days'
+rows (:mod:`.daily_delta`: their customers looked up in that day's orders) and replaces those
+days; ``full`` recomputes every day from ``orders``. Both checkpoint the raw
 ``ingest_seq`` they cover in the same commit as their rows. A gold table with no row yet (a
 first catch-up, a rebuild) is built from silver whole instead (:func:`_first_build`).
 """
@@ -23,6 +24,7 @@ from cqrs_dagster.domain.events import CUSTOMER_REGISTERED, CUSTOMER_UPDATED, OR
 
 from .commit import commit_checkpoints_only, overwrite, upsert
 from .context import StepContext
+from .daily_delta import NEW_ORDER_COLUMNS, add_orders, earlier_customers
 from .delta_io import (
     enqueued_app_id,
     from_micros,
@@ -125,13 +127,18 @@ def _orders_of(orders: DeltaTable, order_ids: list[str], customer_ids: list[str]
         ids.update(str(i) for i in owned["order_id"].to_pylist())
     if not ids:
         return ORDER_SUMMARY_SCHEMA.empty_table().select(ORDER_COLUMNS)
-    wanted = sorted(ids)
+    return _by_id(orders, sorted(ids), ORDER_COLUMNS)
+
+
+def _by_id(orders: DeltaTable, wanted: list[str], columns: list[str]) -> pa.Table:
+    """The ``columns`` of the orders whose ids are ``wanted`` (sorted, not empty): the files
+    their ids' min/max statistics may hold, read and filtered."""
     prune: list[tuple[str, str, Any]] = (
         [("order_id", "in", wanted)]
         if len(wanted) <= MAX_PRUNE_IDS
         else [("order_id", ">=", wanted[0]), ("order_id", "<=", wanted[-1])]
     )
-    return scan(orders, prune, isin("order_id", wanted), columns=ORDER_COLUMNS)
+    return scan(orders, prune, isin("order_id", wanted), columns=columns)
 
 
 def build_order_summary(ctx: StepContext, *, full: bool = False) -> StepReport:
@@ -193,7 +200,8 @@ def _day_literals(days: list[date]) -> str:
 
 
 def build_daily_order_metrics(ctx: StepContext, *, full: bool = False) -> StepReport:
-    """Recompute the days created since the checkpoint (or every day with ``full``)."""
+    """Add the orders created since the checkpoint to their days (or, with ``full``, and on a
+    first build, compute every day from ``orders``)."""
     started = time.perf_counter()
     tables = ctx.tables
     target = tables.ensure(DAILY_ORDER_METRICS)
@@ -208,38 +216,33 @@ def build_daily_order_metrics(ctx: StepContext, *, full: bool = False) -> StepRe
         enqueued_app_id(DAILY_ORDER_METRICS): newest_us,
     }
     operation = "build_daily_order_metrics"
-    columns = ["order_id", "customer_id", "total_amount", "created_day"]
     events_read = 0
     first = not full and _first_build(target)
     if full or first:
-        rows = ctx.engine.daily_metrics(orders.to_pyarrow_table(columns=columns))
+        rows = ctx.engine.daily_metrics(orders.to_pyarrow_table(columns=NEW_ORDER_COLUMNS))
         events_read = upto - after if first else 0
         ctx.hit("daily_order_metrics.before_commit")
         overwrite(target, rows, checkpoint, ctx.run_id, operation + ("_first" if first else ""))
     else:
         batch = read_raw_range(
-            raw, after, upto, ["event_type", "event_timestamp"], ordered=False, recent=ctx.recent
+            raw, after, upto, ["event_type", "aggregate_id"], ordered=False, recent=ctx.recent
         )
         events_read = batch.num_rows
-        created = batch.filter(pc.field("event_type") == ORDER_CREATED)
-        days = sorted(set(pc.cast(created["event_timestamp"], pa.date32()).to_pylist()))
-        rows = (
-            ctx.engine.daily_metrics(
-                scan(
-                    orders,
-                    [("created_day", "in", [d.isoformat() for d in days])],
-                    isin("created_day", days, pa.date32()),
-                    columns=columns,
-                )
-            )
-            if days
-            else DAILY_ORDER_METRICS_SCHEMA.empty_table()
-        )
-        ctx.hit("daily_order_metrics.before_commit")
-        if days:
+        created = batch.filter(pc.field("event_type") == ORDER_CREATED)["aggregate_id"]
+        wanted = sorted(str(i) for i in pc.unique(created).to_pylist())
+        new = _by_id(orders, wanted, NEW_ORDER_COLUMNS) if wanted else None
+        if new is not None and new.num_rows:
+            # the days' current rows plus the pass's orders (see .daily_delta): the pass costs
+            # its own orders, not a re-aggregation of the days they fall on
+            days = sorted(set(new["created_day"].to_pylist()))
+            current = scan(target, None, isin("order_date", days, pa.date32()))  # a row a day
+            rows = add_orders(current, new, earlier_customers(orders, new))
+            ctx.hit("daily_order_metrics.before_commit")
             predicate = f"order_date IN ({_day_literals(days)})"
             overwrite(target, rows, checkpoint, ctx.run_id, operation, predicate=predicate)
         else:
+            rows = DAILY_ORDER_METRICS_SCHEMA.empty_table()
+            ctx.hit("daily_order_metrics.before_commit")
             commit_checkpoints_only(target, DAILY_ORDER_METRICS, checkpoint, ctx.run_id, operation)
     ctx.hit("daily_order_metrics.after_commit")
     return _report(

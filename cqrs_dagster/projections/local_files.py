@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -18,9 +19,13 @@ def _local_path(uri: str) -> str:
     return url2pathname(unquote(urlparse(uri).path)) if uri.startswith("file://") else unquote(uri)
 
 
-def local_files(table: DeltaTable) -> list[str] | None:
+def local_files(
+    table: DeltaTable, prune: list[tuple[str, str, Any]] | None = None
+) -> list[str] | None:
     """Paths of the live data files of a table on a local path (None elsewhere: az://,
-    abfss://): what DuckDB's Parquet reader reads."""
+    abfss://): what DuckDB's Parquet reader reads; with ``prune`` (a delta-rs file-pruning
+    predicate, ``[("created_day", "=", "2026-12-06")]``) only the files it keeps."""
     if not _local(table.table_uri):
         return None
-    return [_local_path(uri) for uri in table.file_uris()]  # percent-encoded: a space, a quote
+    uris = table.file_uris(file_pruning_predicate=prune or None)
+    return [_local_path(uri) for uri in uris]  # percent-encoded: a space, a quote

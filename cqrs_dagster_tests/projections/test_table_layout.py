@@ -233,3 +233,24 @@ def test_lookup_finds_what_a_full_scan_finds(projected: TableStore) -> None:
         with_day = lookup(orders, "customer_id", wanted, ["order_id", "created_day"])
         assert sorted(with_day["order_id"].to_pylist()) == expected
     assert lookup(orders, "customer_id", ["cust-1"], ["order_id"]).num_rows == 5
+
+
+def test_a_lookup_pruned_to_a_partition_finds_that_days_rows_only(projected: TableStore) -> None:
+    """daily_order_metrics looks up a pass's customers in one day's files of orders."""
+    orders = projected.open(ORDERS)
+    assert orders is not None
+    rows = orders.to_pyarrow_table(columns=["order_id", "customer_id", "created_day"]).to_pylist()
+    days = sorted({r["created_day"] for r in rows})
+    customers = sorted({r["customer_id"] for r in rows})
+    for day in days:
+        prune = [("created_day", "=", day.isoformat())]
+        found = lookup(orders, "customer_id", customers[:3], ["order_id", "customer_id"], prune)
+        expected = sorted(
+            r["order_id"]
+            for r in rows
+            if r["created_day"] == day and r["customer_id"] in customers[:3]
+        )
+        assert sorted(found["order_id"].to_pylist()) == expected
+        assert lookup(orders, "customer_id", ["nobody"], ["order_id"], prune).num_rows == 0
+    future = [("created_day", "=", "2099-01-01")]  # no file: no row, and no error
+    assert lookup(orders, "customer_id", customers, ["order_id"], future).num_rows == 0
