@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from cqrs_dagster.domain import customer, order
 from cqrs_dagster.domain.commands import (
@@ -181,4 +184,29 @@ def snapshot(tables: TableStore) -> dict[str, list[dict[str, Any]]]:
         for row in rows:
             row.pop("enqueued_time", None)
         out[name] = sorted(rows, key=lambda r: sorted((k, repr(v)) for k, v in r.items()))
+    return out
+
+
+def expected_daily(orders: dict[str, dict[str, object]]) -> list[dict[str, object]]:
+    """Every day's daily_order_metrics row from orders in the domain's shape (createdAt,
+    totalAmount, customerId), by pandas: not the engines' code."""
+    df = pd.DataFrame(
+        {
+            "day": [pd.Timestamp(str(o["createdAt"])).date() for o in orders.values()],
+            "total": [Decimal(str(o["totalAmount"])) for o in orders.values()],
+            "customer": [o["customerId"] for o in orders.values()],
+        }
+    )
+    out = []
+    for day, g in df.groupby("day"):
+        revenue = sum(g["total"], Decimal(0))
+        out.append(
+            {
+                "order_date": day,
+                "order_count": len(g),
+                "total_revenue": revenue,
+                "avg_order_value": (revenue / len(g)).quantize(Decimal("0.01"), ROUND_HALF_UP),
+                "unique_customers": g["customer"].nunique(),
+            }
+        )
     return out

@@ -4,10 +4,9 @@ lag in seconds and events, and redriving silver dead letters once they can apply
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from cqrs_dagster.domain import customer
@@ -25,30 +24,15 @@ from cqrs_dagster.projections.silver import project_orders
 from cqrs_dagster.projections.status import events_behind, projection_lag
 from cqrs_dagster.projections.tables import TableStore
 
-from .scenario import Scenario, build, fixed_clock, new_bus, new_tables, snapshot
-
-
-def expected_daily(orders: dict[str, dict[str, object]]) -> list[dict[str, object]]:
-    df = pd.DataFrame(
-        {
-            "day": [pd.Timestamp(str(o["createdAt"])).date() for o in orders.values()],
-            "total": [Decimal(str(o["totalAmount"])) for o in orders.values()],
-            "customer": [o["customerId"] for o in orders.values()],
-        }
-    )
-    out = []
-    for day, g in df.groupby("day"):
-        revenue = sum(g["total"], Decimal(0))
-        out.append(
-            {
-                "order_date": day,
-                "order_count": len(g),
-                "total_revenue": revenue,
-                "avg_order_value": (revenue / len(g)).quantize(Decimal("0.01"), ROUND_HALF_UP),
-                "unique_customers": g["customer"].nunique(),
-            }
-        )
-    return out
+from .scenario import (
+    Scenario,
+    build,
+    expected_daily,
+    fixed_clock,
+    new_bus,
+    new_tables,
+    snapshot,
+)
 
 
 def test_gold_matches_pandas_and_incremental_equals_full(tmp_path: Path) -> None:
