@@ -6,8 +6,9 @@ of the orders its raw range created their count and revenue, and the customers a
 had no other order that day (looked up in that day's partition of ``orders`` through the
 customer_id bloom filters, :func:`.delta_io.lookup`). The average is recomputed from the new
 count and revenue (half-up cents, as the engines give it). A pass so costs its own orders and
-their customers, not a re-aggregation of the day (which grew with the day: 150k orders, 67 ->
-97 ms a pass; at 200 orders/s a day holds 17M).
+their customers, not a re-aggregation of the days, which grew with the day (at 200 orders/s a
+day holds 17M orders; with ~372k orders in the day the step took 176 -> 122 ms a pass,
+``bench/experiments/daily_pass.py``).
 
 The caller replaces those days in the same commit as the checkpoint, so a pass's orders are
 added exactly once: a re-run after a crash finds either the checkpoint moved or nothing of the
