@@ -19,6 +19,7 @@ from ``orders``, and the quality audit's ``daily_order_metrics_match_orders`` co
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
 import pyarrow as pa
@@ -36,27 +37,23 @@ _PAIR = ["created_day", "customer_id"]
 
 
 def earlier_customers(orders: DeltaTable, new: pa.Table) -> pa.Table:
-    """(created_day, customer_id) of the ``new`` orders' customers who have another order in
-    ``orders`` on that day: already counted in the day's unique customers."""
-    found = []
+    """(created_day, customer_id), once each, of the ``new`` orders' customers who have another
+    order in ``orders`` on that day: already counted in the day's unique customers."""
+    found: list[tuple[date, str]] = []
     new_ids = new.column("order_id")
     for day in sorted(pc.unique(new.column("created_day")).to_pylist()):
         of_day = new.filter(pc.equal(new.column("created_day"), pa.scalar(day, pa.date32())))
         customers = pc.unique(pc.drop_null(of_day.column("customer_id"))).to_pylist()
-        rows = lookup(
-            orders,
-            "customer_id",
-            customers,
-            ["order_id", "customer_id"],
-            [("created_day", "=", day.isoformat())],
-        )
+        prune = [("created_day", "=", day.isoformat())]
+        rows = lookup(orders, "customer_id", customers, ["order_id", "customer_id"], prune)
         others = rows.filter(pc.invert(pc.is_in(rows.column("order_id"), new_ids)))
-        days = pa.array([day] * others.num_rows, pa.date32())
-        found.append(pa.table({"created_day": days, "customer_id": others.column("customer_id")}))
-    empty = pa.table(
-        {"created_day": pa.array([], pa.date32()), "customer_id": pa.array([], pa.string())}
+        found.extend((day, c) for c in sorted(set(others.column("customer_id").to_pylist())))
+    return pa.table(
+        {
+            "created_day": pa.array([d for d, _ in found], pa.date32()),
+            "customer_id": pa.array([c for _, c in found], pa.string()),
+        }
     )
-    return pa.concat_tables([empty, *(t.cast(empty.schema) for t in found)])
 
 
 def add_orders(current: pa.Table, new: pa.Table, earlier: pa.Table) -> pa.Table:
@@ -68,8 +65,7 @@ def add_orders(current: pa.Table, new: pa.Table, earlier: pa.Table) -> pa.Table:
     pairs = new.select(_PAIR).filter(pc.is_valid(new.column("customer_id")))
     firsts = pairs.group_by(_PAIR).aggregate([])
     if earlier.num_rows:
-        seen = earlier.select(_PAIR).group_by(_PAIR).aggregate([])
-        firsts = firsts.join(seen, keys=_PAIR, join_type="left anti")
+        firsts = firsts.join(earlier.select(_PAIR), keys=_PAIR, join_type="left anti")
     first_count = {
         r["created_day"]: int(r["customer_id_count"])
         for r in firsts.group_by("created_day").aggregate([("customer_id", "count")]).to_pylist()
