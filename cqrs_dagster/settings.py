@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     # waits for goes first and the batch work takes the rest (2 cores, 200 commands/s: plain
     # lookup p99 52 -> 26 ms; accepted -> visible unchanged). 0: the same priority.
     dagster_nice: int = Field(default=10, ge=0, le=19)
+    # A key lookup without ``consistent_with`` (GET /orders/{id}, /customers/{id}) may answer from
+    # the API's loaded snapshot of its table when that snapshot was the newest commit at most this
+    # long ago, and the table is then refreshed in the background (bounded staleness: the answer
+    # holds every commit made this long before the request). 0: every such lookup whose table has
+    # a newer commit refreshes it first, in a thread. Read-your-writes is ``consistent_with``'s.
+    query_max_staleness_ms: int = Field(default=250, ge=0, le=60_000)
     lag_warn_seconds: float = Field(default=30.0, gt=0)
     lag_error_seconds: float = Field(default=60.0, gt=0)
     delta_root: str | None = None  # default: <data_dir>/delta; abfss://... or az://... on Azure

@@ -19,11 +19,13 @@ each lookup's rows are also remembered with the read set they were read from, an
 new snapshot whose read set is unchanged takes them without a query (a projection commit that
 adds new orders' files leaves every older order's read set as it was).
 
-A lookup without a consistency token (a plain ``GET /orders/{id}``) reads the newest commit. On a
-local table :meth:`SnapshotRows.peek_latest` answers it on the event loop when the read models'
-snapshot is still the newest (two ``stat`` calls on the log: :meth:`.views.Current.is_latest`)
-and its rows are known there, or carried to it; otherwise the lookup takes a thread and
-refreshes the table, as before.
+A lookup without a consistency token (a plain ``GET /orders/{id}``) reads a snapshot that was the
+newest commit at most ``CQRS_QUERY_MAX_STALENESS_MS`` before it arrived (0: the newest commit).
+:meth:`SnapshotRows.peek_latest` answers it on the event loop when the read models' snapshot is
+still the newest (two ``stat`` calls on the log: :meth:`.views.Current.is_latest`), or was seen
+to be within that bound, and its rows are known there, or carried to it; in the second case the
+caller refreshes the table in the background. Otherwise the lookup takes a thread and refreshes
+the table first.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SnapshotRows:
         self.hits = 0  # lookups answered from memory (counters for tests and figures)
         self.misses = 0  # lookups that queried the table
         self.filled = 0  # keys read ahead by fill (batched)
+        self.behind = 0  # peek_latest answers from a snapshot seen newest within max_age
 
     def peek(self, name: str, at: Snapshot | None, column: str, value: str) -> Rows | None:
         """The rows of ``name`` at snapshot ``at`` with ``column = value``, if remembered (no I/O)."""
@@ -94,17 +97,30 @@ class SnapshotRows:
                 self._remember_read(name, at[0], column, value, read, rows)
         return rows
 
-    def peek_latest(self, models: ReadModels, name: str, column: str, value: str) -> Rows | None:
+    def peek_latest(
+        self, models: ReadModels, name: str, column: str, value: str, max_age: float = 0.0
+    ) -> tuple[Rows, bool] | None:
         """What :meth:`lookup` with ``refresh`` would answer, when that is known without a query
-        or a refresh: the read models' snapshot of ``name`` is still the newest commit (a local
-        table; two ``stat`` calls) and the rows are remembered there, or carried to it from an
-        older snapshot with the same read set. None: the caller looks up (in a thread)."""
-        current = models.current(name)
-        if current is None or not current.is_latest():
+        or a refresh: the read models' snapshot of ``name`` is the newest commit (a local table;
+        two ``stat`` calls), or was seen to be at most ``max_age`` seconds ago
+        (:meth:`.views.ReadModels.newest_within`), and the rows are remembered there, or
+        carried to it from an older snapshot with the same read set. Returns the rows and
+        whether the snapshot is behind (a newer commit exists or may: the caller refreshes the
+        table, off the request's path). None: the caller looks up (in a thread)."""
+        newest = models.newest_within(name, max_age)
+        if newest is None:
             return None
+        current, behind = newest
         at: Snapshot = current.snapshot
         found = self.peek(name, at, column, value)
-        return found if found is not None else self._carry(current, name, at, column, value)
+        if found is None:
+            found = self._carry(current, name, at, column, value)
+        if found is None:
+            return None
+        if behind:
+            with self._lock:
+                self.behind += 1
+        return found, behind
 
     def _carry(
         self, current: Current | None, name: str, at: Snapshot, column: str, value: str

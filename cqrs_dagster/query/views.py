@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -156,6 +157,9 @@ class ReadModels:
         self._remote: dict[str, ParquetSource | None] = {}
         self.mirror = FileMirror()
         self._locked_behind: dict[str, DeltaTable | None] = {}  # newer than the locked con has
+        # Per table: a snapshot and the monotonic time it was last seen to be the newest commit
+        # (by a refresh or Current.is_latest); replaced whole, read without the lock.
+        self._newest_at: dict[str, tuple[tuple[str, int], float]] = {}
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
@@ -189,9 +193,12 @@ class ReadModels:
 
     def _refresh_one(self, name: str) -> int | None:
         """:meth:`refresh` of one table (called with the lock)."""
+        started = time.monotonic()  # the log is read after this: its newest commit is loaded
         table = self._load(name)
         version = None if table is None else table.version()
         snapshot = None if table is None else (self._open_uri[name], int(table.version()))
+        if snapshot is not None:
+            self._newest_at[name] = (snapshot, started)
         known = self._registered.get(name)
         if name not in self._registered or (known.snapshot if known else None) != snapshot:
             self._register_own(name, table)
@@ -241,6 +248,28 @@ class ReadModels:
         """``name`` as of the last refresh (None: absent then). Takes no lock and does no I/O:
         what an event loop may ask before it decides that a request needs a thread."""
         return self._registered.get(name)
+
+    def newest_within(self, name: str, max_age: float) -> tuple[Current, bool] | None:
+        """``name``'s current snapshot when it is the newest commit now (``(current, False)``),
+        or was seen to be at most ``max_age`` seconds ago (``(current, True)``: a newer commit
+        exists or may, and a refresh would load it); None otherwise (or absent).
+
+        Takes no lock and does no I/O but :meth:`Current.is_latest`'s two ``stat`` calls (a
+        remote table: none, so only a refresh within ``max_age`` counts). A snapshot "seen to be
+        the newest" at time t holds every commit made before t: whoever answers from it answers
+        what a read at t would have, at most ``max_age`` late (bounded staleness).
+        """
+        current = self._registered.get(name)
+        if current is None:
+            return None
+        now = time.monotonic()  # before the stat calls: it was the newest at least until now
+        if current.is_latest():
+            self._newest_at[name] = (current.snapshot, now)
+            return current, False
+        seen = self._newest_at.get(name)
+        if seen is not None and seen[0] == current.snapshot and now - seen[1] <= max_age:
+            return current, True
+        return None
 
     def rows_where(self, name: str, column: str, value: str) -> pa.Table:
         """:meth:`lookup_rows`' rows."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
@@ -55,6 +56,8 @@ from cqrs_dagster.wiring import make_event_bus, make_read_models
 
 from .problems import ProblemError, problem_body, problem_responses
 from .security import AUTH_RESPONSES, require_role
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -165,6 +168,7 @@ class _Models:
         self._lock = threading.Lock()
         self.shared_answers = _Shared()  # woken waiters' answers over these models
         self.rows = SnapshotRows()  # key lookups' rows per table snapshot
+        self._refreshing: set[str] = set()  # tables a background refresh is loading
 
     def get(self) -> ReadModels:
         with self._lock:
@@ -176,21 +180,49 @@ class _Models:
         self, name: str, column: str, value: str, render: Callable[[Rows], Response]
     ) -> Latest:
         """The endpoint's answer to a plain key lookup, when its rows are known without I/O
-        beyond two ``stat`` calls (SnapshotRows.peek_latest), else None; never opens the read
-        models."""
+        beyond two ``stat`` calls (SnapshotRows.peek_latest, within
+        ``CQRS_QUERY_MAX_STALENESS_MS``), else None; never opens the read models. Called on the
+        event loop: an answer from a snapshot that is behind starts a background refresh of
+        the table."""
+        max_age = self._settings.query_max_staleness_ms / 1000
 
         def known() -> Response | None:
             models = self._models
-            found = None if models is None else self.rows.peek_latest(models, name, column, value)
-            return None if found is None else render(found)
+            if models is None:
+                return None
+            found = self.rows.peek_latest(models, name, column, value, max_age)
+            if found is None:
+                return None
+            rows, behind = found
+            if behind:
+                self._refresh_soon(models, name)
+            return render(rows)
 
         return known
+
+    def _refresh_soon(self, models: ReadModels, name: str) -> None:
+        """Refresh ``name`` in the loop's executor unless that is already under way (one
+        refresh per table at a time, however many lookups find it behind)."""
+        if name in self._refreshing:
+            return
+        self._refreshing.add(name)
+
+        def refresh() -> None:
+            try:
+                models.refresh([name])
+            except Exception:  # the next lookup past the bound refreshes on its own path
+                log.warning("background refresh of %s failed", name, exc_info=True)
+            finally:
+                self._refreshing.discard(name)
+
+        asyncio.get_running_loop().run_in_executor(None, refresh)
 
 
 Answer = Callable[[bool], Response]  # answer(refresh): the endpoint's answer, refreshing its table
 # peek(snapshot): the endpoint's answer at that snapshot of its table if known without I/O, else None
 Peek = Callable[[Snapshot | None], Response | None]
-# latest(): the endpoint's answer on its table's newest commit if known without a refresh, else None
+# latest(): the endpoint's answer on its table's newest commit (or one that was the newest within
+# the staleness bound) if known without a refresh, else None
 Latest = Callable[[], Response | None]
 
 # Threads that answer woken waiters at once. A watcher pass can wake hundreds of waiters together;
@@ -283,8 +315,8 @@ async def _consistent(
     The route is async and a waiting request holds no thread and refreshes nothing itself:
 
     - no token: the answer on freshly refreshed tables (in the thread pool), or on the event loop
-      when ``latest`` knows it (the table has no commit after the read models' snapshot and the
-      rows are known there);
+      when ``latest`` knows it (the read models' snapshot of the table is the newest commit, or
+      was within ``CQRS_QUERY_MAX_STALENESS_MS``, and the rows are known there);
     - ``wait_ms`` 0: one check on freshly refreshed tables (in the thread pool);
     - tokens a watcher pass has already seen included: answered at once (no check);
     - else the request awaits the router's one watcher, which refreshes the tables once per pass

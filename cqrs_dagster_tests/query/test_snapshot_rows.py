@@ -6,21 +6,34 @@ Real pipeline (commands -> SQLite -> local bus -> Delta) and real ``ReadModels``
   change takes the remembered rows without a query; when the key's row changes, its file is
   replaced, the read set changes and the lookup queries again. Every lookup equals a direct
   query of the table, through a sequence of commits;
-- ``peek_latest`` answers only while the read models' snapshot is the table's newest commit;
-- over HTTP, a plain ``GET /orders/{id}`` after a projection commit answers the new row at once.
+- ``peek_latest`` answers only while the read models' snapshot is the table's newest commit
+  (staleness bound 0), or was seen to be within the bound, and says which;
+- over HTTP with ``CQRS_QUERY_MAX_STALENESS_MS=0``, a plain ``GET /orders/{id}`` after a
+  projection commit answers the new row at once (the default bound: test_bounded_staleness.py).
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
+import pytest
 
 from cqrs_dagster.projections.schemas import ORDER_SUMMARY
 from cqrs_dagster.query.rows import json_rows
 from cqrs_dagster.query.snapshot_rows import SnapshotRows
 from cqrs_dagster.query.views import ReadModels
+from cqrs_dagster.settings import Settings
 from cqrs_dagster_tests.query.conftest import Platform, Server
 
 STATUSES = ("Paid", "Shipped", "Delivered")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """No staleness allowed: these tests assert that the very next lookup sees each commit."""
+    return Settings(env="local", data_dir=tmp_path / "data", query_max_staleness_ms=0)
 
 
 def _order(platform: Platform, oid: str, customer: str = "c1") -> None:
@@ -94,7 +107,7 @@ def test_peek_latest_answers_only_on_the_newest_commit(platform: Platform) -> No
     try:
         assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") is None  # not read yet
         first = rows.lookup(models, ORDER_SUMMARY, "order_id", "o1", refresh=True)
-        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == first
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == (first, False)
         # A commit the read models have not loaded: no answer from memory, even an unchanged one.
         _order(platform, "o3")
         platform.project()
@@ -102,7 +115,7 @@ def test_peek_latest_answers_only_on_the_newest_commit(platform: Platform) -> No
         models.refresh([ORDER_SUMMARY])
         # o1's files are unchanged by o3's commit: carried to the new snapshot, no query.
         misses = rows.misses
-        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == first
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == (first, False)
         assert rows.misses == misses and rows.carried == 1
         # o1 changes: the stale rows are not served after the refresh either.
         platform.send({"type": "UpdateOrderStatus", "orderId": "o1", "status": "Paid"})
@@ -112,7 +125,43 @@ def test_peek_latest_answers_only_on_the_newest_commit(platform: Platform) -> No
         assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") is None
         paid = rows.lookup(models, ORDER_SUMMARY, "order_id", "o1", refresh=True)
         assert paid[0]["status"] == "Paid"
-        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == paid
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1") == (paid, False)
+        assert rows.behind == 0
+    finally:
+        models.close()
+
+
+def test_a_snapshot_seen_newest_within_the_bound_answers_and_says_it_is_behind(
+    platform: Platform,
+) -> None:
+    _customer(platform)
+    _order(platform, "o1")
+    platform.project()
+    models = ReadModels(platform.tables)
+    rows = SnapshotRows()
+    try:
+        first = rows.lookup(models, ORDER_SUMMARY, "order_id", "o1", refresh=True)
+        seen = models.newest_within(ORDER_SUMMARY, 0.0)
+        assert seen is not None and seen[1] is False  # the newest commit: not behind
+        before = seen[0].snapshot
+        platform.send({"type": "UpdateOrderStatus", "orderId": "o1", "status": "Paid"})
+        platform.project()
+        # A newer commit exists. Within a bound the snapshot was seen newest in, the old rows are
+        # answered, marked behind; with no bound (or once the bound has passed), nothing is.
+        assert models.newest_within(ORDER_SUMMARY, 0.0) is None
+        behind = models.newest_within(ORDER_SUMMARY, 60.0)
+        assert behind is not None and behind == (seen[0], True)
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1", 60.0) == (first, True)
+        assert rows.behind == 1
+        time.sleep(0.3)
+        assert models.newest_within(ORDER_SUMMARY, 0.2) is None
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1", 0.2) is None
+        # The refresh loads the commit and counts as seen newest: the old rows are gone.
+        models.refresh([ORDER_SUMMARY])
+        fresh = models.newest_within(ORDER_SUMMARY, 0.0)
+        assert fresh is not None and fresh[1] is False
+        assert fresh[0].snapshot[1] == before[1] + 1
+        assert rows.peek_latest(models, ORDER_SUMMARY, "order_id", "o1", 60.0) is None
     finally:
         models.close()
 
