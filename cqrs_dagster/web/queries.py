@@ -59,6 +59,21 @@ from .security import AUTH_RESPONSES, require_role
 
 log = logging.getLogger(__name__)
 
+
+def plain_lookup_doc(max_staleness_ms: int) -> str:
+    """What the two key lookups' OpenAPI operations say about freshness, on these settings."""
+    plain = (
+        "the row as of the read model's newest commit"
+        if max_staleness_ms == 0
+        else "the row as of a snapshot of the read model that was its newest commit at most "
+        f"{max_staleness_ms} ms before the request (CQRS_QUERY_MAX_STALENESS_MS)"
+    )
+    return (
+        f"Without consistent_with: {plain}. With consistent_with: only once the read models "
+        "include those tokens (read-your-writes), waiting up to wait_ms."
+    )
+
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 NOT_YET_CONSISTENT = "not-yet-consistent"
@@ -495,6 +510,7 @@ def build_query_api(
     @router.get(
         "/orders/{order_id}",
         summary="One order (order_summary row)",
+        description=plain_lookup_doc(settings.query_max_staleness_ms),
         responses=problem_responses(404),
     )
     async def get_order(
@@ -554,6 +570,7 @@ def build_query_api(
     @router.get(
         "/customers/{customer_id}",
         summary="One customer (customers row)",
+        description=plain_lookup_doc(settings.query_max_staleness_ms),
         responses=problem_responses(404),
     )
     async def get_customer(

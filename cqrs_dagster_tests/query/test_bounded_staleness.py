@@ -18,6 +18,7 @@ import pytest
 
 from cqrs_dagster.query.snapshot_rows import SnapshotRows
 from cqrs_dagster.settings import Settings
+from cqrs_dagster.web.app import build_app
 from cqrs_dagster_tests.query.conftest import Platform, Server
 
 
@@ -61,3 +62,19 @@ def test_a_plain_lookup_within_the_bound_answers_the_loaded_snapshot_then_the_re
         behind, hits = api_rows.behind, api_rows.hits
         assert http.get("/api/v1/orders/o1").json()["status"] == "Paid"
         assert api_rows.hits == hits + 1 and api_rows.behind == behind
+
+
+@pytest.mark.parametrize(
+    ("bound", "says"),
+    [(250, "at most 250 ms before the request"), (0, "as of the read model's newest commit")],
+)
+def test_the_openapi_document_states_the_configured_bound(
+    tmp_path: Path, bound: int, says: str
+) -> None:
+    app = build_app(
+        Settings(env="local", data_dir=tmp_path / "data", query_max_staleness_ms=bound),
+        run_relay=False,
+    )
+    paths = app.openapi()["paths"]
+    for path in ("/api/v1/orders/{order_id}", "/api/v1/customers/{customer_id}"):
+        assert says in paths[path]["get"]["description"], path
