@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # Outbox relay.
     relay_interval_seconds: float = Field(default=0.2, gt=0)
     relay_batch_size: int = Field(default=500, ge=1)
+    # After a partial batch the relay waits this long before its next round (Kafka's linger.ms):
+    # a steady stream accumulates into fewer, larger rounds (each a bus transaction and a
+    # mark-published commit). Capped by relay_interval_seconds.
+    relay_linger_seconds: float = Field(default=0.01, ge=0)
 
     # Read side.
     projection_batch_size: int = Field(default=50_000, ge=1)

@@ -289,7 +289,12 @@ class CommandSide:
         bus = self.bus()
         with self._lock:
             if self._relay is None:
-                self._relay = OutboxRelay(self.store, bus, self.settings.relay_batch_size)
+                self._relay = OutboxRelay(
+                    self.store,
+                    bus,
+                    self.settings.relay_batch_size,
+                    linger=self.settings.relay_linger_seconds,
+                )
             return self._relay
 
     def close(self) -> None:

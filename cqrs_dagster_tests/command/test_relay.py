@@ -399,6 +399,32 @@ def test_run_forever_lingers_after_a_partial_batch_only(
     assert relay.published_total == pending
 
 
+def test_the_relay_the_platform_runs_lingers_as_configured(tmp_path: Path) -> None:
+    """``CQRS_RELAY_LINGER_SECONDS`` reaches the relay that ``cqrs api`` / ``cqrs relay`` run,
+    and is the wait after a partial batch (not after a full one, nor when idle)."""
+    from cqrs_dagster.settings import Settings
+    from cqrs_dagster.wiring import CommandSide
+
+    assert Settings().relay_linger_seconds == 0.01
+    side = CommandSide(Settings(env="local", data_dir=tmp_path, relay_linger_seconds=0.04))
+    try:
+        relay = side.relay()
+        assert relay.linger == 0.04
+        for i in range(3):
+            _run(
+                side.handler,
+                type="RegisterCustomer",
+                customerId=f"c{i}",
+                name="n",
+                email=f"c{i}@x.io",
+            )
+        stop = RecordingStop(rounds=2)
+        relay.run_forever(stop, 0.5)
+        assert stop.waits == [0.04, 0.5] and relay.published_total == 3
+    finally:
+        side.close()
+
+
 # -- the relay on Event Hubs (the local AMQP test server) -----------------------------------------
 
 
