@@ -1,7 +1,8 @@
 """``python -m cqrs_bench [NAME ...] [--repetitions N]``: run benchmarks, print medians.
 
 Writes ``bench/results/<name>.json`` and its plots for each benchmark run. Quick sizes by default;
-``BENCH_FULL=1`` for the sizes the targets are stated for.
+``BENCH_FULL=1`` for the sizes the targets are stated for; ``BENCH_CPU_THIEF=0.3`` runs them on a
+slower machine (busy processes take 30% of every core: ``cpu_thief.py``).
 
 Add a benchmark by writing a module in this package with ``run(repetitions) -> Report`` and
 listing it in ``BENCHMARKS``.
@@ -16,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from . import full_mode
+from .cpu_thief import cpu_thief, thief_share
 from .results import write
 
 # name -> module under cqrs_bench, in run order.
@@ -40,10 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     repetitions = args.repetitions or (5 if full_mode() else 3)
     mode = "BENCH_FULL=1 " if full_mode() else ""
+    share = thief_share()
+    if share:
+        mode += f"BENCH_CPU_THIEF={share:g} "
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         start = time.perf_counter()
-        report = module.run(repetitions)
+        with cpu_thief(share) as thieves:
+            report = module.run(repetitions)
+        if thieves:
+            report.notes.insert(
+                0,
+                f"BENCH_CPU_THIEF={share:g}: {len(thieves)} busy processes, each burning {share:.0%} of "
+                "a core throughout (a slower CPU; the disk as quick as it was)",
+            )
         if not report.command:
             report.command = (
                 f"{mode}.venv/bin/python -m cqrs_bench {name} --repetitions {repetitions}"

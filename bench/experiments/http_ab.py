@@ -4,6 +4,8 @@
 # their medians. Needs wrk. Used for the event loop (issue 14, 12-05 midday):
 #   git worktree add /tmp/uvloop 42f1598 && ln -s $PWD/.venv /tmp/uvloop/.venv
 #   VARIANTS="uvloop=/tmp/uvloop;asyncio=$PWD" .venv/bin/python bench/experiments/http_ab.py
+# A variant may set environment variables for its server after its tree, `+NAME=VALUE` each, e.g.
+#   VARIANTS="l10=$PWD;l50=$PWD+CQRS_RELAY_LINGER_SECONDS=0.05"
 import os
 import statistics
 import sys
@@ -17,12 +19,16 @@ def main() -> None:
     from cqrs_bench import write_side as ws
 
     variants = [tuple(part.split("=", 1)) for part in os.environ["VARIANTS"].split(";")]
+    settings = {name: dict(kv.split("=", 1) for kv in tree.split("+")[1:]) for name, tree in variants}
+    variants = [(name, tree.split("+")[0]) for name, tree in variants]
+    base = dict(os.environ)
     seconds = int(os.environ.get("SECONDS_PER_RUN", "12"))
     rates: dict[str, list[float]] = {name: [] for name, _ in variants}
     p99s: dict[str, list[float]] = {name: [] for name, _ in variants}
     for r in range(int(os.environ.get("PAIRS", "4"))):
         for name, tree in variants if r % 2 == 0 else variants[::-1]:
-            os.environ["PYTHONPATH"] = tree
+            os.environ.clear()
+            os.environ.update(base, PYTHONPATH=tree, **settings[name])
             with (
                 tempfile.TemporaryDirectory() as folder,
                 ws.serve(Path(folder), Path(folder) / "api.log") as port,

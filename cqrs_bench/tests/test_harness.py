@@ -8,6 +8,8 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from cqrs_bench import Measurement, Ratio, Report, Series, Target, summary
 from cqrs_bench.peer import command_rate, projection_rate
 from cqrs_bench.results import write
@@ -59,3 +61,31 @@ def test_summary_rewrites_only_the_marked_table(tmp_path: Path) -> None:
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
     assert "| b | write_side | p99 | 60 ms | 40-70 | <= 50 | **missed** |" in text
     assert "`write_side`: `make bench`" in text
+
+
+def test_cpu_thief_takes_its_share_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from cqrs_bench.cpu_thief import cpu_thief, thief_share
+
+    def cpu_seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    monkeypatch.setenv("BENCH_CPU_THIEF", "0.3")
+    assert thief_share() == 0.3
+    with cpu_thief(thief_share()) as pids:
+        assert len(pids) == (os.cpu_count() or 1)
+        time.sleep(0.5)  # the interpreters start
+        before = {pid: cpu_seconds(pid) for pid in pids}
+        time.sleep(2.0)
+        shares = [(cpu_seconds(pid) - before[pid]) / 2.0 for pid in pids]
+    # 30% of each core asked; a shared machine may give less, and never much more.
+    assert all(0.1 < share < 0.5 for share in shares), shares
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    monkeypatch.setenv("BENCH_CPU_THIEF", "1.5")
+    with pytest.raises(ValueError, match="BENCH_CPU_THIEF"):
+        thief_share()
+    with cpu_thief(0.0) as none:
+        assert none == []
