@@ -160,7 +160,6 @@ class ReadModels:
         # Per table: a snapshot and the monotonic time it was last seen to be the newest commit
         # (by a refresh or Current.is_latest); replaced whole, read without the lock.
         self._newest_at: dict[str, tuple[tuple[str, int], float]] = {}
-        self.unchanged_refreshes = 0  # refreshes answered by the two-stat check (no log read)
         for con in (self._con, self._own):
             con.execute("SET TimeZone = 'UTC'")
         self._own.execute("SET parquet_metadata_cache = true")  # Delta data files never change
@@ -193,21 +192,14 @@ class ReadModels:
         return versions
 
     def _refresh_one(self, name: str) -> int | None:
-        """:meth:`refresh` of one table (called with the lock). A local table whose snapshot is
-        still the newest commit (:meth:`Current.is_latest`: two ``stat`` calls) is not read
-        again: ``update_incremental`` costs ~1 ms of CPU even when nothing changed, and the
-        consistency watcher refreshes the gold tables 20 times a second while anything waits."""
+        """:meth:`refresh` of one table (called with the lock)."""
         started = time.monotonic()  # the log is read after this: its newest commit is loaded
-        known = self._registered.get(name)
-        if known is not None and known.snapshot[0] == self.tables.uri(name) and known.is_latest():
-            self._newest_at[name] = (known.snapshot, started)
-            self.unchanged_refreshes += 1
-            return known.snapshot[1]
         table = self._load(name)
         version = None if table is None else table.version()
         snapshot = None if table is None else (self._open_uri[name], int(table.version()))
         if snapshot is not None:
             self._newest_at[name] = (snapshot, started)
+        known = self._registered.get(name)
         if name not in self._registered or (known.snapshot if known else None) != snapshot:
             self._register_own(name, table)
             self._locked_behind[name] = table

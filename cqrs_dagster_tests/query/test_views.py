@@ -189,35 +189,6 @@ def test_string_predicates_over_merged_files(seeded: Platform) -> None:
     assert got.column("order_id").to_pylist() == paid
 
 
-def test_a_refresh_without_a_new_commit_reads_no_log(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A local table still at its newest commit is not read again (two stats); a commit made
-    since, by the pipeline, is loaded by the next refresh."""
-    from deltalake import DeltaTable
-
-    platform.send(
-        {"type": "RegisterCustomer", "customerId": "k1", "name": "Kay", "email": "k@x.io"}
-    )
-    platform.project()
-    with ReadModels(platform.tables) as models:
-        loads: list[str] = []
-        monkeypatch.setattr(
-            DeltaTable, "update_incremental", lambda self: loads.append(self.table_uri)
-        )
-        version = models.refresh(["customers"])["customers"]
-        assert version is not None and models.refresh(["customers"]) == {"customers": version}
-        assert (loads, models.unchanged_refreshes) == ([], 2)
-        monkeypatch.undo()
-        platform.send({"type": "UpdateCustomer", "customerId": "k1", "name": "Kay Two"})
-        platform.project()
-        assert models.refresh(["customers"])["customers"] == version + 1
-        assert models.unchanged_refreshes == 2
-        assert models.rows_where("customers", "customer_id", "k1")["name"].to_pylist() == [
-            "Kay Two"
-        ]
-
-
 def test_open_views_follow_a_rebuild(platform: Platform) -> None:
     """A long-lived ReadModels (the query API's) reads the rows a rebuild swapped in."""
     from deltalake import DeltaTable
