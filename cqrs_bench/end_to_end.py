@@ -27,6 +27,8 @@ Each start (~30 s) goes through:
    10%), and in both runs a second child process times plain lookups (``GET /api/v1/orders/{id}``
    of already visible orders, 20/s, one connection): their p99 while the readers wait has the
    target <= 50 ms. CPU seconds per process during each run say what saturates.
+   Each load's notes give, beside p50 / p95 / max, the p99.9 and the max of every 10 s of
+   accepts (their median and the two highest): a max that one slow pass decides shows there.
    ``BENCH_E2E_PER_BATCH=0`` skips the per-batch start; ``BENCH_E2E_PY_SPY=1`` samples the API
    process with py-spy during each load run (``<results>/profiles/end_to_end-api-*.txt``).
 
@@ -769,6 +771,35 @@ def latency(load: Load) -> dict[str, float]:
     return {o: load.visible[o] - t for o, t in load.accepted.items() if o in load.visible}
 
 
+WINDOW_SECONDS = 10.0
+
+
+def window_maxima(load: Load, window: float = WINDOW_SECONDS) -> list[float]:
+    """The largest accepted -> visible latency of each ``window`` seconds of the load (by accept
+    time), in time order: a max decided by one spike shows as one high window among level ones."""
+    lat = latency(load)
+    if not lat:
+        return []
+    start = min(load.accepted[o] for o in lat)
+    maxima: dict[int, float] = {}
+    for order, seconds in lat.items():
+        slot = int((load.accepted[order] - start) // window)
+        maxima[slot] = max(maxima.get(slot, 0.0), seconds)
+    return [maxima[k] for k in sorted(maxima)]
+
+
+def _maxima_text(load: Load) -> str:
+    maxima = window_maxima(load)
+    if not maxima:
+        return "no order seen"
+    ranked = sorted(maxima)
+    return (
+        f"max per {WINDOW_SECONDS:.0f} s of accepts: median {statistics.median(maxima):.2f} s, "
+        f"the two highest {ranked[-1]:.2f} and {ranked[-2] if len(ranked) > 1 else float('nan'):.2f} s "
+        f"({len(maxima)} windows)"
+    )
+
+
 def lag_series(
     name: str, label: str, load: Load, latencies: dict[str, float], *, p95: float = 5.0
 ) -> Series:
@@ -868,7 +899,8 @@ def _notes(mode: Mode, rate: float, seconds: float) -> list[str]:
         f"{load.errors} errors; sends behind schedule p95 {_pct(load.late_sends, 0.95):.3f} s)",
         f"{mode.label}: {len(samples)}/{len(load.accepted)} orders seen through GET /api/v1/orders "
         f"(polled every {POLL_SECONDS} s from the oldest unseen); p50 {_pct(samples, 0.5):.2f} s, "
-        f"p95 {_pct(samples, 0.95):.2f} s, max {max(samples, default=float('nan')):.2f} s; {runs}",
+        f"p95 {_pct(samples, 0.95):.2f} s, p99.9 {_pct(samples, 0.999):.2f} s, max "
+        f"{max(samples, default=float('nan')):.2f} s; {runs}; {_maxima_text(load)}",
         f"{mode.label}: median seconds per phase: "
         + "; ".join(f"{k} {v:.2f}" for k, v in mode.breakdown.items()),
     ]
@@ -902,7 +934,8 @@ def _waits_notes(mode: Mode, rate: float, seconds: float) -> list[str]:
         # the first of _notes: rate and sends; the phases are not computed for this run
         _notes(Mode(label, mode.follow, load=run.load), rate, seconds)[0],
         f"{label}: {len(latency(run.load))}/{len(run.load.accepted)} orders seen through GET "
-        "/api/v1/orders (the same poller)",
+        f"/api/v1/orders (the same poller); p99.9 {_pct(sorted(latency(run.load).values()), 0.999):.2f} s; "
+        + _maxima_text(run.load),
     ]
     return notes
 

@@ -89,3 +89,17 @@ def test_cpu_thief_takes_its_share_and_stops(monkeypatch: pytest.MonkeyPatch) ->
         thief_share()
     with cpu_thief(0.0) as none:
         assert none == []
+
+
+def test_window_maxima_show_a_single_spike() -> None:
+    from cqrs_bench.end_to_end import Load, _maxima_text, window_maxima
+
+    load = Load()
+    for i in range(30):  # one order a second for 30 s, 2 s to visibility, one of them 5 s
+        order = f"o{i}"
+        load.accepted[order] = 100.0 + i
+        load.visible[order] = 100.0 + i + (5.0 if i == 14 else 2.0 + i / 100)
+    load.accepted["unseen"] = 131.0  # never visible: not counted
+    assert window_maxima(load) == pytest.approx([2.09, 5.0, 2.29])
+    assert "median 2.29 s, the two highest 5.00 and 2.29 s (3 windows)" in _maxima_text(load)
+    assert _maxima_text(Load()) == "no order seen"
