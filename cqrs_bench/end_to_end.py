@@ -919,6 +919,7 @@ def _waits_notes(mode: Mode, rate: float, seconds: float) -> list[str]:
     waits = run.waits
     label = f"{mode.label} + {waits.readers} waiting readers"
     flight = sorted(waits.in_flight)
+    seen = latency(run.load)
     notes += [
         f"{label}: the same load run again on the same platform while {waits.readers} readers "
         "(asyncio, one keep-alive connection each, a child process) each keep one GET "
@@ -933,8 +934,8 @@ def _waits_notes(mode: Mode, rate: float, seconds: float) -> list[str]:
         f"{label}: " + _cpu_text(run.cpu),
         # the first of _notes: rate and sends; the phases are not computed for this run
         _notes(Mode(label, mode.follow, load=run.load), rate, seconds)[0],
-        f"{label}: {len(latency(run.load))}/{len(run.load.accepted)} orders seen through GET "
-        f"/api/v1/orders (the same poller); p99.9 {_pct(sorted(latency(run.load).values()), 0.999):.2f} s; "
+        f"{label}: {len(seen)}/{len(run.load.accepted)} orders seen through GET "
+        f"/api/v1/orders (the same poller); p99.9 {_pct(list(seen.values()), 0.999):.2f} s; "
         + _maxima_text(run.load),
     ]
     return notes

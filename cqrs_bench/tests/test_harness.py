@@ -4,7 +4,9 @@ eventsourcing), so `make bench` runs them before the benchmarks and `make test` 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -64,9 +66,6 @@ def test_summary_rewrites_only_the_marked_table(tmp_path: Path) -> None:
 
 
 def test_cpu_thief_takes_its_share_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-    import time
-
     from cqrs_bench.cpu_thief import cpu_thief, thief_share
 
     def cpu_seconds(pid: int) -> float:
