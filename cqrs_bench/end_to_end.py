@@ -29,6 +29,11 @@ Each start (~30 s) goes through:
    target <= 50 ms. CPU seconds per process during each run say what saturates.
    Each load's notes give, beside p50 / p95 / max, the p99.9 and the max of every 10 s of
    accepts (their median and the two highest): a max that one slow pass decides shows there.
+   Under ``BENCH_FULL=1`` the defaults' start runs three such pairs (``BENCH_E2E_PAIRS``; quick:
+   one), in ABBA order (without, with; with, without; without, with), and each of (e)'s figures,
+   with and without the readers, is the median of its three runs: the max of one run of 36,000
+   orders moved by more than 10% from run to run on the same code (x1.11, then x1.03 and x1.01),
+   so one pair could not decide the 10% target. The notes give every run and each pair's ratios.
    ``BENCH_E2E_PER_BATCH=0`` skips the per-batch start; ``BENCH_E2E_PY_SPY=1`` samples the API
    process with py-spy during each load run (``<results>/profiles/end_to_end-api-*.txt``).
 
@@ -742,7 +747,9 @@ class Mode:
     load: Load = field(default_factory=Load)
     probe: Probe = field(default_factory=Probe)
     cpu: dict[str, float] = field(default_factory=dict)
-    waited: Run | None = None  # the second load run (with the readers)
+    waited: Run | None = None  # the first load run with the readers
+    plain_runs: list[Run] = field(default_factory=list)  # every load run without readers
+    waited_runs: list[Run] = field(default_factory=list)  # every load run with the readers
     high_rate: float = 0.0  # > 0: a last load run at this rate (e2)
     high: Run | None = None  # that run
     profiles: list[str] = field(default_factory=list)
@@ -861,18 +868,28 @@ def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory
             time.sleep(IDLE_SECONDS)
             mode.rss, mode.rss_samples, mode.per_process = idle_rss(proc.pid)
         probe_ids = probe_orders(api, PROBE_ORDERS)
-        plain = measure_with(api, rate, seconds, probe_ids, readers=0, platform=proc.pid)
-        mode.load, mode.probe, mode.cpu = plain.load, plain.probe, plain.cpu
-        mode.profiles.append(plain.profile)
-        if mode.per_batch:
-            mode.breakdown, mode.runs = phases(data_dir, mode.load)
-        else:
-            mode.breakdown, mode.runs, mode.passes = follow_phases(data_dir, mode.load)
-        if mode.readers:
-            mode.waited = measure_with(
-                api, rate, seconds, probe_ids, readers=mode.readers, platform=proc.pid
+        for with_readers in run_order(ryw_pairs()) if mode.readers else [False]:
+            run = measure_with(
+                api,
+                rate,
+                seconds,
+                probe_ids,
+                readers=mode.readers if with_readers else 0,
+                platform=proc.pid,
             )
-            mode.profiles.append(mode.waited.profile)
+            if run.profile and run.profile not in mode.profiles:
+                mode.profiles.append(run.profile)
+            if with_readers:
+                mode.waited_runs.append(run)
+                mode.waited = mode.waited or run
+                continue
+            mode.plain_runs.append(run)
+            if len(mode.plain_runs) == 1:  # the phases of the first run without readers
+                mode.load, mode.probe, mode.cpu = run.load, run.probe, run.cpu
+                if mode.per_batch:
+                    mode.breakdown, mode.runs = phases(data_dir, mode.load)
+                else:
+                    mode.breakdown, mode.runs, mode.passes = follow_phases(data_dir, mode.load)
         if mode.high_rate:
             mode.high = measure_with(
                 api, mode.high_rate, seconds, probe_ids, readers=0, platform=proc.pid
@@ -992,6 +1009,71 @@ def high_rate() -> float:
     return float(DEFAULT_HIGH_RATE if raw == "" else max(0.0, float(raw)))
 
 
+def ryw_pairs() -> int:
+    """``BENCH_E2E_PAIRS``: how many pairs of load runs, without and with the readers, the defaults'
+    start runs (default 3 under ``BENCH_FULL=1``, else 1). Each of (e)'s figures is then the median
+    of its runs, and each read-your-writes ratio the ratio of two such medians: the max of one run
+    moves by more than 10% from run to run on the same code, so one pair cannot decide it."""
+    raw = os.environ.get("BENCH_E2E_PAIRS", "").strip()
+    pairs = sized(1, 3) if raw == "" else int(raw)
+    if pairs < 1:
+        raise ValueError(f"BENCH_E2E_PAIRS must be >= 1, got {raw!r}")
+    return pairs
+
+
+def run_order(pairs: int) -> list[bool]:
+    """The load runs of ``pairs`` pairs, True for a run with the readers, in ABBA order (without,
+    with; with, without; ...): a drift over the start (the tables grow with every run) then
+    weighs on both kinds alike."""
+    return [
+        with_readers != bool(pair % 2) for pair in range(pairs) for with_readers in (False, True)
+    ]
+
+
+def _runs_notes(mode: Mode, rate: float) -> list[str]:
+    """One line per load run of the read-your-writes pairs, in the order they ran, and the ratio
+    of each pair's figures (the verdicts use the medians of all runs)."""
+    if not mode.waited_runs:
+        return []
+    plain, waited = iter(mode.plain_runs), iter(mode.waited_runs)
+    order = run_order(len(mode.waited_runs))
+    notes = [
+        f"{mode.label}: read-your-writes pairs: {len(mode.waited_runs)} (BENCH_E2E_PAIRS), load runs "
+        "in the order "
+        + ", ".join("with" if w else "without" for w in order)
+        + " readers; each figure of (e) with and without the readers is the median of its runs, "
+        "each ratio the ratio of two medians"
+    ]
+    for n, with_readers in enumerate(order, 1):
+        run = next(waited if with_readers else plain)
+        samples = sorted(latency(run.load).values())
+        api_cpu = next((v for k, v in run.cpu.items() if k.startswith("cli api")), float("nan"))
+        notes.append(
+            f"{mode.label}: load run {n} of {len(order)} ({'with' if with_readers else 'without'} "
+            f"readers): achieved {achieved(run.load):,.1f}/s of {rate:.0f}; p50 "
+            f"{_pct(samples, 0.5):.2f} s, p95 {_pct(samples, 0.95):.2f} s, p99.9 "
+            f"{_pct(samples, 0.999):.2f} s, max {max(samples, default=float('nan')):.2f} s; "
+            f"{_maxima_text(run.load)}; plain lookup p99 {_pct(run.probe.ms, 0.99):.1f} ms; "
+            f"cli api {api_cpu:.1f} CPU-s"
+        )
+    for figure, pick in (("p50", 0.5), ("p95", 0.95), ("max", 1.0)):
+        ratios = [
+            _figure(w.load, pick) / _figure(p.load, pick)
+            for p, w in zip(mode.plain_runs, mode.waited_runs, strict=False)
+        ]
+        notes.append(
+            f"{mode.label}: {figure} with / without the readers, pair by pair: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+        )
+    return notes
+
+
+def _figure(load: Load, pick: float) -> float:
+    """The ``pick`` quantile of the load's latencies (1.0: the max)."""
+    samples = list(latency(load).values())
+    return max(samples, default=float("nan")) if pick >= 1.0 else _pct(samples, pick)
+
+
 def _high_measurements(label: str, load: Load, rate: float) -> list[Measurement]:
     """(e2): the platform at a higher offered rate: what it achieves and its p95 (and p50/max)."""
     samples = sorted(latency(load).values())
@@ -1013,19 +1095,27 @@ def _high_measurements(label: str, load: Load, rate: float) -> list[Measurement]
     ]
 
 
-def _latency_measurements(label: str, load: Load, rate: float) -> list[Measurement]:
-    samples = sorted(latency(load).values())
+def _latency_measurements(label: str, loads: list[Load], rate: float) -> list[Measurement]:
+    """(e)'s figures, one value per load run (reported: their medians)."""
     return [
         Measurement(
-            f"{label}: accepted -> visible p50", "s", [_pct(samples, 0.5)], Target("<=", 2.5), "e"
+            f"{label}: accepted -> visible p50",
+            "s",
+            [_figure(load, 0.5) for load in loads],
+            Target("<=", 2.5),
+            "e",
         ),
         Measurement(
-            f"{label}: accepted -> visible p95", "s", [_pct(samples, 0.95)], Target("<=", 5), "e"
+            f"{label}: accepted -> visible p95",
+            "s",
+            [_figure(load, 0.95) for load in loads],
+            Target("<=", 5),
+            "e",
         ),
         Measurement(
             f"{label}: accepted -> visible max",
             "s",
-            [max(samples, default=float("nan"))],
+            [_figure(load, 1.0) for load in loads],
             Target("<=", 10),
             "e",
         ),
@@ -1033,7 +1123,7 @@ def _latency_measurements(label: str, load: Load, rate: float) -> list[Measureme
         Measurement(
             f"{label}: achieved command rate",
             "commands/s",
-            [achieved(load)],
+            [achieved(load) for load in loads],
             Target(">=", 0.975 * rate),
             "e",
         ),
@@ -1041,7 +1131,7 @@ def _latency_measurements(label: str, load: Load, rate: float) -> list[Measureme
 
 
 def run(repetitions: int) -> Report:
-    del repetitions  # one platform start per mode, the load run once each: see the notes
+    del repetitions  # one platform start per mode; the load runs: see ryw_pairs and the notes
     # BENCH_E2E_RATE / BENCH_E2E_SECONDS: other than the target's load, for experiments
     rate = float(os.environ.get("BENCH_E2E_RATE") or sized(100, 200))
     seconds = float(os.environ.get("BENCH_E2E_SECONDS") or sized(15, 180))  # quick: < 5 minutes
@@ -1059,10 +1149,13 @@ def run(repetitions: int) -> Report:
         "end to end: command accepted (201) -> visible in the query API (cqrs up with no flag or "
         "setting: follow mode; then per-batch runs: cqrs up --follow 0, for comparison)",
         notes=[
-            f"{'BENCH_FULL' if full_mode() else 'quick'}: two platform starts, one per mode, the "
-            "load run once in each (repetitions ignored); every setting at its default",
+            f"{'BENCH_FULL' if full_mode() else 'quick'}: two platform starts, one per mode; the "
+            f"defaults' start runs {ryw_pairs()} pair(s) of load runs without and with the "
+            "readers (BENCH_E2E_PAIRS), the per-batch start one load run (repetitions "
+            "ignored); every setting at its default",
             *(note for mode in modes for note in _notes(mode, rate, seconds)),
             *(note for mode in modes for note in _waits_notes(mode, rate, seconds)),
+            *(note for mode in modes for note in _runs_notes(mode, rate)),
             *(note for mode in modes for note in _high_notes(mode, seconds)),
             f"idle RSS (cqrs up, defaults): {len(batch.per_process)} processes, samples "
             + ", ".join(f"{s:,.0f}" for s in batch.rss_samples)
@@ -1074,19 +1167,28 @@ def run(repetitions: int) -> Report:
     report.profiles += [p for mode in modes for p in mode.profiles if p]
     for mode in modes:
         label = mode.label
-        report.measurements += _latency_measurements(label, mode.load, rate)
+        plain_runs = mode.plain_runs or [Run(load=mode.load, probe=mode.probe)]
+        report.measurements += _latency_measurements(label, [r.load for r in plain_runs], rate)
         report.measurements.append(
-            Measurement(f"{label}: plain lookup p99", "ms", [_pct(mode.probe.ms, 0.99)], key="e")
+            Measurement(
+                f"{label}: plain lookup p99",
+                "ms",
+                [_pct(r.probe.ms, 0.99) for r in plain_runs],
+                key="e",
+            )
         )
         waited = mode.waited
         if waited is not None and waited.waits is not None:
             with_label = f"{label} + {waited.waits.readers} waiting readers"
-            report.measurements += _latency_measurements(with_label, waited.load, rate)
+            waited_runs = mode.waited_runs or [waited]
+            report.measurements += _latency_measurements(
+                with_label, [r.load for r in waited_runs], rate
+            )
             report.measurements.append(
                 Measurement(
                     f"{with_label}: plain lookup p99",
                     "ms",
-                    [_pct(waited.probe.ms, 0.99)],
+                    [_pct(r.probe.ms, 0.99) for r in waited_runs],
                     Target("<=", 50),
                     "e",
                 )

@@ -102,3 +102,49 @@ def test_window_maxima_show_a_single_spike() -> None:
     assert window_maxima(load) == pytest.approx([2.09, 5.0, 2.29])
     assert "median 2.29 s, the two highest 5.00 and 2.29 s (3 windows)" in _maxima_text(load)
     assert _maxima_text(Load()) == "no order seen"
+
+
+def test_read_your_writes_pairs_run_abba_and_report_medians(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cqrs_bench.end_to_end import (
+        Load,
+        Mode,
+        Run,
+        _latency_measurements,
+        _runs_notes,
+        run_order,
+        ryw_pairs,
+    )
+
+    assert run_order(1) == [False, True]
+    assert run_order(3) == [False, True, True, False, False, True]
+    monkeypatch.delenv("BENCH_E2E_PAIRS", raising=False)
+    monkeypatch.delenv("BENCH_FULL", raising=False)
+    assert ryw_pairs() == 1
+    monkeypatch.setenv("BENCH_FULL", "1")
+    assert ryw_pairs() == 3
+    monkeypatch.setenv("BENCH_E2E_PAIRS", "0")
+    with pytest.raises(ValueError, match="BENCH_E2E_PAIRS"):
+        ryw_pairs()
+
+    def run(seconds_to_visible: float) -> Run:  # 10 orders, one a second, all alike
+        load = Load(start=100.0, last_accept=110.0)
+        for i in range(10):
+            load.accepted[f"o{i}"] = 100.0 + i + 1
+            load.visible[f"o{i}"] = 100.0 + i + 1 + seconds_to_visible
+        return Run(load=load)
+
+    mode = Mode("m", None, readers=5)
+    mode.plain_runs = [run(2.0), run(3.0), run(2.5)]
+    mode.waited_runs = [run(2.2), run(4.0), run(2.4)]
+    maxima = _latency_measurements("m", [r.load for r in mode.waited_runs], 1.0)[2]
+    assert maxima.values == pytest.approx([2.2, 4.0, 2.4])
+    assert maxima.median == pytest.approx(2.4)  # one slow run does not decide it
+    notes = _runs_notes(mode, 1.0)
+    assert "load runs in the order without, with, with, without, without, with readers" in notes[0]
+    # the second run is the first with the readers, the third the second with them (ABBA)
+    assert notes[2].startswith("m: load run 2 of 6 (with readers)") and "max 2.20 s" in notes[2]
+    assert notes[3].startswith("m: load run 3 of 6 (with readers)") and "max 4.00 s" in notes[3]
+    assert notes[-1] == "m: max with / without the readers, pair by pair: 1.10, 1.33, 0.96"
+    assert _runs_notes(Mode("m", None), 1.0) == []
