@@ -7,7 +7,10 @@ each pass applies what arrived since the previous one through the same projectio
 assets call (raw_events -> orders, customers -> order_summary, daily_order_metrics; checkpoints
 committed with the rows, so a crash mid-pass and a re-run neither skip nor duplicate anything).
 The run stops after ``CQRS_PROJECTION_FOLLOW_IDLE_SECONDS`` with nothing new, or at the cap, and
-the sensor starts the next one when events arrive.
+the sensor starts the next one when events arrive. At the cap there is no gap: the run stamps when
+it will reach it (``FOLLOW_UNTIL_TAG``), and the sensor launches the next following run shortly
+before, which waits for the writer pool and takes it when this run ends (a handover; without it,
+the sensor's tick and the next run's start-up left events unapplied for 3-8 s every cap).
 
 What it keeps from the asset job: the Delta writer pool (maintenance, rebuild and recompute wait
 for it), the writer tag, one materialization per table written per pass (asset keys and metadata
@@ -64,6 +67,10 @@ FRESHNESS_TAG = "cqrs/freshness_checked_at"
 # The sensor trusts a stamp this old at most: a following run stuck in a pass stops stamping,
 # and the sensor's own evaluation then reports the lag it causes.
 FRESHNESS_STAMP_MAX_AGE_SECONDS = 1.5 * FRESHNESS_EVERY_SECONDS
+# When the run reaches its cap (epoch seconds), stamped on the run as it starts: the events
+# sensor launches the next following run shortly before, so that it is up and waiting for the
+# writer pool when this one ends (a handover: see sensors.handover_due).
+FOLLOW_UNTIL_TAG = "cqrs/follow_until"
 
 
 class FollowConfig(dg.Config):
@@ -226,6 +233,7 @@ def follow_projection(
     tables = ctx.tables
     checks = BlockingChecks(context, tables, ctx.recent)
     batch = settings.projection_batch_size
+    context.instance.add_run_tags(context.run_id, {FOLLOW_UNTIL_TAG: f"{time.time() + cap:.3f}"})
     start = time.monotonic()
     last_news = start
     last_freshness = -FRESHNESS_EVERY_SECONDS

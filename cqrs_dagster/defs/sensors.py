@@ -6,7 +6,12 @@ read model is behind and no projection run (of either projection job) is in flig
 never write the same Delta tables at once (the shared Delta writer pool is the second guard).
 
 With ``CQRS_PROJECTION_FOLLOW_SECONDS`` > 0 (read at each tick) it requests ``follow_read_models``
-(defs/follow.py: one run that keeps following the bus) instead of the per-batch asset job.
+(defs/follow.py: one run that keeps following the bus) instead of the per-batch asset job. The one
+exception to "none while a run is in flight" is the handover (:func:`handover_due`): when the only
+run in flight is a following run within :func:`handover_lead_seconds` of its cap, the sensor
+requests the next following run, which starts up meanwhile and waits for the Delta writer pool
+(limit 1) until the first one ends, so no two runs ever write at once and there is no gap of a
+tick plus a run's start-up in the read models' freshness at each cap.
 
 A projection run that keeps failing is retried with backoff, not once per tick: after
 ``FAILURES_BEFORE_BACKOFF`` consecutive failed projection runs the sensor waits
@@ -23,7 +28,7 @@ import dagster as dg
 from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
-from .follow import follow_read_models
+from .follow import FOLLOW_UNTIL_TAG, follow_read_models
 from .jobs import project_read_models
 from .names import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB, PROJECTION_JOBS
 from .resources import PlatformResource
@@ -38,6 +43,10 @@ FAILURES_BEFORE_BACKOFF = 3
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_CAP_SECONDS = 30 * 60
 _STREAK_LOOKBACK = 50
+# The next following run is requested this long before the current one's cap at the least: a
+# tick may come up to one interval late and a run process takes ~2-5 s to start.
+HANDOVER_LEAD_SECONDS = 15
+HANDOVER_TAG = "cqrs/handover_from"
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,38 @@ def _latest_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:
     return max(records, key=lambda r: r.create_timestamp, default=None)
 
 
-def _in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    for job in PROJECTION_JOBS:
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=IN_FLIGHT), limit=1)
-        if runs:
-            return runs[0]
-    return None
+def _in_flight(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The projection runs (either job) in flight."""
+    return [
+        run
+        for job in PROJECTION_JOBS
+        for run in instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=IN_FLIGHT))
+    ]
+
+
+def handover_lead_seconds(interval_seconds: int) -> float:
+    """How long before a following run's cap the sensor requests the next one: three ticks, at
+    least ``HANDOVER_LEAD_SECONDS``."""
+    return float(max(HANDOVER_LEAD_SECONDS, 3 * interval_seconds))
+
+
+def handover_due(
+    in_flight: list[dg.DagsterRun], now: float, lead_seconds: float
+) -> dg.DagsterRun | None:
+    """The following run to hand over from: the only projection run in flight, started, and
+    due to reach its cap (its ``FOLLOW_UNTIL_TAG``) within ``lead_seconds`` of ``now`` (epoch
+    seconds). None otherwise: a second run in flight (the handover's own successor), a per-batch
+    run, a run not started yet or not stamped."""
+    if len(in_flight) != 1:
+        return None
+    run = in_flight[0]
+    if run.job_name != FOLLOW_JOB or run.status != dg.DagsterRunStatus.STARTED:
+        return None
+    try:
+        until = float(run.tags.get(FOLLOW_UNTIL_TAG, ""))
+    except ValueError:
+        return None
+    return run if until - now <= lead_seconds else None
 
 
 def _run_key(
@@ -172,7 +207,9 @@ def build_events_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Requests a projection run when a bus partition's head is past the read models' "
-            "checkpoints and no projection run is in flight; otherwise a heartbeat run every "
+            "checkpoints and no projection run is in flight (in follow mode, also the next "
+            "following run shortly before the current one's cap: a handover through the writer "
+            "pool); otherwise a heartbeat run every "
             f"{heartbeat_minutes} min keeps the freshness policies meaningful. After "
             f"{failures_before_backoff} failed projection runs in a row it backs off "
             f"({backoff_base_seconds:g} s doubling, at most {backoff_cap_seconds:g} s)."
@@ -182,8 +219,25 @@ def build_events_sensor(
         context: dg.SensorEvaluationContext, platform: PlatformResource
     ) -> dg.RunRequest | dg.SkipReason:
         in_flight = _in_flight(context.instance)
-        if in_flight is not None:
-            return dg.SkipReason(f"projection run {in_flight.run_id} is in flight")
+        follow = platform.settings().projection_follow_seconds > 0
+        if in_flight:
+            ending = (
+                handover_due(in_flight, time.time(), handover_lead_seconds(interval_seconds))
+                if follow
+                else None
+            )
+            if ending is None:
+                return dg.SkipReason(
+                    "projection run "
+                    + ", ".join(r.run_id for r in in_flight)
+                    + (" is" if len(in_flight) == 1 else " are")
+                    + " in flight"
+                )
+            return dg.RunRequest(
+                run_key=f"handover;{ending.run_id}",
+                job_name=FOLLOW_JOB,
+                tags={"cqrs/reason": "handover", HANDOVER_TAG: ending.run_id},
+            )
         streak = failure_streak(
             context.instance, failures_before_backoff, backoff_base_seconds, backoff_cap_seconds
         )
@@ -195,7 +249,6 @@ def build_events_sensor(
                 f"{streak.last_run_id}); next attempt in {streak.retry_at - now:.0f} s "
                 f"(backoff {streak.backoff_seconds:.0f} s, cap {backoff_cap_seconds:g} s)"
             )
-        follow = platform.settings().projection_follow_seconds > 0
         job_name = FOLLOW_JOB if follow else PROJECTION_JOB
         tables = platform.tables()
         with platform.bus() as bus:

@@ -485,3 +485,16 @@ def test_a_following_run_compacts_the_small_files_its_passes_add(
     again = run_follow(instance, platform, idle=0.1)
     assert again.success
     assert normalized(platform.tables()) == clean_pass(tmp_path / "again")
+
+
+def test_follow_run_stamps_when_it_reaches_its_cap(
+    settings: Settings, instance: dg.DagsterInstance, platform: PlatformResource
+) -> None:
+    """The events sensor hands over to the next following run shortly before this time."""
+    before = time.time()
+    result = run_follow(instance, platform, idle=0.1)  # max_seconds 120
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    until = float(run.tags[follow.FOLLOW_UNTIL_TAG])
+    assert before + 120 <= until <= time.time() + 120
