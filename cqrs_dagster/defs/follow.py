@@ -9,8 +9,9 @@ committed with the rows, so a crash mid-pass and a re-run neither skip nor dupli
 The run stops after ``CQRS_PROJECTION_FOLLOW_IDLE_SECONDS`` with nothing new, or at the cap, and
 the sensor starts the next one when events arrive. At the cap there is no gap: the run stamps when
 it will reach it (``FOLLOW_UNTIL_TAG``), and the sensor launches the next following run shortly
-before, which waits for the writer pool and takes it when this run ends (a handover; without it,
-the sensor's tick and the next run's start-up left events unapplied for 3-8 s every cap).
+before; that run starts up meanwhile, waits in :func:`await_handover` (no pool held) until this
+one has ended, then takes the writer pool (a handover; without it, the sensor's tick and the next
+run's start-up left events unapplied for 3-8 s at every cap).
 
 What it keeps from the asset job: the Delta writer pool (maintenance, rebuild and recompute wait
 for it), the writer tag, one materialization per table written per pass (asset keys and metadata
@@ -71,6 +72,14 @@ FRESHNESS_STAMP_MAX_AGE_SECONDS = 1.5 * FRESHNESS_EVERY_SECONDS
 # sensor launches the next following run shortly before, so that it is up and waiting for the
 # writer pool when this one ends (a handover: see sensors.handover_due).
 FOLLOW_UNTIL_TAG = "cqrs/follow_until"
+# On a handover run: the run it takes over from. Its first op waits for that run to end, polling
+# the run's status this often, before the projection op claims the writer pool: a step waiting
+# for a pool slot in Dagster's run worker polls without sleeping (a core busy for as long as it
+# waits, measured), this op sleeps. After HANDOVER_WAIT_MAX_SECONDS it stops waiting (a run
+# stuck in flight) and the pool decides, as for any run.
+HANDOVER_TAG = "cqrs/handover_from"
+HANDOVER_POLL_SECONDS = 0.2
+HANDOVER_WAIT_MAX_SECONDS = 120.0
 
 
 class FollowConfig(dg.Config):
@@ -215,7 +224,36 @@ def waiting_writer(instance: dg.DagsterInstance, own_run_id: str) -> dg.DagsterR
 
 
 @dg.op(
+    out=dg.Out(dg.Nothing),
+    description=(
+        "On a handover run (tag cqrs/handover_from): wait, without the writer pool, for the "
+        "following run it takes over from to end. Otherwise: nothing."
+    ),
+)
+def await_handover(context: dg.OpExecutionContext) -> None:
+    previous = context.run.tags.get(HANDOVER_TAG)
+    if not previous:
+        return
+    started = time.monotonic()
+    while True:
+        run = context.instance.get_run_by_id(previous)
+        waited = time.monotonic() - started
+        if run is None or run.status not in IN_FLIGHT:
+            context.log.info("run %s has ended: taking over after %.1f s", previous, waited)
+            return
+        if waited >= HANDOVER_WAIT_MAX_SECONDS:
+            context.log.warning(
+                "run %s is still in flight after %.0f s: waiting for the writer pool instead",
+                previous,
+                waited,
+            )
+            return
+        sleep(HANDOVER_POLL_SECONDS)
+
+
+@dg.op(
     pool=DELTA_WRITER_POOL,
+    ins={"after": dg.In(dg.Nothing)},
     tags={"layer": "all"},
     description="Apply new bus events pass after pass until idle or the follow cap.",
 )
@@ -304,4 +342,4 @@ def follow_projection(
     ),
 )
 def follow_read_models() -> None:
-    follow_projection()
+    follow_projection(await_handover())

@@ -9,9 +9,10 @@ With ``CQRS_PROJECTION_FOLLOW_SECONDS`` > 0 (read at each tick) it requests ``fo
 (defs/follow.py: one run that keeps following the bus) instead of the per-batch asset job. The one
 exception to "none while a run is in flight" is the handover (:func:`handover_due`): when the only
 run in flight is a following run within :func:`handover_lead_seconds` of its cap, the sensor
-requests the next following run, which starts up meanwhile and waits for the Delta writer pool
-(limit 1) until the first one ends, so no two runs ever write at once and there is no gap of a
-tick plus a run's start-up in the read models' freshness at each cap.
+requests the next following run, which starts up meanwhile and waits (its first op,
+``await_handover``) until the first one has ended before its projection op takes the Delta writer
+pool (limit 1), so no two runs ever write at once and there is no gap of a tick plus a run's
+start-up in the read models' freshness at each cap.
 
 A projection run that keeps failing is retried with backoff, not once per tick: after
 ``FAILURES_BEFORE_BACKOFF`` consecutive failed projection runs the sensor waits
@@ -28,7 +29,7 @@ import dagster as dg
 from cqrs_dagster.projections.status import events_behind
 from cqrs_dagster.settings import load_settings
 
-from .follow import FOLLOW_UNTIL_TAG, follow_read_models
+from .follow import FOLLOW_UNTIL_TAG, HANDOVER_TAG, follow_read_models
 from .jobs import project_read_models
 from .names import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB, PROJECTION_JOBS
 from .resources import PlatformResource
@@ -46,7 +47,6 @@ _STREAK_LOOKBACK = 50
 # The next following run is requested this long before the current one's cap at the least: a
 # tick may come up to one interval late and a run process takes ~2-5 s to start.
 HANDOVER_LEAD_SECONDS = 15
-HANDOVER_TAG = "cqrs/handover_from"
 
 
 @dataclass(frozen=True)

@@ -498,3 +498,67 @@ def test_follow_run_stamps_when_it_reaches_its_cap(
     assert run is not None
     until = float(run.tags[follow.FOLLOW_UNTIL_TAG])
     assert before + 120 <= until <= time.time() + 120
+
+
+def run_handover(
+    instance: dg.DagsterInstance, platform: PlatformResource, previous: str
+) -> dg.ExecuteInProcessResult:
+    job = all_defs().resolve_job_def(FOLLOW_JOB)
+    config = {"ops": {"follow_projection": {"config": {"max_seconds": 120, "idle_seconds": 0.5}}}}
+    return job.execute_in_process(
+        run_config=config,
+        instance=instance,
+        resources={"platform": platform},
+        tags={follow.HANDOVER_TAG: previous},
+    )
+
+
+def test_a_handover_run_projects_only_once_the_run_it_takes_over_from_has_ended(
+    settings: Settings, instance: dg.DagsterInstance, platform: PlatformResource
+) -> None:
+    """The successor the sensor launches before a run's cap waits, holding no pool, until that
+    run ends; then its projection op takes the pool and applies what arrived meanwhile."""
+    publish(settings, SC.events)
+    previous = dg.DagsterRun(
+        job_name=FOLLOW_JOB, run_id="previous", status=dg.DagsterRunStatus.STARTED
+    )
+    instance.add_run(previous)
+    ended: list[float] = []
+
+    def end_previous() -> None:
+        time.sleep(1.0)
+        ended.append(time.time())
+        instance.report_run_canceled(previous)
+
+    ender = threading.Thread(target=end_previous)
+    ender.start()
+    try:
+        result = run_handover(instance, platform, "previous")
+    finally:
+        ender.join()
+    assert result.success
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("run previous has ended: taking over after") for m in messages)
+    started = [
+        e.timestamp
+        for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+        if e.step_key == "follow_projection"
+    ]
+    assert len(started) == 1 and started[0] >= ended[0]
+    assert materialized(result, schemas.RAW_EVENTS)[0]["events_applied"] == len(SC.events)
+
+
+def test_a_handover_run_stops_waiting_for_a_run_stuck_in_flight(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    platform: PlatformResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(follow, "HANDOVER_WAIT_MAX_SECONDS", 0.5)
+    instance.add_run(
+        dg.DagsterRun(job_name=FOLLOW_JOB, run_id="stuck", status=dg.DagsterRunStatus.STARTED)
+    )
+    result = run_handover(instance, platform, "stuck")
+    assert result.success
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("run stuck is still in flight after" in m for m in messages)

@@ -9,11 +9,10 @@ import time
 import dagster as dg
 import pytest
 
-from cqrs_dagster.defs.follow import FOLLOW_UNTIL_TAG
+from cqrs_dagster.defs.follow import FOLLOW_UNTIL_TAG, HANDOVER_TAG
 from cqrs_dagster.defs.names import FOLLOW_JOB, IN_FLIGHT, PROJECTION_JOB
 from cqrs_dagster.defs.resources import PlatformResource
 from cqrs_dagster.defs.sensors import (
-    HANDOVER_TAG,
     build_events_sensor,
     handover_due,
     handover_lead_seconds,
