@@ -75,6 +75,7 @@ import httpx
 import orjson
 
 from cqrs_dagster.cli.procs import descendants
+from cqrs_dagster_tests.fixtures.platform import cqrs_up_args
 from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group
 
 from . import RESULTS_DIR, Measurement, Ratio, Report, Series, Target, full_mode, sized
@@ -844,19 +845,7 @@ def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory
     api_port, ui_port = free_port(), free_port()
     follow = [] if mode.follow is None else ["--follow", str(mode.follow)]
     proc = start_group(
-        [
-            sys.executable,
-            "-m",
-            "cqrs_dagster.cli",
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--api-port",
-            str(api_port),
-            "--ui-port",
-            str(ui_port),
-            *follow,
-        ],
+        cqrs_up_args(data_dir, api_port, ui_port, *follow),
         tmp / "cqrs-up.log",
     )
     try:

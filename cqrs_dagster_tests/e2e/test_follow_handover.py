@@ -5,9 +5,6 @@ predecessor's has finished (one writer at a time), and every order lands in the 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import pytest
 
 from cqrs_dagster.defs.follow import HANDOVER_TAG
 from cqrs_dagster.defs.names import FOLLOW_JOB
-from cqrs_dagster_tests.fixtures.platform import wait_ready
+from cqrs_dagster_tests.fixtures.platform import cqrs_sql, cqrs_up_args, wait_ready
 from cqrs_dagster_tests.fixtures.procs import free_port, start_group, stop_group
 
 pytestmark = pytest.mark.e2e
@@ -58,20 +55,7 @@ def test_following_runs_hand_over_at_the_cap_one_writer_at_a_time(tmp_path: Path
     api_port, ui_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     proc = start_group(
-        [
-            sys.executable,
-            "-m",
-            "cqrs_dagster.cli",
-            "up",
-            "--data-dir",
-            str(data),
-            "--api-port",
-            str(api_port),
-            "--ui-port",
-            str(ui_port),
-            "--follow",
-            str(CAP_SECONDS),
-        ],
+        cqrs_up_args(data, api_port, ui_port, "--follow", str(CAP_SECONDS)),
         tmp_path / "cqrs-up.log",
         env={"CQRS_SENSOR_INTERVAL_SECONDS": "5", "PYTHONUNBUFFERED": "1"},
     )
@@ -131,21 +115,5 @@ def test_following_runs_hand_over_at_the_cap_one_writer_at_a_time(tmp_path: Path
             )
             assert len(finished) == 1 and finished[0] <= started[0]  # one writer at a time
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cqrs_dagster.cli",
-            "sql",
-            "--data-dir",
-            str(data),
-            "--format",
-            "json",
-            "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM order_summary",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [{"n": len(orders), "d": len(orders)}]
+    rows = cqrs_sql(data, "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM order_summary")
+    assert rows == [{"n": len(orders), "d": len(orders)}]

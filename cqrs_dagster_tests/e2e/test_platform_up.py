@@ -4,18 +4,15 @@ leaves no process behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from cqrs_dagster_tests.fixtures.platform import RunningPlatform
+from cqrs_dagster_tests.fixtures.platform import RunningPlatform, cqrs_sql
 
 pytestmark = pytest.mark.e2e
 
@@ -63,24 +60,10 @@ def test_commands_flow_to_the_query_api_and_sql(platform_up: RunningPlatform) ->
     assert row["customer_name"] == "Grace Hopper"
     assert row["total_amount"] == "0.30" and row["item_count"] == 3
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cqrs_dagster.cli",
-            "sql",
-            "--data-dir",
-            str(platform_up.data_dir),
-            "--format",
-            "json",
-            f"SELECT order_id, status, total_amount FROM order_summary WHERE order_id = '{order_id}'",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    rows = cqrs_sql(
+        platform_up.data_dir,
+        f"SELECT order_id, status, total_amount FROM order_summary WHERE order_id = '{order_id}'",
     )
-    assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
     assert rows == [{"order_id": order_id, "status": "Paid", "total_amount": "0.30"}]
 
     status = wait_for(
