@@ -227,11 +227,11 @@ def build_events_sensor(
                 else None
             )
             if ending is None:
+                ids = ", ".join(r.run_id for r in in_flight)
                 return dg.SkipReason(
-                    "projection run "
-                    + ", ".join(r.run_id for r in in_flight)
-                    + (" is" if len(in_flight) == 1 else " are")
-                    + " in flight"
+                    f"projection run {ids} is in flight"
+                    if len(in_flight) == 1
+                    else f"projection runs {ids} are in flight"
                 )
             return dg.RunRequest(
                 run_key=f"handover;{ending.run_id}",
