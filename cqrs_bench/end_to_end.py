@@ -748,7 +748,6 @@ class Mode:
     load: Load = field(default_factory=Load)
     probe: Probe = field(default_factory=Probe)
     cpu: dict[str, float] = field(default_factory=dict)
-    waited: Run | None = None  # the first load run with the readers
     plain_runs: list[Run] = field(default_factory=list)  # every load run without readers
     waited_runs: list[Run] = field(default_factory=list)  # every load run with the readers
     high_rate: float = 0.0  # > 0: a last load run at this rate (e2)
@@ -760,6 +759,11 @@ class Mode:
     rss: float = float("nan")
     rss_samples: list[float] = field(default_factory=list)
     per_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def waited(self) -> Run | None:
+        """The first load run with the readers (None: none ran)."""
+        return self.waited_runs[0] if self.waited_runs else None
 
     @property
     def per_batch(self) -> bool:
@@ -870,7 +874,6 @@ def run_mode(mode: Mode, root: Path, rate: float, seconds: float, *, idle_memory
                 mode.profiles.append(run.profile)
             if with_readers:
                 mode.waited_runs.append(run)
-                mode.waited = mode.waited or run
                 continue
             mode.plain_runs.append(run)
             if len(mode.plain_runs) == 1:  # the phases of the first run without readers
@@ -1035,7 +1038,7 @@ def _runs_notes(mode: Mode, rate: float) -> list[str]:
     ]
     for n, with_readers in enumerate(order, 1):
         run = next(waited if with_readers else plain)
-        samples = sorted(latency(run.load).values())
+        samples = list(latency(run.load).values())
         api_cpu = next((v for k, v in run.cpu.items() if k.startswith("cli api")), float("nan"))
         notes.append(
             f"{mode.label}: load run {n} of {len(order)} ({'with' if with_readers else 'without'} "
@@ -1156,28 +1159,26 @@ def run(repetitions: int) -> Report:
     report.profiles += [p for mode in modes for p in mode.profiles if p]
     for mode in modes:
         label = mode.label
-        plain_runs = mode.plain_runs or [Run(load=mode.load, probe=mode.probe)]
-        report.measurements += _latency_measurements(label, [r.load for r in plain_runs], rate)
+        report.measurements += _latency_measurements(label, [r.load for r in mode.plain_runs], rate)
         report.measurements.append(
             Measurement(
                 f"{label}: plain lookup p99",
                 "ms",
-                [_pct(r.probe.ms, 0.99) for r in plain_runs],
+                [_pct(r.probe.ms, 0.99) for r in mode.plain_runs],
                 key="e",
             )
         )
         waited = mode.waited
         if waited is not None and waited.waits is not None:
             with_label = f"{label} + {waited.waits.readers} waiting readers"
-            waited_runs = mode.waited_runs or [waited]
             report.measurements += _latency_measurements(
-                with_label, [r.load for r in waited_runs], rate
+                with_label, [r.load for r in mode.waited_runs], rate
             )
             report.measurements.append(
                 Measurement(
                     f"{with_label}: plain lookup p99",
                     "ms",
-                    [_pct(r.probe.ms, 0.99) for r in waited_runs],
+                    [_pct(r.probe.ms, 0.99) for r in mode.waited_runs],
                     Target("<=", 50),
                     "e",
                 )
