@@ -8,35 +8,18 @@ import subprocess
 import sys
 
 CHILD = """
-import sys, threading, time
+import sys, time
 import dagster as dg
 from cqrs_dagster.defs import pool_claims
-from cqrs_dagster.defs.names import DELTA_WRITER_POOL
+from cqrs_dagster_tests.fixtures.pools import POOLED, freed_after, hold_the_pool, one_writer
 
 if sys.argv[1] == "fixed":
     assert pool_claims.sleep_between_pool_claims()
-wait = float(sys.argv[2])
-
-@dg.op(pool=DELTA_WRITER_POOL)
-def write_something() -> float:
-    return time.time()
-
-@dg.job(executor_def=dg.in_process_executor)
-def one_writer() -> None:
-    write_something()
-
-with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as inst:
-    storage = inst.event_log_storage
-    storage.initialize_concurrency_limit_to_default(DELTA_WRITER_POOL)
-    assert storage.claim_concurrency_slot(DELTA_WRITER_POOL, "holder", "step", 0).is_claimed
-    freed = []
-    def free_later():
-        time.sleep(wait)
-        freed.append(time.time())
-        storage.free_concurrency_slots_for_run("holder")
-    threading.Thread(target=free_later).start()
+with dg.instance_for_test(overrides=POOLED) as inst:
+    hold_the_pool(inst)
     cpu, wall = time.process_time(), time.monotonic()
-    result = one_writer.execute_in_process(instance=inst)
+    with freed_after(inst, float(sys.argv[2])) as freed:
+        result = one_writer.execute_in_process(instance=inst)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     late = result.output_for_node("write_something") - freed[0]
     print(f"{sys.argv[1]:>7}: run {wall:5.2f} s, CPU {cpu:5.2f} s, op started {late:4.2f} s after the slot was freed")

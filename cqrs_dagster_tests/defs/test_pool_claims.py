@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -12,8 +11,7 @@ from dagster._core.execution.plan.instance_concurrency_context import InstanceCo
 
 from cqrs_dagster.defs import pool_claims
 from cqrs_dagster.defs.names import DELTA_WRITER_POOL
-
-POOLED = {"concurrency": {"pools": {"default_limit": 1}}}
+from cqrs_dagster_tests.fixtures.pools import HOLDER, POOLED, freed_after, hold_the_pool, one_writer
 
 
 @pytest.fixture
@@ -47,9 +45,7 @@ def test_a_refused_claim_sleeps_until_its_next_try_at_most_a_second(
     pooled: dg.DagsterInstance,
 ) -> None:
     pool_claims.sleep_between_pool_claims()
-    storage = pooled.event_log_storage
-    storage.initialize_concurrency_limit_to_default(DELTA_WRITER_POOL)
-    assert storage.claim_concurrency_slot(DELTA_WRITER_POOL, "holder", "step", 0).is_claimed
+    hold_the_pool(pooled)
     run = dg.DagsterRun(job_name="writer_job", run_id="waiter")
     with InstanceConcurrencyContext(pooled, run) as context:
         assert context.interval_to_next_pending_claim_check() == 0.0  # nothing pending
@@ -58,19 +54,9 @@ def test_a_refused_claim_sleeps_until_its_next_try_at_most_a_second(
         assert 0.5 < first <= pool_claims.MAX_SLEEP_SECONDS  # Dagster's first backoff is 1 s
         time.sleep(first)
         assert context.interval_to_next_pending_claim_check() == pytest.approx(0.0, abs=0.05)
-        storage.free_concurrency_slots_for_run("holder")
+        pooled.event_log_storage.free_concurrency_slots_for_run(HOLDER)
         assert context.claim(DELTA_WRITER_POOL, "writer")
         assert context.interval_to_next_pending_claim_check() == 0.0
-
-
-@dg.op(pool=DELTA_WRITER_POOL)
-def write_something() -> float:
-    return time.time()
-
-
-@dg.job(executor_def=dg.in_process_executor)
-def one_writer() -> None:
-    write_something()
 
 
 def test_a_run_waiting_for_the_pool_sleeps_then_runs_once_the_slot_is_free(
@@ -87,22 +73,9 @@ def test_a_run_waiting_for_the_pool_sleeps_then_runs_once_the_slot_is_free(
         return seconds
 
     monkeypatch.setattr(InstanceConcurrencyContext, "interval_to_next_pending_claim_check", counted)
-    storage = pooled.event_log_storage
-    storage.initialize_concurrency_limit_to_default(DELTA_WRITER_POOL)
-    assert storage.claim_concurrency_slot(DELTA_WRITER_POOL, "holder", "step", 0).is_claimed
-    freed: list[float] = []
-
-    def free_later() -> None:
-        time.sleep(2.5)
-        freed.append(time.time())
-        storage.free_concurrency_slots_for_run("holder")
-
-    freer = threading.Thread(target=free_later)
-    freer.start()
-    try:
+    hold_the_pool(pooled)
+    with freed_after(pooled, 2.5) as freed:
         result = one_writer.execute_in_process(instance=pooled, raise_on_error=False)
-    finally:
-        freer.join()
     assert result.success
     assert result.output_for_node("write_something") >= freed[0]
     assert 2 <= len(asked) <= 40, len(asked)
