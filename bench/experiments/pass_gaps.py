@@ -37,7 +37,9 @@ for home in sys.argv[1:]:
         ordered = sorted(passes.items(), key=lambda kv: max(t for t, *_ in kv[1]))
         ends = [max(t for t, *_ in tables) for _, tables in ordered]
         gaps = [b - a for a, b in pairwise(ends)]
-        print(f"{home}: {len(ordered)} passes, median gap between pass ends {statistics.median(gaps):.2f} s")
+        print(
+            f"{home}: {len(ordered)} passes, median gap between pass ends {statistics.median(gaps):.2f} s"
+        )
         for ((run_id, n), tables), gap in zip(ordered[1:], gaps, strict=True):
             seconds = sum(s for _, _, s, _ in tables)
             if gap > LONG or seconds > SLOW:
