@@ -279,11 +279,13 @@ def follow_projection(
     with platform.bus() as bus:
         while True:
             pass_started = time.monotonic()
+            pass_started_at = time.time()
             try:
                 result = catch_up(ctx, bus, max_events=batch, first=passes == 0, checks=checks)
             except BaseException:
                 checks.flush()  # what was evaluated before the failure shows in the UI
                 raise
+            pass_seconds = time.monotonic() - pass_started
             passes += 1
             events += result.events_read
             for reports in result.written.values():
@@ -293,6 +295,10 @@ def follow_projection(
                         metadata={
                             **report_metadata(reports, bus, tables),
                             "follow_pass": dg.MetadataValue.int(passes),
+                            # when the pass began and how long it took, every table included:
+                            # a late or long pass shows here as a step in the lag
+                            "pass_started_at": dg.MetadataValue.timestamp(pass_started_at),
+                            "pass_seconds": dg.MetadataValue.float(round(pass_seconds, 3)),
                             "engine": dg.MetadataValue.text(ctx.engine.name),
                         },
                     )

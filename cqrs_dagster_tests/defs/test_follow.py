@@ -127,6 +127,25 @@ def test_follow_run_applies_late_events_exactly_once_and_logs_materializations(
     assert raw[-1]["events_behind"] == 0 and "delta_version" in raw[-1]
     for table in schemas.READ_MODELS:
         assert materialized(result, table), f"{table} was not materialized"
+    # Each pass's materializations carry when it began and how long it took; passes begin
+    # one after another.
+    passes: dict[int, list[dict[str, Any]]] = {}
+    for table in schemas.READ_MODELS:
+        for m in materialized(result, table):
+            passes.setdefault(m["follow_pass"], []).append(m)
+    starts = []
+    for n in sorted(passes):
+        tables = passes[n]
+        assert len({(m["pass_started_at"], m["pass_seconds"]) for m in tables}) == 1
+        # (a layer's tables may run side by side: no table's work outlasts the pass)
+        assert max(m["seconds"] for m in tables) <= tables[0]["pass_seconds"]
+        starts.append(tables[0]["pass_started_at"])
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    started = [
+        e.timestamp
+        for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+    ]
+    assert min(started) <= starts[0]
     checks = {
         (e.asset_key.path[-1], e.check_name, e.passed) for e in result.get_asset_check_evaluations()
     }
