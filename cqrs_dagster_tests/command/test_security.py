@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from cqrs_dagster.cli import main as cqrs_main
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.web.app import build_app
+from cqrs_dagster.web.commands import CommandFastPath
 from cqrs_dagster.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from cqrs_dagster.web.security import (
     Principal,
@@ -59,10 +60,11 @@ def admin_probe(who: Annotated[Principal, Depends(require_role("admin"))]) -> di
     return {"id": who.id, "role": who.role}
 
 
-def make_client(settings: Settings) -> TestClient:
+def make_client(settings: Settings, *, fast_path: bool = False) -> TestClient:
+    """The app as routed, or as ``cqrs api`` serves it: the command fast path in front of it."""
     app = build_app(settings, run_relay=False)
     app.include_router(probe)
-    return TestClient(app)
+    return TestClient(CommandFastPath.in_front_of(app) if fast_path else app)
 
 
 @pytest.fixture
@@ -71,9 +73,10 @@ def keyed(tmp_path: Path) -> Settings:
     return Settings(env="local", data_dir=tmp_path / "data", api_keys=SecretStr(keys))
 
 
-@pytest.fixture
-def client(keyed: Settings) -> Iterator[TestClient]:
-    with make_client(keyed) as c:
+@pytest.fixture(params=["route-stack", "fast-path"])
+def client(keyed: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """Both ways a command is served: the FastAPI route, and the fast path ``cqrs api`` uses."""
+    with make_client(keyed, fast_path=request.param == "fast-path") as c:
         yield c
 
 
@@ -133,7 +136,7 @@ def test_writer_and_admin_send_commands(client: TestClient, headers: dict[str, s
 
 def test_events_name_the_caller_by_key_name_never_by_key(client: TestClient) -> None:
     client.post(URL, json=CUSTOMER, headers=key(WRITER))
-    app: Any = client.app
+    app: Any = getattr(client.app, "front_of", None) or client.app  # the app behind a fast path
     [event] = app.state.store.pending_events(10)
     user_id = event.metadata["userId"]
     assert user_id.startswith("apikey-") and WRITER not in user_id
