@@ -48,16 +48,23 @@ def register(sub: Any) -> None:
         help="serve the command and query HTTP API",
         description=(
             "Serve the HTTP API (uvicorn, or granian with --server granian); by default it also "
-            "runs the outbox relay."
+            "runs the outbox relay, as a supervised `cqrs relay` child process."
         ),
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="data folder (CQRS_DATA_DIR)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument(
+    relay = parser.add_mutually_exclusive_group()
+    relay.add_argument(
         "--no-relay",
         action="store_true",
-        help="do not run the outbox relay in the API process (run `cqrs relay` instead)",
+        help="run no outbox relay (run `cqrs relay` yourself)",
+    )
+    relay.add_argument(
+        "--relay-thread",
+        action="store_true",
+        help="run the outbox relay as a thread of the API process instead of the default "
+        "supervised `cqrs relay` child process",
     )
     parser.add_argument("--log-level", default="info", help="server log level (default info)")
     parser.add_argument(
@@ -85,11 +92,10 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(data_dir=args.data_dir)
         settings.validate_for_env()
         check_bind(args.host, settings)
+        relay = {"run_relay": not args.no_relay, "relay_process": not args.relay_thread}
         if server == "granian":
-            return _serve_granian(
-                args, lambda: _served(build_app(settings, run_relay=not args.no_relay))
-            )
-        app = _served(build_app(settings, run_relay=not args.no_relay))
+            return _serve_granian(args, lambda: _served(build_app(settings, **relay)))
+        app = _served(build_app(settings, **relay))
     except (SecurityConfigError, SettingsError) as exc:
         print(f"cqrs api: {exc}", file=sys.stderr)
         return 2

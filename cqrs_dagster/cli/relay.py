@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,7 +37,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="publish everything pending, print how many, and exit",
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop once the process with this pid is no longer the parent (how `cqrs api` runs it)",
+    )
     parser.set_defaults(func=run)
+
+
+#: How often a relay run with --parent-pid looks whether its parent is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
+    """Set ``stop`` once this process's parent is no longer ``parent_pid`` (it died: the child
+    was handed to another parent), so a killed API leaves no relay behind."""
+    while not stop.wait(PARENT_CHECK_SECONDS):
+        if os.getppid() != parent_pid:
+            log.warning("parent process %d is gone, stopping", parent_pid)
+            stop.set()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +92,18 @@ def run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        if args.parent_pid is not None:
+            # Ctrl-C reaches the whole foreground group: the parent stops this child itself.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if os.getppid() != args.parent_pid:
+                print(f"cqrs relay: parent process {args.parent_pid} is gone", file=sys.stderr)
+                return 1
+            threading.Thread(
+                target=_stop_when_orphaned,
+                args=(args.parent_pid, stop),
+                name="parent-watch",
+                daemon=True,
+            ).start()
         log.info(
             "relaying outbox -> event bus (env=%s, data dir %s; idle interval %.2f s)",
             settings.env,

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse, Response
 
+from cqrs_dagster.command.relay_process import RelayProcess
 from cqrs_dagster.settings import Settings
 from cqrs_dagster.wiring import CommandSide
 
@@ -42,8 +43,14 @@ def _version() -> str:
         return "0.0.0"
 
 
-def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
-    """The FastAPI app for ``settings``; ``run_relay=False`` leaves the outbox to ``cqrs relay``."""
+def build_app(
+    settings: Settings, *, run_relay: bool = True, relay_process: bool = False
+) -> FastAPI:
+    """The FastAPI app for ``settings``; ``run_relay=False`` leaves the outbox to ``cqrs relay``.
+
+    The relay runs as a thread of this process, or with ``relay_process`` as a supervised
+    ``cqrs relay`` child (what ``cqrs api`` does: see :mod:`cqrs_dagster.command.relay_process`).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +70,17 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
         app.state.committer = committer
         stop = threading.Event()
         thread: threading.Thread | None = None
-        if run_relay:
+        child: RelayProcess | None = None
+        if run_relay and relay_process:
+            child = RelayProcess(settings.data_dir)
+            try:
+                child.start()
+            except BaseException:
+                if committer is not None:
+                    committer.close()
+                side.close()
+                raise
+        elif run_relay:
             relay = side.relay()
             thread = threading.Thread(
                 target=relay.run_forever,
@@ -74,6 +91,7 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             thread.start()
             log.info("outbox relay started (every %s s when idle)", settings.relay_interval_seconds)
         app.state.relay_thread = thread
+        app.state.relay_process = child
         loop = type(asyncio.get_running_loop())
         log.info("command side open (event loop: %s.%s)", loop.__module__, loop.__qualname__)
         try:
@@ -82,6 +100,8 @@ def build_app(settings: Settings, *, run_relay: bool = True) -> FastAPI:
             if committer is not None:
                 committer.close()
             stop.set()
+            if child is not None:
+                child.stop()
             if thread is not None:
                 thread.join(RELAY_JOIN_TIMEOUT_SECONDS)
                 if thread.is_alive():
@@ -163,7 +183,7 @@ def _drop_security(schema: dict[str, Any]) -> None:
 
 
 def healthz(request: Request) -> Response:
-    """200 when the store and the bus answer and the relay thread (if any) is running."""
+    """200 when the store and the bus answer and the relay (thread or child process, if any) runs."""
     state = request.app.state
     checks: dict[str, str] = {}
     try:
@@ -177,7 +197,12 @@ def healthz(request: Request) -> Response:
     except Exception as exc:
         checks["bus"] = f"failed: {type(exc).__name__}"
     thread: threading.Thread | None = state.relay_thread
-    checks["relay"] = "disabled" if thread is None else ("ok" if thread.is_alive() else "stopped")
+    child: RelayProcess | None = state.relay_process
+    if thread is None and child is None:
+        checks["relay"] = "disabled"
+    else:
+        running = thread.is_alive() if thread is not None else child is not None and child.alive()
+        checks["relay"] = "ok" if running else "stopped"
     failing = [name for name, status in checks.items() if status not in ("ok", "disabled")]
     if failing:
         log.warning("health check failing: %s", checks)

@@ -1,7 +1,8 @@
 """``cqrs api`` as a real process on a free 127.0.0.1 port, driven over real HTTP with httpx.
 
 Covers: healthz reports store, bus and relay; commands POSTed over HTTP are acknowledged and the
-API's relay thread puts their events on the local bus (read back from the same data dir), in
+API's relay (a supervised child process by default, a thread with ``--relay-thread``) puts their
+events on the local bus; a killed relay child is restarted, and one whose API is killed stops (read back from the same data dir), in
 version order per aggregate (first delivery); SIGTERM stops the server gracefully (lifespan done, relay thread joined) with no process of its
 group left; SIGKILL under concurrent load loses no acknowledged command (group commit answers
 only after its COMMIT).
@@ -10,8 +11,10 @@ only after its COMMIT).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -75,7 +78,8 @@ def _sigterm_stops_cleanly(api_process: ApiProcess) -> None:
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # nothing left in the server's process group (the worker too)
     log = api_process.log.read_text()
-    assert "outbox relay stopped" in log and "command side closed" in log, log
+    assert re.search(r"outbox relay (process \d+ )?stopped", log), log
+    assert "command side closed" in log, log
 
 
 @pytest.mark.parametrize("server", ["granian", "uvicorn"])
@@ -166,3 +170,77 @@ def test_sigkill_under_concurrent_load_loses_no_acknowledged_command(
             assert stored is not None and stored.version == 1
     finally:
         store.close()
+
+
+def relay_children(api_pid: int) -> list[int]:
+    """Pids of the ``cqrs relay`` processes whose parent is ``api_pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == api_pid and b"relay" in cmdline and b"--parent-pid" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _relayed(api_process: ApiProcess, http: httpx.Client, customer_id: str) -> bool:
+    body = {"type": "RegisterCustomer", "customerId": customer_id, "name": "A", "email": "a@b.co"}
+    response = http.post("/api/v1/commands", json=body)
+    assert response.status_code == 201, response.text
+    event_ids = set(response.json()["eventIds"])
+    return wait_until(
+        lambda: event_ids <= {e.event_id for e in bus_events(api_process.data_dir)}, timeout=30
+    )
+
+
+def test_the_relay_is_a_supervised_child_restarted_when_killed_and_gone_with_the_api(
+    api_process: ApiProcess,
+) -> None:
+    api_pid = api_process.proc.pid
+    assert wait_until(lambda: len(relay_children(api_pid)) == 1, timeout=30)
+    [first] = relay_children(api_pid)
+    with httpx.Client(base_url=api_process.base_url, timeout=30) as http:
+        assert _relayed(api_process, http, "c1"), api_process.log.read_text()
+        os.kill(first, signal.SIGKILL)  # a crashed relay: the API starts another
+        assert wait_until(lambda: relay_children(api_pid) not in ([], [first]), timeout=30)
+        [second] = relay_children(api_pid)
+        assert second != first
+        assert http.get("/api/v1/healthz").json()["checks"]["relay"] == "ok"
+        assert _relayed(api_process, http, "c2"), api_process.log.read_text()
+    assert f"outbox relay process {first} exited with -9" in api_process.log.read_text()
+    os.kill(api_pid, signal.SIGKILL)  # the API alone, not its group: the relay must notice
+    api_process.proc.wait(timeout=30)
+    started = time.monotonic()
+    while time.monotonic() - started < 30:
+        try:
+            os.kill(second, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"relay {second} outlived its API by 30 s")
+    assert "parent process" in api_process.log.read_text()
+
+
+def test_relay_thread_runs_no_child_process(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir, log = tmp_path / "data", tmp_path / "api.log"
+    env = {"CQRS_ENV": "local", "CQRS_API_KEYS": "", "CQRS_RELAY_INTERVAL_SECONDS": "0.05"}
+    args = [CQRS, "api", "--data-dir", str(data_dir), "--port", str(port), "--relay-thread"]
+    proc = start_group(args, log, env)
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        api = ApiProcess(proc, f"http://127.0.0.1:{port}", data_dir, log)
+        with httpx.Client(base_url=api.base_url, timeout=30) as http:
+            assert http.get("/api/v1/healthz").json()["checks"]["relay"] == "ok"
+            assert _relayed(api, http, "c1"), log.read_text()
+        assert relay_children(proc.pid) == []
+        _sigterm_stops_cleanly(api)
+        assert "outbox relay stopped" in log.read_text()
+    finally:
+        stop_group(proc)
