@@ -13,7 +13,8 @@ Every command is one atomic write of state + outbox + command id, at synchronous
   the bare one-row SQLite commit rate on the same disk (the fsync floor it sits on).
 - (b) HTTP: ``cqrs api`` as a real process (its default server, uvicorn;
   ``BENCH_HTTP_SERVER=granian`` for granian) on the shipped defaults: outbox relay on, store
-  FULL, no keys on loopback (so no rate limit). Max throughput: ``wrk`` (C, one connection per
+  FULL, no keys on loopback (so no rate limit), the relay a ``cqrs relay`` child of the API
+  (``cqrs api``'s default since 12-07). Max throughput: ``wrk`` (C, one connection per
   thread, Lua script ``write_side.lua`` giving every request unique time-ordered ids and a
   commandId), closed loop. py-spy profiles the server in one more wrk load after the timed
   ones (it pauses the process per sample, so that load's rate is a note, not a figure).

@@ -1,5 +1,6 @@
-"""``cqrs up``: the whole platform on loopback — command + query API with the outbox relay, and
-``dagster dev`` (webserver + daemon) with the sensors and schedules RUNNING.
+"""``cqrs up``: the whole platform on loopback — command + query API with the outbox relay (a
+thread of the API process: see below), and ``dagster dev`` (webserver + daemon) with the sensors
+and schedules RUNNING.
 
 Every child runs in its own process group; Ctrl-C / SIGTERM stops each group (TERM, then KILL)
 and any stray descendant, so nothing is left behind.
@@ -202,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
         args.host,
         "--port",
         str(args.api_port),
+        # The relay as a thread, not `cqrs api`'s default child process: a second Python process
+        # with the bus's Arrow/ADBC stack is ~175 MB of RSS, and the whole platform idles within
+        # 1.2 GB (issue 14 f). At its loads (<= 500 commands/s) the API process is far from the
+        # GIL limit the child lifts (cqrs_dagster/command/relay_process.py).
+        "--relay-thread",
     ]
     procs.append(subprocess.Popen(api_cmd, env=env, start_new_session=True))
     if not args.no_dagster:

@@ -159,7 +159,8 @@ def test_ui_shows_graph_checks_automation_and_lag_plots(platform_up: RunningPlat
 
 def test_dagster_runs_nicer_than_the_api(platform_up: RunningPlatform) -> None:
     """CQRS_DAGSTER_NICE (default 10): dagster dev and everything it starts yield the CPU to
-    the API; the API and `cqrs up` itself keep the priority they were started with."""
+    the API; the API and `cqrs up` itself keep the priority they were started with. The API
+    runs its relay as a thread (no `cqrs relay` child)."""
     from cqrs_dagster.cli.procs import descendants
 
     own = os.getpriority(os.PRIO_PROCESS, 0)
@@ -173,6 +174,9 @@ def test_dagster_runs_nicer_than_the_api(platform_up: RunningPlatform) -> None:
     api = [p for p, a in argv.items() if "cqrs_dagster.cli" in a and "api" in a]
     dev = [p for p, a in argv.items() if len(a) > 2 and a[1].endswith("/dagster") and a[2] == "dev"]
     assert len(api) == 1 and len(dev) == 1, argv
+    # The relay is a thread of the API here (memory: cqrs_dagster/cli/up.py), no child process.
+    assert "--relay-thread" in argv[api[0]]
+    assert not [a for a in argv.values() if "relay" in a], argv
     dagster = {dev[0], *descendants(dev[0])}
     assert len(dagster) >= 3, argv  # dagster dev, its webserver, daemon, code server, ...
     assert os.getpriority(os.PRIO_PROCESS, api[0]) == own
