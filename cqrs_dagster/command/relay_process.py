@@ -51,7 +51,7 @@ class RelayProcess:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self.stop_timeout = stop_timeout
-        self.restarts = 0
+        self.restarts = 0  # children started again after one failed
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -71,11 +71,6 @@ class RelayProcess:
             "--parent-pid",
             str(os.getpid()),
         ]
-
-    @property
-    def pid(self) -> int | None:
-        proc = self._proc
-        return None if proc is None else proc.pid
 
     def alive(self) -> bool:
         proc = self._proc
