@@ -2,10 +2,11 @@
 
 Covers: healthz reports store, bus and relay; commands POSTed over HTTP are acknowledged and the
 API's relay (a supervised child process by default, a thread with ``--relay-thread``) puts their
-events on the local bus; a killed relay child is restarted, and one whose API is killed stops (read back from the same data dir), in
-version order per aggregate (first delivery); SIGTERM stops the server gracefully (lifespan done, relay thread joined) with no process of its
-group left; SIGKILL under concurrent load loses no acknowledged command (group commit answers
-only after its COMMIT).
+events on the local bus (read back from the same data dir), in version order per aggregate
+(first delivery); a killed relay child is started again, and one whose API is killed stops by
+itself; SIGTERM stops the server gracefully (lifespan done, relay stopped) with no process of
+its group left; SIGKILL under concurrent load loses no acknowledged command (group commit
+answers only after its COMMIT).
 """
 
 from __future__ import annotations
