@@ -51,9 +51,16 @@ def test_a_child_that_exits_0_is_left_stopped(tmp_path: Path) -> None:
 
 
 def test_stop_ends_a_running_child_with_sigterm(tmp_path: Path) -> None:
-    relay = StandIn("import time; time.sleep(60)", tmp_path)
+    # SIGTERM's default action, set first: a test worker that ran Dagster in-process ignores
+    # SIGTERM (Dagster maps it to SIGINT's disposition), and an ignored signal is inherited.
+    ready = tmp_path / "ready"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+        f"open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    )
+    relay = StandIn(code, tmp_path)
     relay.start()
-    assert relay.alive()
+    assert wait_until(ready.exists, timeout=30) and relay.alive()
     started = time.monotonic()
     relay.stop()
     assert not relay.alive() and time.monotonic() - started < 5  # SIGTERM, not the kill
