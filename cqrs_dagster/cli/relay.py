@@ -91,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
             stop.set()
 
         signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        # Run by `cqrs api` (--parent-pid), Ctrl-C reaches the whole foreground group: the
+        # parent stops this child itself.
+        signal.signal(signal.SIGINT, _stop if args.parent_pid is None else signal.SIG_IGN)
         if args.parent_pid is not None:
-            # Ctrl-C reaches the whole foreground group: the parent stops this child itself.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
             if os.getppid() != args.parent_pid:
                 print(f"cqrs relay: parent process {args.parent_pid} is gone", file=sys.stderr)
                 return 1
