@@ -97,7 +97,9 @@ class GroupCommitter:
         return await future
 
     def _put(self, pending: _Pending) -> None:
-        if self._closed or not self._thread.is_alive():
+        # ``_closed`` is also set by the writer as it stops, whatever stops it: no
+        # ``Thread.is_alive()`` (~0.35 µs of the event loop's time per command).
+        if self._closed:
             raise CommitterClosed("the group committer is closed")
         self._queue.put(pending)
 

@@ -174,27 +174,12 @@ class CommandHandler:
         self, command: Command, ctx: CommandContext, load: Loader | None = None
     ) -> Decision:
         get = self.store.load if load is None else load
-
-        def state(aggregate_type: str, aggregate_id: str | None) -> dict[str, Any] | None:
-            if aggregate_id is None:
-                return None
-            stored = get(aggregate_type, aggregate_id)
-            return None if stored is None else stored.state
-
-        match command:
-            case RegisterCustomer():
-                return customer.register(command, state(CUSTOMER, command.customerId), ctx)
-            case UpdateCustomer():
-                return customer.update(command, state(CUSTOMER, command.customerId), ctx)
-            case CreateOrder():
-                return order.create(
-                    command, state(ORDER, command.orderId), state(CUSTOMER, command.customerId), ctx
-                )
-            case UpdateOrderStatus():
-                return order.update_status(command, state(ORDER, command.orderId), ctx)
-            case CancelOrder():
-                return order.cancel(command, state(ORDER, command.orderId), ctx)
-        raise TypeError(f"unhandled command {type(command).__name__}")  # pragma: no cover
+        decide = _DECIDERS.get(type(command))
+        if decide is None:  # a subclass of a command type: the slow path
+            decide = next((f for t, f in _DECIDERS.items() if isinstance(command, t)), None)
+            if decide is None:  # pragma: no cover
+                raise TypeError(f"unhandled command {type(command).__name__}")
+        return decide(command, ctx, get)
 
     @staticmethod
     def _result_body(decision: Decision) -> dict[str, Any]:
@@ -211,23 +196,71 @@ class CommandHandler:
 
 
 def _batch_keys(commands: Sequence[tuple[Command, str]]) -> tuple[list[AggregateKey], list[str]]:
-    """The aggregates a batch's commands read and their client command ids (for one prefetch)."""
+    """The aggregates a batch's commands read and their client command ids (for one prefetch).
+
+    By exact type, as ``_DECIDERS``; a subclass's aggregates are not prefetched (each is
+    then loaded when its command is decided)."""
     keys: list[AggregateKey] = []
     ids: list[str] = []
     for command, _ in commands:
         if command.commandId is not None:
             ids.append(command.commandId)
-        match command:
-            case RegisterCustomer() | UpdateCustomer():
-                if command.customerId is not None:
-                    keys.append((CUSTOMER, command.customerId))
-            case CreateOrder():
-                keys.append((CUSTOMER, command.customerId))
-                if command.orderId is not None:
-                    keys.append((ORDER, command.orderId))
-            case UpdateOrderStatus() | CancelOrder():
+        if type(command) is CreateOrder:
+            keys.append((CUSTOMER, command.customerId))
+            if command.orderId is not None:
                 keys.append((ORDER, command.orderId))
+        elif type(command) is UpdateOrderStatus or type(command) is CancelOrder:
+            keys.append((ORDER, command.orderId))
+        elif (
+            type(command) is RegisterCustomer or type(command) is UpdateCustomer
+        ) and command.customerId is not None:
+            keys.append((CUSTOMER, command.customerId))
     return keys, ids
+
+
+# -- deciding, by the command's exact type (a dict lookup: ``match`` on the pydantic classes
+# -- costs an ``isinstance`` through their metaclass per case, ~0.5 µs per command)
+
+
+def _state(load: Loader, aggregate_type: str, aggregate_id: str | None) -> dict[str, Any] | None:
+    if aggregate_id is None:
+        return None
+    stored = load(aggregate_type, aggregate_id)
+    return None if stored is None else stored.state
+
+
+def _register(command: Any, ctx: CommandContext, load: Loader) -> Decision:
+    return customer.register(command, _state(load, CUSTOMER, command.customerId), ctx)
+
+
+def _update(command: Any, ctx: CommandContext, load: Loader) -> Decision:
+    return customer.update(command, _state(load, CUSTOMER, command.customerId), ctx)
+
+
+def _create(command: Any, ctx: CommandContext, load: Loader) -> Decision:
+    return order.create(
+        command,
+        _state(load, ORDER, command.orderId),
+        _state(load, CUSTOMER, command.customerId),
+        ctx,
+    )
+
+
+def _update_status(command: Any, ctx: CommandContext, load: Loader) -> Decision:
+    return order.update_status(command, _state(load, ORDER, command.orderId), ctx)
+
+
+def _cancel(command: Any, ctx: CommandContext, load: Loader) -> Decision:
+    return order.cancel(command, _state(load, ORDER, command.orderId), ctx)
+
+
+_DECIDERS: dict[type, Callable[[Any, CommandContext, Loader], Decision]] = {
+    RegisterCustomer: _register,
+    UpdateCustomer: _update,
+    CreateOrder: _create,
+    UpdateOrderStatus: _update_status,
+    CancelOrder: _cancel,
+}
 
 
 def _save(decision: Decision, command_id: str, body: dict[str, Any]) -> Save:

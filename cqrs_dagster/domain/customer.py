@@ -17,8 +17,8 @@ def evolve(state: State | None, event: EventEnvelope) -> State:
             "customerId": event.aggregate_id,
             "name": data["name"],
             "email": data["email"],
-            "createdAt": utc_iso(event.timestamp),
-            "updatedAt": utc_iso(event.timestamp),
+            "createdAt": (at := utc_iso(event.timestamp)),
+            "updatedAt": at,
             "version": event.version,
         }
     if state is None:

@@ -62,6 +62,11 @@ def utc_iso(ts: datetime) -> str:
     return text
 
 
+def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` itself when it is a dict (orjson's input; no copy on the write path)."""
+    return value if type(value) is dict else dict(value)
+
+
 def parse_utc(value: str) -> datetime:
     """Parse an ISO-8601 timestamp; naive values are taken as UTC."""
     ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -101,8 +106,8 @@ class EventEnvelope:
             "timestamp": utc_iso(self.timestamp),
             "correlationId": self.correlation_id,
             "causationId": self.causation_id,
-            "data": dict(self.data),
-            "metadata": dict(self.metadata),
+            "data": _as_dict(self.data),
+            "metadata": _as_dict(self.metadata),
             "schemaVersion": self.schema_version,
         }
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,7 +87,15 @@ _INSERT_OUTBOX = (
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # Mappings that are not dicts (orjson takes dicts only) are converted when met, so the
+    # write path's dicts are serialized as they are, without a copy.
+    return orjson.dumps(value, default=_mapping).decode()
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class SqliteWriteStore(WriteStore):
@@ -202,7 +210,7 @@ class SqliteWriteStore(WriteStore):
     def save(self, save: Save) -> None:
         # Serialize first: a value that is not JSON fails before the transaction starts.
         state = _dumps(save.aggregate.state)
-        result_json = _dumps(dict(save.result))
+        result_json = _dumps(save.result)
         outbox_rows = [
             (e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.to_json().decode())
             for e in save.events
@@ -340,7 +348,7 @@ class _SqliteBatch(WriteBatch):
                 f"{key[0]} {key[1]} is at version {current}, expected {save.expected_version}"
             )
         # Serialize everything before buffering anything: a value that is not JSON fails alone.
-        command_row = (save.command_id, _dumps(dict(save.result)))
+        command_row = (save.command_id, _dumps(save.result))
         aggregate_row = (*key, save.aggregate.version, _dumps(save.aggregate.state))
         outbox_rows = [
             (e.event_id, e.aggregate_type, e.aggregate_id, e.version, e.to_json().decode())
