@@ -318,3 +318,27 @@ def test_command_without_id_gets_a_generated_one_recorded_with_its_result(
     assert uuid.UUID(event.causation_id).version == 7
     assert event.correlation_id == event.causation_id
     assert store.command_result(event.causation_id) == result.body
+
+
+def test_a_subclass_of_a_command_type_is_decided_as_its_base(
+    handler: CommandHandler, store: SqliteWriteStore
+) -> None:
+    """The handler dispatches on the exact type; a subclass takes the isinstance fallback, and
+    its aggregates (not prefetched in a batch) are loaded when it is decided."""
+    from cqrs_dagster.domain.commands import CreateOrder, RegisterCustomer
+
+    class ImportedCustomer(RegisterCustomer):
+        pass
+
+    class ImportedOrder(CreateOrder):
+        pass
+
+    customer = ImportedCustomer(
+        type="RegisterCustomer", customerId="c9", name="Ada", email="a@b.co"
+    )
+    assert handler.handle(customer).body["version"] == 1
+    items = [{"sku": "tea", "quantity": 1, "unitPrice": "2.00"}]
+    order = ImportedOrder(type="CreateOrder", orderId="o9", customerId="c9", items=items)
+    (created,) = handler.handle_batch([(order, "alice")])
+    assert isinstance(created, CommandResult) and created.body["state"]["customerId"] == "c9"
+    assert [(e.aggregate_id, e.version) for e in outbox(store)] == [("c9", 1), ("o9", 1)]
