@@ -91,7 +91,7 @@ class CommandHandler:
             return CommandResult(raced, replayed=True)
         body = self._result_body(decision)
         try:
-            self.store.save(_save(decision, command_id, body))
+            self.store.save(_save(decision, command.commandId, body))
         except DuplicateCommand:
             raced = self.store.command_result(command_id)
             if raced is None:
@@ -126,21 +126,16 @@ class CommandHandler:
 
     def _apply(self, command: Command, user_id: str, batch: WriteBatch) -> CommandResult:
         """One command of a batch: :meth:`handle`'s steps, reading and writing through ``batch``."""
-        client_id = command.commandId is not None
-        if command.commandId is None:
-            command_id = uuid7()
-            batch.assume_new(command_id)
-        else:
-            command_id = command.commandId
-            if (previous := batch.command_result(command_id)) is not None:
-                return CommandResult(previous, replayed=True)
-        ctx = self._context(command, command_id, user_id)
+        client_id = command.commandId
+        if client_id is not None and (previous := batch.command_result(client_id)) is not None:
+            return CommandResult(previous, replayed=True)
+        ctx = self._context(command, client_id or uuid7(), user_id)
         try:
             decision = self._checked_decision(command, ctx, batch.load)
             body = self._result_body(decision)
-            batch.save(_save(decision, command_id, body))
+            batch.save(_save(decision, client_id, body))
         except DomainError:
-            raced = batch.recheck_command_result(command_id) if client_id else None
+            raced = None if client_id is None else batch.recheck_command_result(client_id)
             if raced is None:
                 raise
             return CommandResult(raced, replayed=True)
@@ -263,14 +258,15 @@ _DECIDERS: dict[type, Callable[[Any, CommandContext, Loader], Decision]] = {
 }
 
 
-def _save(decision: Decision, command_id: str, body: dict[str, Any]) -> Save:
-    """What ``decision`` writes: the aggregate's new state, its events and the command's result."""
+def _save(decision: Decision, client_id: str | None, body: dict[str, Any]) -> Save:
+    """What ``decision`` writes: the aggregate's new state, its events and, for a client's
+    command id (the only kind a retry can present), the command's result under it."""
     return Save(
         aggregate=StoredAggregate(
             decision.aggregate_type, decision.aggregate_id, decision.version, decision.state
         ),
         expected_version=decision.expected_version,
         events=decision.events,
-        command_id=command_id,
+        command_id=client_id,
         result=body,
     )

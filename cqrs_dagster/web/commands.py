@@ -122,7 +122,9 @@ Send one command as a JSON object whose `type` is one of {", ".join(COMMAND_TYPE
   query API accepts for read-your-writes.
 * **200**: the `commandId` was processed before: nothing is written and the body is the
   ORIGINAL response of that command, even if this request's other fields differ. Retrying a
-  command with its `commandId` is therefore always safe.
+  command with its `commandId` is therefore always safe. A command sent without one gets an id
+  from the server (its events' `causationId`) that is not recorded: only a client's own
+  `commandId` makes a retry safe.
 * Money (`unitPrice`) is an exact decimal with at most 2 places: send a string (`"12.50"`) or a
   JSON number; responses render money as decimal strings.
 * Errors are `application/problem+json` (RFC 9457) and change nothing: 400 malformed JSON,

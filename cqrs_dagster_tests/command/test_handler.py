@@ -10,6 +10,7 @@ UUIDv7 eventId and the handler clock's timestamp.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -309,15 +310,39 @@ def test_events_carry_causation_correlation_metadata_and_a_uuid_event_id(
     assert created.event_id != paid.event_id
 
 
-def test_command_without_id_gets_a_generated_one_recorded_with_its_result(
-    handler: CommandHandler, store: SqliteWriteStore
+@pytest.mark.parametrize("batched", [False, True], ids=["handle", "handle_batch"])
+def test_command_without_id_gets_a_generated_one_that_is_not_recorded(
+    handler: CommandHandler, store: SqliteWriteStore, batched: bool
 ) -> None:
+    """The events carry the server-made id; no result is recorded under it (no client holds it
+    to retry with), while a client's commandId is recorded in the same batch."""
     register(handler)
-    result = run(handler, type="UpdateCustomer", customerId="c1", name="Bo")
-    event = outbox(store)[-1]
-    assert uuid.UUID(event.causation_id).version == 7
-    assert event.correlation_id == event.causation_id
-    assert store.command_result(event.causation_id) == result.body
+    update = parse_command({"type": "UpdateCustomer", "customerId": "c1", "name": "Bo"})
+    again = parse_command({"type": "UpdateCustomer", "customerId": "c1", "name": "Cy"})
+    keyed = parse_command(
+        {"type": "UpdateCustomer", "customerId": "c1", "name": "Di", "commandId": "k-1"}
+    )
+    if batched:
+        outcomes = handler.handle_batch([(update, "u"), (again, "u"), (keyed, "u")])
+        assert all(isinstance(o, CommandResult) for o in outcomes)
+        results = [o for o in outcomes if isinstance(o, CommandResult)]
+    else:
+        results = [handler.handle(c) for c in (update, again, keyed)]
+    events = outbox(store)[-3:]
+    assert [e.version for e in events] == [2, 3, 4]
+    for event in events[:2]:
+        assert uuid.UUID(event.causation_id).version == 7
+        assert event.correlation_id == event.causation_id
+        assert store.command_result(event.causation_id) is None
+    assert events[0].causation_id != events[1].causation_id
+    assert events[2].causation_id == "k-1"
+    assert store.command_result("k-1") == results[2].body
+    conn = sqlite3.connect(store.path)
+    try:
+        rows = conn.execute("SELECT command_id FROM commands ORDER BY 1").fetchall()
+        assert rows == [("k-1",), ("reg-c1",)]  # register() sends its own commandId
+    finally:
+        conn.close()
 
 
 def test_a_subclass_of_a_command_type_is_decided_as_its_base(

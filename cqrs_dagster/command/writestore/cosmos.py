@@ -21,9 +21,11 @@ planning, and it caps at 100 operations / 2 MB like a document does. The local s
 (npm ``@vercel/cosmosdb-server``) also implements batches only for create operations and NOT
 atomically, so tests against it would not exercise the guarantee. One document is atomic on both.
 
-Cost of the choice: a document is capped at 2 MB. Each processed command keeps its result (which
-includes the state) in the document, so an aggregate can take a few thousand commands; published
-events are removed from the document by :meth:`mark_published`.
+Cost of the choice: a document is capped at 2 MB. Each processed command that carried a client
+``commandId`` keeps its result (which includes the state) in the document, so an aggregate can
+take a few thousand of those; commands whose id the server made record nothing (no client can
+retry with it) and cost no cross-partition lookup. Published events are removed from the
+document by :meth:`mark_published`.
 
 Command ids (idempotency)
 -------------------------
@@ -279,11 +281,13 @@ class CosmosWriteStore(WriteStore):
     def save(self, save: Save) -> None:
         agg_type, agg_id = save.key
         command_id, expected_version = save.command_id, save.expected_version
-        if self.command_result(command_id) is not None:
+        # A server-made command id (None) is neither checked nor recorded: no cross-partition
+        # query per command, and no id that nobody can retry with grows the document.
+        if command_id is not None and self.command_result(command_id) is not None:
             raise DuplicateCommand(f"command {command_id} was already processed")
         for _ in range(MARK_RETRIES):
             doc = self._read(agg_type, agg_id)
-            if doc is not None and command_id in doc["commandIds"]:
+            if doc is not None and command_id is not None and command_id in doc["commandIds"]:
                 raise DuplicateCommand(f"command {command_id} was already processed")  # raced us
             current = 0 if doc is None else int(doc["version"])
             if current != expected_version:
@@ -302,7 +306,7 @@ class CosmosWriteStore(WriteStore):
                 # retry), say so, so the handler replays its result. If it was the relay
                 # marking events published (same version, fewer pending events), write again
                 # on the new etag; a new version is a conflict (found by the re-read).
-                if self.command_result(command_id) is not None:
+                if command_id is not None and self.command_result(command_id) is not None:
                     raise DuplicateCommand(f"command {command_id} was already processed") from exc
         raise VersionConflict(
             f"{agg_type} {agg_id} kept changing (expected version {expected_version})"
@@ -383,7 +387,7 @@ class CosmosWriteStore(WriteStore):
 
 def _saved(doc: dict[str, Any] | None, save: Save) -> dict[str, Any]:
     """The aggregate's document after ``save``: new state, its events appended to the pending
-    outbox (stamped with ``t``), the command id and result recorded."""
+    outbox (stamped with ``t``), a client's command id and result recorded."""
     agg_type, agg_id = save.key
     base: dict[str, Any] = doc or {
         "id": agg_id,
@@ -395,13 +399,17 @@ def _saved(doc: dict[str, Any] | None, save: Save) -> dict[str, Any]:
     }
     t = _CLOCK.next(int(base["lastT"]) + 1)
     pending = [*base["pending"], *({"t": t, "event": e.to_dict()} for e in save.events)]
+    command_ids, results = base["commandIds"], base["commandResults"]
+    if save.command_id is not None:
+        command_ids = [*command_ids, save.command_id]
+        results = {**results, save.command_id: dict(save.result)}
     return {
         "id": agg_id,
         "aggregateType": agg_type,
         "version": save.aggregate.version,
         "state": save.aggregate.state,
-        "commandIds": [*base["commandIds"], save.command_id],
-        "commandResults": {**base["commandResults"], save.command_id: dict(save.result)},
+        "commandIds": command_ids,
+        "commandResults": results,
         "pending": pending,
         "lastT": t,
         **_pending_index(pending),

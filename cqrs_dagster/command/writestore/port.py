@@ -54,10 +54,12 @@ class Save:
     """The version the store must hold before the write (0: the aggregate must not exist)."""
     events: Sequence[EventEnvelope]
     """The new events, in version order, for the outbox."""
-    command_id: str
-    """The processed command's id, recorded so a retry replays instead of writing again."""
+    command_id: str | None
+    """The client's command id, recorded with ``result`` so a retry replays instead of writing
+    again. None when the server made the id: no client holds it, so no retry can present it,
+    and the store neither checks nor records it (the events still carry it as causation id)."""
     result: Mapping[str, Any]
-    """What the command returned, recorded under ``command_id``."""
+    """What the command returned, recorded under ``command_id`` (when there is one)."""
 
     @property
     def key(self) -> AggregateKey:
@@ -98,13 +100,6 @@ class WriteBatch:
             self._results.update(self._fetch_results([command_id]))
         return self._results[command_id]
 
-    def assume_new(self, command_id: str) -> None:
-        """The caller made ``command_id`` itself (a fresh uuid7): skip looking it up.
-
-        The store's own duplicate check at write time still applies.
-        """
-        self._results.setdefault(command_id, None)
-
     def recheck_command_result(self, command_id: str) -> dict[str, Any] | None:
         """The command's result after a failed decision or save (a retry that raced its original).
 
@@ -122,14 +117,16 @@ class WriteBatch:
             self._forget(key, save.command_id)
             raise
         self._aggregates[key] = save.aggregate
-        self._results[save.command_id] = dict(save.result)
+        if save.command_id is not None:
+            self._results[save.command_id] = dict(save.result)
 
     # -- what an adapter overrides --------------------------------------------------------------
 
-    def _forget(self, key: AggregateKey, command_id: str) -> None:
+    def _forget(self, key: AggregateKey, command_id: str | None) -> None:
         """After a failed save: drop what it touched from the cache (the store may have moved)."""
         self._aggregates.pop(key, None)
-        self._results.pop(command_id, None)
+        if command_id is not None:
+            self._results.pop(command_id, None)
 
     def _fetch_aggregates(
         self, keys: Sequence[AggregateKey]
@@ -170,7 +167,8 @@ class WriteStore(ABC):
         Raises VersionConflict if the stored version is not ``save.expected_version`` (0: must
         not exist) and DuplicateCommand if ``save.command_id`` was already recorded; either way
         nothing is written. DuplicateCommand takes precedence (a raced retry then replays, not
-        409s). Raises StoreUnavailable when the store cannot be reached (every method may).
+        409s). A ``command_id`` of None (the server made it) is neither checked nor recorded.
+        Raises StoreUnavailable when the store cannot be reached (every method may).
         """
 
     @abstractmethod
