@@ -3,7 +3,7 @@
 Covers, only through the port: atomic save (state, outbox events and command result visible
 together), optimistic concurrency (VersionConflict writes nothing, expected version 0 means "must
 not exist"), duplicate command ids (DuplicateCommand writes nothing, and wins over a version
-conflict so a raced retry replays), outbox order (commit order, so version order per aggregate,
+conflict so a raced retry replays; a save without a client command id records none), outbox order (commit order, so version order per aggregate,
 across many aggregates and pages), idempotent mark_published, exact JSON round-trips of state,
 results (decimals as strings) and event envelopes, and missing lookups returning None.
 
@@ -119,6 +119,28 @@ class WriteStoreContract:
         assert store.load(ORDER, "o1") == StoredAggregate(ORDER, "o1", 2, state)
         assert store.command_result("c1") == result
         assert store.pending_events(10) == list(events)
+
+    def test_a_save_without_a_client_command_id_records_no_result(
+        self, store: WriteStore
+    ) -> None:
+        """``command_id=None`` (the server made the id): state and events are saved, nothing is
+        recorded or checked for the command, alone or in a batch, and the version check holds."""
+        first = make_event("o1", 1)
+        store.save(Save(StoredAggregate(ORDER, "o1", 1, {"v": 1}), 0, (first,), None, {"n": 1}))
+        second = make_event("o1", 2)
+        with store.batch() as batch:
+            batch.save(Save(StoredAggregate(ORDER, "o1", 2, {"v": 2}), 1, (second,), None, {}))
+            with pytest.raises(VersionConflict):  # no command id: the version still decides
+                batch.save(
+                    Save(StoredAggregate(ORDER, "o1", 2, {}), 1, (make_event("o1", 2),), None, {})
+                )
+            batch.save(Save(StoredAggregate(CUSTOMER, "c1", 1, {}), 0, (), "k-1", {"n": 3}))
+        stored = store.load(ORDER, "o1")
+        assert stored is not None and stored.version == 2 and stored.state == {"v": 2}
+        assert store.pending_events(10) == [first, second]
+        assert store.command_result(first.causation_id) is None
+        assert store.command_result("None") is None
+        assert store.command_result("k-1") == {"n": 3}
 
     def test_next_save_builds_on_the_stored_version(self, store: WriteStore) -> None:
         commit(store, "o1", 0)
