@@ -120,9 +120,7 @@ class WriteStoreContract:
         assert store.command_result("c1") == result
         assert store.pending_events(10) == list(events)
 
-    def test_a_save_without_a_client_command_id_records_no_result(
-        self, store: WriteStore
-    ) -> None:
+    def test_a_save_without_a_client_command_id_records_no_result(self, store: WriteStore) -> None:
         """``command_id=None`` (the server made the id): state and events are saved, nothing is
         recorded or checked for the command, alone or in a batch, and the version check holds."""
         first = make_event("o1", 1)
