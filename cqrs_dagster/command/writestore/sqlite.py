@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) WHERE published_at IS NULL;
 -- client command ids with their results, for replay; a server-made id is not recorded (no
--- client holds it to retry with): 13-15% commands/s in (a), where no command carries one
+-- client holds it to retry with): +19% commands/s in (a), where no command carries one
 CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY,
     result     TEXT NOT NULL
